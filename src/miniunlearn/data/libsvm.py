@@ -1,0 +1,64 @@
+"""Loader for user-supplied files in LIBSVM / svmlight format (e.g. covtype, HIGGS).
+
+Rows are ``<label> <index>:<value> ...``; indices are read as 1-based (the LIBSVM convention)
+unless index 0 occurs in the train or test file, then as 0-based. Features are densified to
+float32 and are NOT scaled unless ``standardize=True``. Labels are mapped to ``0 .. K-1`` in
+sorted order over both files.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from miniunlearn.data.base import Dataset
+from miniunlearn.data.userfiles import assemble, existing_file
+from miniunlearn.errors import DataCorruptError
+
+
+def load_libsvm(
+    path: str | os.PathLike[str] | None,
+    *,
+    test_path: str | os.PathLike[str] | None = None,
+    n_features: int | None = None,
+    standardize: bool = False,
+) -> Dataset:
+    """Load a LIBSVM-format training file and optional test file into a dense Dataset.
+
+    Takes the train file ``path``, an optional ``test_path`` (without one: a fixed stratified
+    80/20 split of the train file, seed 0, rows kept in file order), an optional total
+    ``n_features`` (default: the largest index seen in either file; columns past the
+    last index are zeros), and whether to standardise
+    with train statistics. Returns a Dataset named ``"libsvm"`` whose training ids are the row
+    indices of its train split. Raises DataMissingError if a file does not exist and
+    DataCorruptError if one cannot be parsed.
+    """
+    from sklearn.datasets import load_svmlight_files
+
+    train = existing_file(path, "libsvm")
+    files = [train] + ([existing_file(test_path, "libsvm test_path")] if test_path else [])
+    names = " / ".join(str(f) for f in files)
+    try:
+        # Read the indices as written; decide 0- or 1-based over all files afterwards.
+        loaded = load_svmlight_files([str(f) for f in files], dtype=np.float32, zero_based=True)
+    except (ValueError, UnicodeDecodeError, IndexError) as exc:
+        raise DataCorruptError(f"{names}: not a valid LIBSVM file ({exc})") from exc
+    mats, labels = list(loaded[0::2]), list(loaded[1::2])
+    for f, y in zip(files, labels, strict=True):
+        if y.shape[0] == 0:
+            raise DataCorruptError(f"{f}: no data rows")
+    used = [m.indices.min() for m in mats if m.nnz]
+    offset = 1 if used and min(used) >= 1 else 0  # no index 0 anywhere: one-based
+    width = max(m.shape[1] for m in mats) - offset
+    if n_features is not None:
+        if n_features < width:
+            raise DataCorruptError(f"{names}: n_features={n_features} but indices reach {width}")
+        width = n_features
+    dense = []
+    for m in mats:
+        x = np.zeros((m.shape[0], width), dtype=np.float32)
+        x[:, : m.shape[1] - offset] = m[:, offset:].toarray()
+        dense.append(x)
+    x_test, y_test = (dense[1], labels[1]) if test_path else (None, None)
+    return assemble("libsvm", str(train), dense[0], labels[0], x_test, y_test, standardize)

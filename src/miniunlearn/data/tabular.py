@@ -1,0 +1,119 @@
+"""Loader for user-supplied CSV files: numeric feature columns plus one label column.
+
+The label column is the last one unless ``label_column=`` names another (by 0-based index,
+negative counting from the end, or by header name). Labels may be numbers or strings and are
+mapped to ``0 .. K-1`` in sorted order. Every other column must be numeric. A header line is
+detected when a feature field of the first line is not a number, or set with ``header=``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from miniunlearn.data.base import Dataset
+from miniunlearn.data.userfiles import assemble, existing_file
+from miniunlearn.errors import ConfigError, DataCorruptError
+
+
+def _first_line(path: Path, delimiter: str) -> list[str]:
+    """Return the fields of the first non-blank line of ``path``."""
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            for line in handle:
+                if line.strip():
+                    return next(csv.reader(io.StringIO(line), delimiter=delimiter))
+    except UnicodeDecodeError as exc:
+        raise DataCorruptError(f"{path}: not a UTF-8 text file ({exc})") from exc
+    raise DataCorruptError(f"{path}: empty file")
+
+
+def _is_number(field: str) -> bool:
+    try:
+        float(field)
+    except ValueError:
+        return False
+    return True
+
+
+def _resolve_label(label_column: int | str, fields: list[str], has_header: bool, path: Path) -> int:
+    """Return the non-negative index of the label column."""
+    n = len(fields)
+    if isinstance(label_column, str):
+        if not has_header:
+            raise ConfigError(f"{path}: label_column={label_column!r} needs a header line")
+        names = [f.strip() for f in fields]
+        if label_column not in names:
+            raise ConfigError(f"{path}: no column named {label_column!r}; columns: {names}")
+        return names.index(label_column)
+    if not -n <= label_column < n:
+        raise ConfigError(f"{path}: label_column={label_column} but the file has {n} columns")
+    return label_column % n
+
+
+def _read(
+    path: Path, label_column: int | str, header: bool | None, delimiter: str, n_cols: int | None
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Parse one CSV file; return ``(features float32, raw labels str, n_columns)``."""
+    fields = _first_line(path, delimiter)
+    if n_cols is not None and len(fields) != n_cols:
+        raise DataCorruptError(f"{path}: has {len(fields)} columns, the train file has {n_cols}")
+    if len(fields) < 2:
+        raise DataCorruptError(f"{path}: needs at least one feature column and a label column")
+    if header is None:
+        if isinstance(label_column, str):
+            has_header = True
+        else:
+            label = _resolve_label(label_column, fields, False, path)
+            has_header = not all(_is_number(f) for i, f in enumerate(fields) if i != label)
+    else:
+        has_header = bool(header)
+    label = _resolve_label(label_column, fields, has_header, path)
+    feature_cols = [i for i in range(len(fields)) if i != label]
+    common = dict(
+        delimiter=delimiter, skiprows=int(has_header), ndmin=2, quotechar='"', encoding="utf-8", comments=None
+    )
+    try:
+        with warnings.catch_warnings():
+            # an empty body is reported below; blank lines are fine
+            warnings.filterwarnings("ignore", message="loadtxt: input contained no data")
+            warnings.filterwarnings("ignore", message="Input line", category=UserWarning)
+            x = np.loadtxt(path, usecols=feature_cols, dtype=np.float32, **common)
+            y = np.loadtxt(path, usecols=[label], dtype=str, **common)[:, 0]
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DataCorruptError(f"{path}: cannot parse as CSV of numeric features ({exc})") from exc
+    if x.shape[0] == 0:
+        raise DataCorruptError(f"{path}: no data rows")
+    return x, y, len(fields)
+
+
+def load_csv(
+    path: str | os.PathLike[str] | None,
+    *,
+    test_path: str | os.PathLike[str] | None = None,
+    label_column: int | str = -1,
+    header: bool | None = None,
+    delimiter: str = ",",
+    standardize: bool = False,
+) -> Dataset:
+    """Load a CSV training file and optional test file into a Dataset.
+
+    Takes the train file ``path``; an optional ``test_path`` with the same columns (without
+    one: a fixed stratified 80/20 split of the train file, seed 0, rows kept in file order);
+    ``label_column`` (index or header name, default last); ``header`` (None = autodetect, or
+    True/False, applied to both files); the ``delimiter``; and whether to standardise the
+    features with train statistics. Returns a Dataset named ``"csv"``. Raises DataMissingError
+    for a missing file, DataCorruptError for an unparsable one, ConfigError for a bad option.
+    """
+    train = existing_file(path, "csv")
+    x_train, y_train, n_cols = _read(train, label_column, header, delimiter, None)
+    x_test = y_test = None
+    if test_path:
+        test = existing_file(test_path, "csv test_path")
+        x_test, y_test, _ = _read(test, label_column, header, delimiter, n_cols)
+    return assemble("csv", str(train), x_train, y_train, x_test, y_test, standardize)

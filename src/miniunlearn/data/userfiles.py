@@ -1,0 +1,59 @@
+"""Helpers shared by the loaders of user-supplied files (LIBSVM and CSV)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from miniunlearn.data.base import Dataset
+from miniunlearn.data.splits import check_finite, encode_labels, fixed_split, standardize
+from miniunlearn.errors import ConfigError, DataMissingError
+
+
+def existing_file(path: str | os.PathLike[str] | None, what: str) -> Path:
+    """Return ``path`` as a Path; raise ConfigError if None, DataMissingError if not a file."""
+    if path is None:
+        raise ConfigError(f"{what}: give the data file with path=...")
+    p = Path(path)
+    if not p.is_file():
+        raise DataMissingError(f"{what}: no such file: {p}")
+    return p
+
+
+def assemble(
+    name: str,
+    source: str,
+    x_train: np.ndarray,
+    raw_y_train: np.ndarray,
+    x_test: np.ndarray | None,
+    raw_y_test: np.ndarray | None,
+    standardize_features: bool,
+) -> Dataset:
+    """Build a Dataset from parsed user data.
+
+    Takes the registry name, a source description for errors, the train features and raw
+    labels, optional test features and raw labels (None: a fixed stratified 80/20 split of the
+    train file, seed 0, rows kept in file order), and whether to standardise with train stats.
+    Returns the Dataset; raises DataCorruptError on non-finite features or bad labels.
+    """
+    check_finite(x_train, source)
+    if x_test is None or raw_y_test is None:
+        y_all, _, k = encode_labels(raw_y_train, raw_y_train[:0], source)
+        tr, te = fixed_split(y_all)
+        x_tr, y_tr, x_te, y_te = x_train[tr], y_all[tr], x_train[te], y_all[te]
+    else:
+        check_finite(x_test, source)
+        y_tr, y_te, k = encode_labels(raw_y_train, raw_y_test, source)
+        x_tr, x_te = x_train, x_test
+    if standardize_features:
+        x_tr, x_te = standardize(x_tr, x_te)
+    return Dataset(
+        name,
+        np.ascontiguousarray(x_tr, dtype=np.float32),
+        y_tr,
+        np.ascontiguousarray(x_te, dtype=np.float32),
+        y_te,
+        n_classes=k,
+    )

@@ -1,0 +1,163 @@
+"""The one interface every unlearning method implements, and the record it returns.
+
+A method takes an :class:`UnlearnRequest` (the trained run with its history and
+data, the ids to forget, ids forgotten by earlier requests, and the parameters of
+the current model version) plus its own options, and returns an
+:class:`UnlearnResult`: the new parameters and an :class:`UnlearnRecord` with wall
+time, per-sample gradient evaluations, history bytes read and diagnostics.
+
+Adding a method is adding one module to this package that defines a subclass of
+:class:`UnlearningMethod` decorated with :func:`register`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+from ..ids import validate_forget_ids
+from ..training.rundir import Run
+
+_REGISTRY: dict[str, type[UnlearningMethod]] = {}
+
+
+@dataclass
+class UnlearnRequest:
+    """What to forget, from which model.
+
+    ``forget_ids``: the ids of this request. ``previously_forgotten``: ids removed by
+    earlier requests (the retain set excludes both). ``base_params``: the current
+    model's flat parameters (None = the run's original model).
+    """
+
+    run: Run
+    forget_ids: np.ndarray
+    previously_forgotten: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    base_params: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        n = self.run.n_train
+        self.previously_forgotten = validate_forget_ids(self.previously_forgotten, n, allow_empty=True)
+        self.forget_ids = validate_forget_ids(self.forget_ids, n, allow_empty=True)
+        validate_forget_ids(self.all_forgotten, n, allow_empty=True)
+
+    @property
+    def all_forgotten(self) -> np.ndarray:
+        """Sorted union of this request's ids and all earlier ones."""
+        return np.union1d(self.forget_ids, self.previously_forgotten).astype(np.int64)
+
+    @property
+    def retain_ids(self) -> np.ndarray:
+        """Sorted ids of the samples that remain after this request."""
+        mask = np.ones(self.run.n_train, dtype=bool)
+        mask[self.all_forgotten] = False
+        return np.flatnonzero(mask)
+
+    def start_params(self) -> torch.Tensor:
+        """The parameters unlearning starts from (the current model version)."""
+        return self.run.load_model_params() if self.base_params is None else self.base_params.clone()
+
+
+@dataclass
+class UnlearnRecord:
+    """What a method did: cost, history read, and method-specific diagnostics."""
+
+    method: str
+    n_forget: int
+    n_previously_forgotten: int
+    time_s: float
+    grad_evals: int
+    history_bytes: int
+    options: dict[str, Any]
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable dict."""
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class UnlearnResult:
+    """The unlearned parameters (flat) and the record of how they were obtained."""
+
+    params: torch.Tensor
+    record: UnlearnRecord
+
+
+class UnlearningMethod(ABC):
+    """Base class: subclasses set ``name``, an ``Options`` dataclass, and implement ``_unlearn``."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str] = ""
+
+    @dataclass(frozen=True)
+    class Options:
+        """Method options (subclasses replace this with their own dataclass)."""
+
+    def __init__(self, **options: Any) -> None:
+        names = {f.name for f in dataclasses.fields(self.Options)}
+        unknown = set(options) - names
+        if unknown:
+            raise ConfigError(
+                f"method {self.name!r} has no option(s) {sorted(unknown)}; its options are {sorted(names)}"
+            )
+        self.options = self.Options(**options)
+
+    def unlearn(self, request: UnlearnRequest) -> UnlearnResult:
+        """Forget ``request.forget_ids``; return the new parameters and a record.
+
+        Times the call and counts per-sample gradient evaluations on the run's
+        objective. An empty forget set returns the starting parameters unchanged.
+        """
+        objective = request.run.objective
+        start_evals = objective.grad_evals
+        started = time.perf_counter()
+        if request.forget_ids.size == 0:
+            params, history_bytes, diagnostics = request.start_params(), 0, {"empty_request": True}
+        else:
+            params, history_bytes, diagnostics = self._unlearn(request)
+        return UnlearnResult(
+            params=params,
+            record=UnlearnRecord(
+                method=self.name,
+                n_forget=int(request.forget_ids.size),
+                n_previously_forgotten=int(request.previously_forgotten.size),
+                time_s=time.perf_counter() - started,
+                grad_evals=int(objective.grad_evals - start_evals),
+                history_bytes=int(history_bytes),
+                options=dataclasses.asdict(self.options),
+                diagnostics=diagnostics,
+            ),
+        )
+
+    @abstractmethod
+    def _unlearn(self, request: UnlearnRequest) -> tuple[torch.Tensor, int, dict[str, Any]]:
+        """Return (parameters, history bytes read, diagnostics) for a non-empty request."""
+
+
+def register(cls: type[UnlearningMethod]) -> type[UnlearningMethod]:
+    """Class decorator adding a method to the registry under ``cls.name``."""
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ConfigError(f"two unlearning methods are named {cls.name!r}")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def registry() -> dict[str, type[UnlearningMethod]]:
+    """Return {name: method class} of all registered methods."""
+    return dict(_REGISTRY)
+
+
+def get_method(name: str, **options: Any) -> UnlearningMethod:
+    """Return an instance of the method ``name`` with ``options``; ConfigError when unknown."""
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown method {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name](**options)
+

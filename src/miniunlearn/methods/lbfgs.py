@@ -1,0 +1,78 @@
+"""Limited-memory BFGS curvature: a bounded store of secant pairs and the two-loop product.
+
+Shared by Mini-Unlearning (inverse-Hessian products) and DeltaGrad (Hessian-vector
+products in compact form).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import torch
+
+
+class SecantPairs:
+    """The last ``memory`` secant pairs (s, y) that satisfy the curvature condition.
+
+    A pair is kept only when s.y > ``eps`` * |s| * |y| (positive curvature along s),
+    which keeps the implied Hessian approximation positive definite for non-convex
+    objectives too.
+    """
+
+    def __init__(self, memory: int, eps: float = 1e-8) -> None:
+        self.memory = int(memory)
+        self.eps = float(eps)
+        self.pairs: deque[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = deque(maxlen=self.memory)
+        self.rejected = 0
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def add(self, s: torch.Tensor, y: torch.Tensor) -> bool:
+        """Append (s, y) if it passes the curvature test; return whether it was kept."""
+        sy = torch.dot(s, y)
+        if not torch.isfinite(sy) or sy <= self.eps * s.norm() * y.norm() or sy <= 0:
+            self.rejected += 1
+            return False
+        self.pairs.append((s.clone(), y.clone(), 1.0 / sy))
+        return True
+
+    def gamma(self) -> float:
+        """Initial inverse-Hessian scale s.y / y.y of the newest pair (1.0 without pairs)."""
+        if not self.pairs:
+            return 1.0
+        s, y, rho = self.pairs[-1]
+        return float(1.0 / (rho * torch.dot(y, y)))
+
+    def inverse_hessian_product(self, g: torch.Tensor) -> torch.Tensor:
+        """Return H g with H the L-BFGS inverse-Hessian approximation (two-loop recursion)."""
+        q = g.clone()
+        alphas = []
+        for s, y, rho in reversed(self.pairs):
+            alpha = rho * torch.dot(s, q)
+            q -= alpha * y
+            alphas.append(alpha)
+        r = self.gamma() * q
+        for (s, y, rho), alpha in zip(self.pairs, reversed(alphas), strict=True):
+            beta = rho * torch.dot(y, r)
+            r += (alpha - beta) * s
+        return r
+
+    def hessian_product(self, v: torch.Tensor) -> torch.Tensor:
+        """Return B v with B the L-BFGS Hessian approximation in compact form
+        (Byrd, Nocedal and Schnabel 1994), B_0 = sigma I with sigma = y.y / s.y of the newest pair."""
+        if not self.pairs:
+            return v.clone()
+        S = torch.stack([p[0] for p in self.pairs], dim=1)
+        Y = torch.stack([p[1] for p in self.pairs], dim=1)
+        sigma = 1.0 / self.gamma()
+        StY = S.T @ Y
+        L = torch.tril(StY, diagonal=-1)
+        D = torch.diag(torch.diagonal(StY))
+        middle = torch.cat(
+            [torch.cat([sigma * S.T @ S, L], dim=1), torch.cat([L.T, -D], dim=1)], dim=0
+        )
+        rhs = torch.cat([sigma * (S.T @ v), Y.T @ v])
+        coef = torch.linalg.solve(middle, rhs)
+        m = S.shape[1]
+        return sigma * v - (sigma * (S @ coef[:m]) + Y @ coef[m:])

@@ -1,0 +1,94 @@
+"""Training configuration: everything needed to reproduce a training run exactly."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..errors import ConfigError
+
+HISTORY_MODES = ("none", "mini", "full", "both")
+LR_SCHEDULES = ("constant", "step", "cosine")
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A reproducible training recipe.
+
+    ``batch_size`` 0 means full-batch gradient descent (one step per epoch).
+    ``checkpoints`` is k: the minimal history keeps k+1 geometrically spaced steps.
+    ``n_train`` optionally trains on a seeded subset of the training split.
+    """
+
+    dataset: str
+    model: str = "logreg"
+    hidden: tuple[int, ...] = (128,)
+    activation: str = "relu"
+    epochs: int = 100
+    batch_size: int = 0
+    lr: float = 0.1
+    lr_schedule: str = "constant"
+    lam: float = 1e-3
+    seed: int = 0
+    dtype: str = "float32"
+    history: str = "mini"
+    checkpoints: int = 10
+    n_train: int | None = None
+    data_path: str | None = None
+    data_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 0:
+            raise ConfigError(f"batch size must be >= 0 (0 = full batch), got {self.batch_size}")
+        if not self.lr > 0:
+            raise ConfigError(f"learning rate must be positive, got {self.lr}")
+        if self.lam < 0:
+            raise ConfigError(f"L2 strength lam must be >= 0, got {self.lam}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"unknown lr schedule {self.lr_schedule!r}; choose one of {LR_SCHEDULES}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"unknown dtype {self.dtype!r}; choose one of {tuple(DTYPES)}")
+        if self.history not in HISTORY_MODES:
+            raise ConfigError(f"unknown history mode {self.history!r}; choose one of {HISTORY_MODES}")
+        if self.checkpoints < 1:
+            raise ConfigError(f"checkpoints (k) must be at least 1, got {self.checkpoints}")
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        """The torch dtype of parameters and data."""
+        return DTYPES[self.dtype]
+
+    @property
+    def full_batch(self) -> bool:
+        """True when every step uses the whole training set."""
+        return self.batch_size == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable dict of all fields."""
+        out = dataclasses.asdict(self)
+        out["hidden"] = list(self.hidden)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Build a config from ``to_dict`` output; unknown keys raise ConfigError."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ConfigError(f"unknown training config keys: {sorted(unknown)}")
+        data = dict(data)
+        if "hidden" in data:
+            data["hidden"] = tuple(data["hidden"])
+        return cls(**data)
+
+    def to_json(self) -> str:
+        """Return the config as indented JSON text."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)

@@ -1,0 +1,273 @@
+"""Run directories: a trained model with its config, schedule, history and manifest.
+
+Layout::
+
+    RUN_DIR/
+      config.json               the TrainConfig (role ``config``)
+      model.safetensors         the trained model's state dict (role ``model``)
+      schedule.npz              learning rates, batch order, RNG states (role ``schedule``)
+      history/mini.safetensors  minimal history (role ``history-mini``)
+      history/full_*.npy        full history (role ``history-full``)
+      manifest.json             every file above with path, sha256, bytes, role
+
+A run is trained into a hidden sibling directory and renamed into place only when
+every file is written, so an interrupted ``train`` never leaves a half-written run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..data import Dataset, load_dataset
+from ..errors import ConfigError, RunDirError
+from ..fileio import atomic_write_json, fsync_dir, sha256_file
+from ..models import build_model, check_replayable
+from ..objective import Objective, flatten_params
+from .config import TrainConfig
+from .history import (
+    FullHistory,
+    MiniHistory,
+    load_full_history,
+    load_mini_history,
+    make_recorder,
+    stable_metadata,
+)
+from .schedule import StepPlan, make_plan
+from .trainer import train_loop
+
+MANIFEST = "manifest.json"
+CONFIG = "config.json"
+MODEL = "model.safetensors"
+SCHEDULE = "schedule.npz"
+
+
+def load_training_data(config: TrainConfig) -> Dataset:
+    """Load the dataset named by ``config`` (subset to ``n_train`` when set)."""
+    dataset = load_dataset(config.dataset, path=config.data_path, **config.data_options)
+    if config.n_train is not None and config.n_train < dataset.n_train:
+        dataset = dataset.subset_train(config.n_train, config.seed)
+    return dataset
+
+
+def model_for(config: TrainConfig, dataset: Dataset) -> nn.Module:
+    """Build the config's model for ``dataset``, initialised from the config's seed."""
+    return build_model(
+        config.model,
+        dataset.n_features,
+        dataset.n_classes,
+        hidden=config.hidden,
+        activation=config.activation,
+        image_shape=dataset.image_shape,
+        seed=config.seed,
+        dtype=config.torch_dtype,
+    )
+
+
+def objective_for(config: TrainConfig, dataset: Dataset, model: nn.Module) -> Objective:
+    """Return the training objective of ``config`` on the dataset's training split."""
+    return Objective(model, torch.from_numpy(dataset.x_train), torch.from_numpy(dataset.y_train), config.lam)
+
+
+def save_params(path: Path, objective: Objective, w: torch.Tensor, metadata: dict[str, str]) -> None:
+    """Write flat parameters ``w`` as a named state dict (safetensors) to ``path``."""
+    tensors = {k: v.contiguous().clone() for k, v in objective.unflatten(w).items()}
+    save_file(tensors, str(path), metadata=stable_metadata(metadata))
+
+
+def load_params(path: Path, objective: Objective) -> torch.Tensor:
+    """Read a model file and return its parameters as one flat vector in the model's order.
+
+    Raises RunDirError when the file is missing, corrupt, or shaped for another model.
+    """
+    if not path.exists():
+        raise RunDirError(f"model file {path} is missing")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise RunDirError(f"model file {path} is corrupt ({exc})") from exc
+    pieces = []
+    for name, shape in zip(objective.names, objective.shapes, strict=True):
+        if name not in tensors or tuple(tensors[name].shape) != tuple(shape):
+            raise RunDirError(f"model file {path} does not fit this model (parameter {name!r})")
+        pieces.append(tensors[name].to(objective.dtype).reshape(-1))
+    return torch.cat(pieces)
+
+
+def manifest_entry(run_dir: Path, rel: str, role: str) -> dict[str, Any]:
+    """Return the manifest row {path, sha256, bytes, role} for file ``rel`` of ``run_dir``."""
+    path = run_dir / rel
+    return {"path": rel, "sha256": sha256_file(path), "bytes": path.stat().st_size, "role": role}
+
+
+def train_run(config: TrainConfig, out_dir: str | os.PathLike[str], *, progress: bool = True) -> Run:
+    """Train ``config`` and write a complete run directory at ``out_dir``; return it opened.
+
+    Raises RunDirError if ``out_dir`` exists already; nothing is written in that case.
+    """
+    out = Path(out_dir)
+    if out.exists():
+        raise RunDirError(f"{out} already exists; choose another --out or delete it first")
+    dataset = load_training_data(config)
+    model = model_for(config, dataset)
+    check_replayable(model)
+    objective = objective_for(config, dataset, model)
+    plan = make_plan(config, dataset.n_train)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        recorder = make_recorder(
+            config.history, tmp, total_steps=plan.total_steps, k=config.checkpoints,
+            n=dataset.n_train, lam=config.lam, dim=objective.dim, dtype=config.torch_dtype,
+        )
+        w = train_loop(objective, flatten_params(model), plan, recorder=recorder, progress=progress)
+        files = {CONFIG: "config", MODEL: "model", SCHEDULE: "schedule", **recorder.close()}
+        (tmp / CONFIG).write_text(config.to_json() + "\n")
+        save_params(tmp / MODEL, objective, w, {"format": "miniunlearn-model", "version": "original"})
+        save_schedule(tmp / SCHEDULE, plan)
+        manifest = {
+            "format": "miniunlearn-run/1",
+            "n_train": dataset.n_train,
+            "n_params": objective.dim,
+            "total_steps": plan.total_steps,
+            "files": [manifest_entry(tmp, rel, role) for rel, role in sorted(files.items())],
+        }
+        atomic_write_json(tmp / MANIFEST, manifest)
+        os.rename(tmp, out)
+        fsync_dir(out.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return open_run(out)
+
+
+def save_schedule(path: Path, plan: StepPlan) -> None:
+    """Write the plan's learning rates, batch order and RNG states to ``path`` (npz)."""
+    np.savez(
+        path,
+        lrs=plan.lrs,
+        order=plan.order if plan.order is not None else np.zeros((0, 0), np.int64),
+        rng_states=plan.rng_states if plan.rng_states is not None else np.zeros((0, 0), np.uint8),
+        steps_per_epoch=np.array(plan.steps_per_epoch),
+        batch_size=np.array(plan.batch_size),
+    )
+
+
+@dataclass
+class Run:
+    """An opened, verified run directory. Data and model are loaded lazily on first use."""
+
+    path: Path
+    config: TrainConfig
+    manifest: dict[str, Any]
+
+    @property
+    def n_train(self) -> int:
+        """Number of training samples (ids are 0..n_train-1)."""
+        return int(self.manifest["n_train"])
+
+    @property
+    def total_steps(self) -> int:
+        """Number of gradient steps of the original training."""
+        return int(self.manifest["total_steps"])
+
+    def files(self, role: str) -> list[dict[str, Any]]:
+        """Return the manifest rows with the given role."""
+        return [f for f in self.manifest["files"] if f["role"] == role]
+
+    def history_bytes(self, role: str) -> int:
+        """Return the bytes on disk of the files of ``role`` (e.g. ``history-mini``)."""
+        return int(sum(f["bytes"] for f in self.files(role)))
+
+    @cached_property
+    def dataset(self) -> Dataset:
+        """The training data of the run."""
+        dataset = load_training_data(self.config)
+        if dataset.n_train != self.n_train:
+            raise RunDirError(
+                f"{self.path}: the dataset now has {dataset.n_train} training samples but the run was "
+                f"trained on {self.n_train}; the data changed since training"
+            )
+        return dataset
+
+    @cached_property
+    def objective(self) -> Objective:
+        """The run's training objective (model structure, data, lam)."""
+        return objective_for(self.config, self.dataset, model_for(self.config, self.dataset))
+
+    @cached_property
+    def plan(self) -> StepPlan:
+        """The step plan, re-derived from the config and checked against the stored schedule."""
+        plan = make_plan(self.config, self.n_train)
+        try:
+            stored = np.load(self.path / SCHEDULE)
+            same = np.array_equal(stored["lrs"], plan.lrs) and (
+                plan.order is None or np.array_equal(stored["order"], plan.order)
+            )
+        except (OSError, ValueError, KeyError) as exc:
+            raise RunDirError(f"{self.path / SCHEDULE} is corrupt ({exc})") from exc
+        if not same:
+            raise RunDirError(f"{self.path / SCHEDULE} does not match the run's config; the run was altered")
+        return plan
+
+    def initial_params(self) -> torch.Tensor:
+        """The parameters before training (same seed gives the same init)."""
+        return flatten_params(model_for(self.config, self.dataset))
+
+    def load_model_params(self, rel: str = MODEL) -> torch.Tensor:
+        """The flat parameters stored in model file ``rel`` (default: the original model)."""
+        return load_params(self.path / rel, self.objective)
+
+    def mini_history(self) -> MiniHistory:
+        """The minimal history (raises HistoryError when absent or mismatched)."""
+        return load_mini_history(
+            self.path, dim=self.objective.dim, n=self.n_train, lam=self.config.lam, total_steps=self.total_steps
+        )
+
+    def full_history(self) -> FullHistory:
+        """The full history, memory-mapped (raises HistoryError when absent or mismatched)."""
+        return load_full_history(self.path, dim=self.objective.dim, total_steps=self.total_steps)
+
+
+def open_run(path: str | os.PathLike[str], *, verify_hashes: bool = True) -> Run:
+    """Open the run directory at ``path`` and check it against its manifest.
+
+    Checks that every listed file exists with the recorded size (and sha256 when
+    ``verify_hashes``). Raises RunDirError naming the first problem.
+    """
+    run_dir = Path(path)
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir} is not a run directory; create one with `miniunlearn train --out {run_dir}`")
+    manifest_path = run_dir / MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files = manifest["files"]
+    except FileNotFoundError as exc:
+        raise RunDirError(f"{run_dir} has no {MANIFEST}: it is not a complete run directory") from exc
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise RunDirError(f"{manifest_path} is corrupt ({exc})") from exc
+    for entry in files:
+        file_path = run_dir / entry["path"]
+        if not file_path.exists():
+            raise RunDirError(f"{file_path} listed in the manifest is missing")
+        if file_path.stat().st_size != entry["bytes"]:
+            raise RunDirError(f"{file_path} has {file_path.stat().st_size} bytes, manifest says {entry['bytes']}")
+        if verify_hashes and sha256_file(file_path) != entry["sha256"]:
+            raise RunDirError(f"{file_path} fails its sha256 check: the file was changed or is corrupt")
+    try:
+        config = TrainConfig.from_dict(json.loads((run_dir / CONFIG).read_text()))
+    except (json.JSONDecodeError, TypeError, ConfigError) as exc:
+        raise RunDirError(f"{run_dir / CONFIG} is invalid ({exc})") from exc
+    return Run(run_dir, config, manifest)

@@ -1,0 +1,95 @@
+"""The step plan of a training run: which sample ids and which learning rate at each step.
+
+The plan is a pure function of the config and the number of samples, so the
+original run, the retrain oracle and replay methods see the same batches. Batch
+order for mini-batch SGD comes from a seeded ``torch.Generator``: one random
+permutation per epoch, cut into consecutive batches (the last may be shorter).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .config import TrainConfig
+
+
+def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
+    """Return the learning rate at ``step`` (0-based) of ``total_steps`` under the config's schedule."""
+    if config.lr_schedule == "constant":
+        return config.lr
+    if config.lr_schedule == "step":
+        factor = 1.0
+        if step >= int(0.5 * total_steps):
+            factor *= 0.1
+        if step >= int(0.75 * total_steps):
+            factor *= 0.1
+        return config.lr * factor
+    return 0.5 * config.lr * (1.0 + math.cos(math.pi * step / total_steps))
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """Batch order and learning rates of a run.
+
+    ``order`` is (epochs, n) int64 permutations for SGD, or None for full batch.
+    ``rng_states`` holds the generator state at the start of each epoch (uint8 rows).
+    """
+
+    n: int
+    steps_per_epoch: int
+    batch_size: int
+    lrs: np.ndarray
+    order: np.ndarray | None
+    rng_states: np.ndarray | None
+
+    @property
+    def total_steps(self) -> int:
+        """Number of gradient steps in the run."""
+        return int(self.lrs.shape[0])
+
+    def batch_ids(self, step: int) -> np.ndarray | None:
+        """Return the sample ids of ``step``, or None meaning all samples (full batch)."""
+        if self.order is None:
+            return None
+        epoch, within = divmod(step, self.steps_per_epoch)
+        return self.order[epoch, within * self.batch_size : (within + 1) * self.batch_size]
+
+
+def make_plan(config: TrainConfig, n: int) -> StepPlan:
+    """Return the step plan of ``config`` on ``n`` training samples."""
+    if config.full_batch or config.batch_size >= n:
+        steps_per_epoch, order, states = 1, None, None
+        batch_size = n
+    else:
+        batch_size = config.batch_size
+        steps_per_epoch = math.ceil(n / batch_size)
+        gen = torch.Generator().manual_seed(config.seed)
+        perms, state_rows = [], []
+        for _ in range(config.epochs):
+            state_rows.append(gen.get_state().numpy().copy())
+            perms.append(torch.randperm(n, generator=gen).numpy())
+        order = np.stack(perms).astype(np.int64)
+        states = np.stack(state_rows)
+    total = config.epochs * steps_per_epoch
+    lrs = np.array([learning_rate(config, t, total) for t in range(total)], dtype=np.float64)
+    return StepPlan(n, steps_per_epoch, batch_size, lrs, order, states)
+
+
+def without_ids(batch: np.ndarray | None, forget_mask: np.ndarray) -> np.ndarray:
+    """Return the ids of ``batch`` (None = all) whose ``forget_mask`` entry is False, in order."""
+    if batch is None:
+        return np.flatnonzero(~forget_mask)
+    return batch[~forget_mask[batch]]
+
+
+def checkpoint_steps(total_steps: int, k: int) -> np.ndarray:
+    """Return the minimal-history steps: T, T-1, T-2, T-4, ..., T-2^(k-1) (>= 0), descending.
+
+    Step t means the parameters *before* update t (step T is the final model).
+    """
+    steps = {total_steps} | {total_steps - 2**j for j in range(k) if total_steps - 2**j >= 0}
+    return np.array(sorted(steps, reverse=True), dtype=np.int64)

@@ -1,0 +1,124 @@
+"""Summary tables and plots of benchmark records."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from miniunlearn.evaluation.attacks import score_attack
+from miniunlearn.evaluation.plots import (
+    plot_all,
+    plot_dist_to_retrain,
+    plot_mia_auc,
+    plot_roc,
+    plot_test_accuracy,
+    plot_time,
+    plot_ulira_auc,
+)
+from miniunlearn.evaluation.report import markdown_table, summarise
+
+
+def record(method: str, ratio: float, seed: int, **overrides: object) -> dict:
+    rec = {
+        "dataset": "digits",
+        "model": "mlp",
+        "method": method,
+        "ratio": ratio,
+        "seed": seed,
+        "n_train": 1000,
+        "n_forget": int(1000 * ratio),
+        "time_s": 1.0 + seed,
+        "grad_evals": 100 * (seed + 1),
+        "history_bytes": None,
+        "dist_to_retrain": 0.0 if method == "retrain" else 1.0 + ratio + seed,
+        "test_acc": 0.9 + 0.01 * seed,
+        "retain_acc": 1.0,
+        "forget_acc": 0.95,
+        "mia_auc": 0.5 + 0.1 * (method != "retrain"),
+        "ulira_auc": None,
+    }
+    rec.update(overrides)
+    return rec
+
+
+def records() -> list[dict]:
+    return [record(m, r, s) for m in ("retrain", "finetune") for r in (0.01, 0.1) for s in range(3)]
+
+
+def test_summarise_groups_and_statistics() -> None:
+    recs = records()
+    recs[0]["test_acc"] = float("nan")  # skipped
+    summary = summarise(recs)
+    assert len(summary) == 4
+    assert [(r["method"], r["ratio"]) for r in summary] == [
+        ("finetune", 0.01),
+        ("finetune", 0.1),
+        ("retrain", 0.01),
+        ("retrain", 0.1),
+    ]
+    row = summary[2]  # retrain, 1 %
+    assert row["n_runs"] == 3 and row["dataset"] == "digits" and row["model"] == "mlp"
+    assert row["test_acc_n"] == 2
+    assert row["test_acc_mean"] == pytest.approx(0.915)
+    assert row["test_acc_std"] == pytest.approx(np.std([0.91, 0.92], ddof=1))
+    assert row["time_s_mean"] == pytest.approx(2.0)
+    assert row["time_s_std"] == pytest.approx(1.0)
+    assert row["ulira_auc_n"] == 0 and math.isnan(row["ulira_auc_mean"])  # all None
+    assert "seed_mean" not in row and "dataset_mean" not in row
+
+
+def test_summarise_handles_missing_values() -> None:
+    recs = [record("a", 0.1, 0, ulira_auc=0.6), record("a", 0.1, 1), record("b", 0.1, 0)]
+    del recs[2]["mia_auc"]
+    summary = summarise(recs, metrics=["ulira_auc", "mia_auc"])
+    a, b = summary
+    assert a["ulira_auc_mean"] == 0.6 and math.isnan(a["ulira_auc_std"]) and a["ulira_auc_n"] == 1
+    assert math.isnan(b["ulira_auc_mean"]) and math.isnan(b["mia_auc_mean"])
+    assert set(a) == {
+        "dataset",
+        "model",
+        "method",
+        "ratio",
+        "n_runs",
+        "ulira_auc_mean",
+        "ulira_auc_std",
+        "ulira_auc_n",
+        "mia_auc_mean",
+        "mia_auc_std",
+        "mia_auc_n",
+    }
+
+
+def test_markdown_table() -> None:
+    table = markdown_table(summarise(records()))
+    lines = table.strip().splitlines()
+    assert lines[0].startswith("| dataset | model | method | ratio | runs | test_acc")
+    assert len(lines) == 2 + 4
+    assert "| digits | mlp | finetune | 1% | 3 | 0.91 ± 0.01 |" in table
+    assert "ulira_auc" in lines[0] and "–" in table  # no values -> dash
+    single = markdown_table(summarise([record("a", 0.05, 0)]), metrics=["test_acc"])
+    assert single.strip().splitlines()[-1] == "| digits | mlp | a | 5% | 1 | 0.9 |"
+    assert markdown_table([]) == ""
+
+
+def test_plots_write_png(tmp_path: Path) -> None:
+    recs = records()
+    for fn in (plot_test_accuracy, plot_dist_to_retrain, plot_mia_auc, plot_time):
+        path = fn(recs, tmp_path / f"{fn.__name__}.png")
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+    written = plot_all(recs, tmp_path / "all")
+    assert sorted(p.name for p in written) == [
+        "dist_to_retrain.png",
+        "mia_auc.png",
+        "test_acc.png",
+        "time.png",
+    ]  # no ulira values
+    rng = np.random.default_rng(0)
+    res = score_attack("loss", rng.normal(1, 1, 200), rng.normal(0, 1, 200))
+    roc = plot_roc({"loss": (res.fpr, res.tpr)}, tmp_path / "roc.png")
+    assert roc.stat().st_size > 5000
+    with pytest.raises(ValueError, match="ulira_auc"):
+        plot_ulira_auc(recs, tmp_path / "u.png")
