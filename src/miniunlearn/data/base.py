@@ -114,5 +114,15 @@ class Dataset:
         (use :meth:`subset_indices` to map them back). The same ``(n, seed)`` always gives the
         same subset. Meant for quick runs.
         """
-        ids = self.subset_indices(n, seed)
+        return self.select_train(self.subset_indices(n, seed))
+
+    def select_train(self, ids: np.ndarray) -> Dataset:
+        """Return a copy whose training split holds only the rows ``ids`` (in the given order).
+
+        The selected rows are RE-NUMBERED ``0 .. len(ids) - 1``. Raises ConfigError for ids
+        outside the training split or an empty selection.
+        """
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.size == 0 or ids.min() < 0 or ids.max() >= self.n_train:
+            raise ConfigError(f"a training subset needs ids in 0..{self.n_train - 1}, got {ids.size} ids")
         return replace(self, x_train=self.x_train[ids], y_train=self.y_train[ids])

@@ -22,7 +22,8 @@ class TrainConfig:
 
     ``batch_size`` 0 means full-batch gradient descent (one step per epoch).
     ``checkpoints`` is k: the minimal history keeps k+1 geometrically spaced steps.
-    ``n_train`` optionally trains on a seeded subset of the training split.
+    ``n_train`` optionally trains on a seeded subset of the training split;
+    ``subset_ids`` on exactly those rows (renumbered 0..len-1), e.g. for shadow models.
     """
 
     dataset: str
@@ -39,6 +40,7 @@ class TrainConfig:
     history: str = "mini"
     checkpoints: int = 10
     n_train: int | None = None
+    subset_ids: tuple[int, ...] | None = None
     data_path: str | None = None
     data_options: dict[str, Any] = field(default_factory=dict)
 
@@ -60,6 +62,8 @@ class TrainConfig:
         if self.checkpoints < 1:
             raise ConfigError(f"checkpoints (k) must be at least 1, got {self.checkpoints}")
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        if self.subset_ids is not None:
+            object.__setattr__(self, "subset_ids", tuple(int(i) for i in self.subset_ids))
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -75,6 +79,8 @@ class TrainConfig:
         """Return a JSON-serialisable dict of all fields."""
         out = dataclasses.asdict(self)
         out["hidden"] = list(self.hidden)
+        if self.subset_ids is not None:
+            out["subset_ids"] = list(self.subset_ids)
         return out
 
     @classmethod
@@ -87,6 +93,8 @@ class TrainConfig:
         data = dict(data)
         if "hidden" in data:
             data["hidden"] = tuple(data["hidden"])
+        if data.get("subset_ids") is not None:
+            data["subset_ids"] = tuple(data["subset_ids"])
         return cls(**data)
 
     def to_json(self) -> str:

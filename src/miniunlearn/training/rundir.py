@@ -55,9 +55,11 @@ SCHEDULE = "schedule.npz"
 
 
 def load_training_data(config: TrainConfig) -> Dataset:
-    """Load the dataset named by ``config`` (subset to ``n_train`` when set)."""
+    """Load the dataset named by ``config`` (restricted to ``subset_ids`` or ``n_train`` when set)."""
     dataset = load_dataset(config.dataset, path=config.data_path, **config.data_options)
-    if config.n_train is not None and config.n_train < dataset.n_train:
+    if config.subset_ids is not None:
+        dataset = dataset.select_train(np.asarray(config.subset_ids))
+    elif config.n_train is not None and config.n_train < dataset.n_train:
         dataset = dataset.subset_train(config.n_train, config.seed)
     return dataset
 

@@ -1,0 +1,2 @@
+"""Experiments that tie the chain together: assess an unlearned model against
+retraining, run ratio sweeps over methods, and wire shadow models for U-LiRA."""

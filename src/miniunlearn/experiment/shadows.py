@@ -1,0 +1,95 @@
+"""Shadow models for the per-example (U-LiRA style) attack, trained as real runs.
+
+Each shadow is a run directory trained on a subset of a pool of training samples
+(same recipe as the run under test, ``subset_ids``), so every unlearning method can
+be applied to it exactly as to the real model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..evaluation.metrics import logit_scaled_confidence
+from ..evaluation.ulira import ULiRAResult, ulira_attack
+from ..methods import UnlearnRequest, get_method
+from ..training import Run, TrainConfig, open_run, train_run
+from ..training.rundir import load_training_data
+
+
+class ShadowFactory:
+    """Trains (and caches on disk) shadow runs on subsets of a fixed pool of samples.
+
+    ``config``: the recipe of the model under attack; ``pool_ids``: ids (in the full
+    training split) of the pool; ``root``: where shadow runs are stored.
+    """
+
+    def __init__(self, config: TrainConfig, pool_ids: np.ndarray, root: Path) -> None:
+        self.config = config
+        self.pool_ids = np.asarray(pool_ids, dtype=np.int64)
+        self.root = Path(root)
+        self.dataset = load_training_data(dataclasses.replace(config, subset_ids=None, n_train=None))
+
+    def train(self, member_ids: np.ndarray, seed: int) -> tuple[Run, np.ndarray]:
+        """Return (a run trained on pool members ``member_ids`` with ``seed``, its sorted members)."""
+        members = np.sort(np.asarray(member_ids, dtype=np.int64))
+        config = dataclasses.replace(
+            self.config, subset_ids=tuple(int(i) for i in self.pool_ids[members]), n_train=None, seed=int(seed)
+        )
+        key = hashlib.sha256(config.to_json().encode()).hexdigest()[:16]
+        path = self.root / f"shadow-{key}"
+        run = open_run(path, verify_hashes=False) if path.exists() else train_run(config, path, progress=False)
+        return run, members
+
+    def unlearn(self, method: str, options: dict[str, Any]) -> Any:
+        """Return an ``unlearn_fn`` for :func:`ulira_attack` that applies ``method`` to a shadow."""
+
+        def unlearn_fn(state: tuple[Run, np.ndarray], forget_ids: np.ndarray, member_ids: np.ndarray,
+                       seed: int) -> tuple[Run, Any]:
+            run, members = state
+            local = np.searchsorted(members, np.asarray(forget_ids, dtype=np.int64))
+            result = get_method(method, **options).unlearn(UnlearnRequest(run, local))
+            return run, result.params
+
+        return unlearn_fn
+
+    def confidence(self, state: tuple[Run, Any], ids: np.ndarray) -> np.ndarray:
+        """Logit-scaled confidence of the true class of pool samples ``ids`` under an unlearned shadow."""
+        run, params = state
+        rows = self.pool_ids[np.asarray(ids, dtype=np.int64)]
+        import torch
+
+        logits = run.objective.logits(params, torch.from_numpy(self.dataset.x_train[rows]))
+        return logit_scaled_confidence(logits.numpy(), self.dataset.y_train[rows])
+
+
+def run_ulira(
+    factory: ShadowFactory,
+    method: str,
+    options: dict[str, Any],
+    *,
+    forget_fraction: float,
+    n_shadows: int,
+    n_targets: int,
+    seed: int,
+    cache: dict[Any, Any],
+) -> ULiRAResult:
+    """Run the per-example attack against ``method`` on shadows from ``factory``.
+
+    ``cache`` is shared across methods so shadow training happens once per seed.
+    """
+    return ulira_attack(
+        factory.pool_ids.size,
+        factory.train,
+        factory.unlearn(method, options),
+        factory.confidence,
+        n_shadows=n_shadows,
+        n_targets=n_targets,
+        forget_fraction=forget_fraction,
+        seed=seed,
+        cache=cache,
+    )

@@ -1,0 +1,124 @@
+"""DeltaGrad: exact replay equals retraining, approximate replay lands near it, errors are clear."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+
+from miniunlearn.errors import ConfigError, HistoryError
+from miniunlearn.ids import random_forget_ids
+from miniunlearn.methods import UnlearnRequest, get_method
+from miniunlearn.methods.deltagrad import compact_hessian_product
+from miniunlearn.methods.lbfgs import SecantPairs
+from miniunlearn.training import Run, TrainConfig, cached_retrain, train_run
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Run this module's many tiny tensor ops on one thread: on a small shared machine the
+    intra-op thread pool's contention costs far more than it saves (measured 30x)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def dist(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm())
+
+
+def emptying_forget_set(run: Run) -> np.ndarray:
+    """Every id of the SGD run's step-5 batch (so that step is skipped) plus 2 % random ids."""
+    return np.union1d(run.plan.batch_ids(5), random_forget_ids(run.n_train, 0.02, seed=7))
+
+
+def test_exact_replay_equals_retraining_full_batch(convex_run) -> None:
+    forget = random_forget_ids(convex_run.n_train, 0.01, seed=11)
+    result = get_method("deltagrad", T0=1).unlearn(UnlearnRequest(convex_run, forget))
+    target = cached_retrain(convex_run, forget)
+    assert float((result.params - target).abs().max()) <= 1e-12
+    diag = result.record.diagnostics
+    assert diag["exact_steps"] == convex_run.total_steps and diag["approximate_steps"] == 0
+    assert result.record.history_bytes == convex_run.full_history().nbytes
+
+
+def test_exact_replay_equals_retraining_sgd_with_an_emptied_batch(sgd_run) -> None:
+    forget = emptying_forget_set(sgd_run)
+    result = get_method("deltagrad", T0=1).unlearn(UnlearnRequest(sgd_run, forget))
+    assert result.record.diagnostics["skipped_steps"] >= 1
+    assert float((result.params - cached_retrain(sgd_run, forget)).abs().max()) <= 1e-12
+
+
+def test_default_deltagrad_on_sgd_with_an_emptied_batch(sgd_run) -> None:
+    forget = emptying_forget_set(sgd_run)
+    target = cached_retrain(sgd_run, forget)
+    result = get_method("deltagrad").unlearn(UnlearnRequest(sgd_run, forget))
+    diag = result.record.diagnostics
+    assert diag["skipped_steps"] >= 1 and diag["approximate_steps"] > 0
+    # measured: 0.024 against the original model's 0.186
+    assert dist(result.params, target) < 0.3 * dist(sgd_run.load_model_params(), target)
+
+
+def test_implausible_estimates_fall_back_to_exact_steps(sgd_run) -> None:
+    # a curvature cap far below any real curvature rejects every estimate: all steps exact
+    forget = random_forget_ids(sgd_run.n_train, 0.05, seed=3)
+    result = get_method("deltagrad", fallback_ratio=1e-9).unlearn(UnlearnRequest(sgd_run, forget))
+    diag = result.record.diagnostics
+    assert diag["approximate_steps"] == 0 and diag["fallbacks"] > 0
+    assert diag["exact_steps"] + diag["fallbacks"] == sgd_run.total_steps
+    assert float((result.params - cached_retrain(sgd_run, forget)).abs().max()) <= 1e-12
+
+
+@pytest.mark.parametrize(("ratio", "bound"), [(0.01, 0.2), (0.1, 0.25)])
+def test_default_deltagrad_is_much_closer_to_retraining(convex_run, ratio: float, bound: float) -> None:
+    forget = random_forget_ids(convex_run.n_train, ratio, seed=11)
+    target = cached_retrain(convex_run, forget)
+    result = get_method("deltagrad").unlearn(UnlearnRequest(convex_run, forget))
+    diag = result.record.diagnostics
+    # T0 = 5, j0 = 20 on 300 steps: 20 burn-in steps + 56 periodic exact steps
+    assert diag["exact_steps"] + diag["fallbacks"] == 76
+    assert diag["approximate_steps"] + diag["fallbacks"] == 224
+    # measured ratios: 0.070 at 1 % and at 10 % (grad evals: 0.26 and 0.36 of retraining's)
+    assert dist(result.params, target) < bound * dist(convex_run.load_model_params(), target)
+    # the retain set is passed over at exact steps only: far fewer gradients than retraining
+    retrain_evals = convex_run.total_steps * (convex_run.n_train - forget.size)
+    assert result.record.grad_evals < 0.5 * retrain_evals
+
+
+def test_missing_full_history_raises_history_error(tmp_path) -> None:
+    config = TrainConfig(dataset="digits", model="logreg", epochs=3, lr=0.5, lam=0.05, dtype="float64",
+                         history="mini", checkpoints=1, seed=0)
+    run = train_run(config, tmp_path / "run", progress=False)
+    with pytest.raises(HistoryError, match="full history"):
+        get_method("deltagrad").unlearn(UnlearnRequest(run, np.array([1, 2, 3])))
+
+
+def test_empty_forget_set_returns_the_start_model(convex_run) -> None:
+    result = get_method("deltagrad").unlearn(UnlearnRequest(convex_run, np.zeros(0, np.int64)))
+    assert torch.equal(result.params, convex_run.load_model_params())
+    assert result.record.diagnostics == {"empty_request": True}
+
+
+@pytest.mark.parametrize(
+    "options", [{"T1": 3}, {"T0": 0}, {"j0": -1}, {"m": 0}, {"b0": "identity"}]
+)
+def test_invalid_options_raise_config_error(options: dict) -> None:
+    with pytest.raises(ConfigError):
+        get_method("deltagrad", **options)
+
+
+@pytest.mark.parametrize("b0", ["yy/sy", "sy/ss"])
+def test_compact_hessian_product_satisfies_the_newest_secant_equation(b0: str) -> None:
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(6, 6, generator=gen, dtype=torch.float64)
+    hess = a @ a.T + torch.eye(6, dtype=torch.float64)
+    pairs = SecantPairs(2)
+    for _ in range(3):
+        s = torch.randn(6, generator=gen, dtype=torch.float64)
+        pairs.add(s, hess @ s)
+    s_new, y_new, _ = pairs.pairs[-1]
+    assert torch.allclose(compact_hessian_product(pairs, s_new, b0), y_new, atol=1e-10)
+    assert torch.equal(compact_hessian_product(SecantPairs(2), s_new, b0), s_new)
