@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -14,16 +12,6 @@ from miniunlearn.methods import UnlearnRequest, get_method
 from miniunlearn.methods.deltagrad import compact_hessian_product
 from miniunlearn.methods.lbfgs import SecantPairs
 from miniunlearn.training import Run, TrainConfig, cached_retrain, train_run
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Run this module's many tiny tensor ops on one thread: on a small shared machine the
-    intra-op thread pool's contention costs far more than it saves (measured 30x)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def dist(a: torch.Tensor, b: torch.Tensor) -> float:

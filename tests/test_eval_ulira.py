@@ -91,7 +91,6 @@ def counting(fn: Callable, calls: list[int]) -> Callable:
 
 @pytest.fixture(scope="module")
 def results() -> dict[str, ULiRAResult]:
-    torch.set_num_threads(2)
     cache: dict = {}
     calls: list[int] = []
     out = {

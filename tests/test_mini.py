@@ -67,22 +67,45 @@ def test_sequential_requests_equal_forgetting_the_union(convex_run) -> None:
 
 def test_mini_without_residual_matching_lands_on_the_retain_optimum(sgd_run) -> None:
     forget = random_forget_ids(sgd_run.n_train, 0.3, seed=6)
-    result = get_method("mini", match_residual=False).unlearn(UnlearnRequest(sgd_run, forget))
+    result = get_method("mini", mode="fixed-point", match_residual=False).unlearn(UnlearnRequest(sgd_run, forget))
     retain = np.setdiff1d(np.arange(sgd_run.n_train), forget)
     _, g_start = sgd_run.objective.value_and_grad(sgd_run.load_model_params(), retain)
     _, g_end = sgd_run.objective.value_and_grad(result.params, retain)
     assert float(g_end.norm()) < 1e-4 * float(g_start.norm())
 
 
-def test_mini_tracks_retraining_on_an_unconverged_minibatch_sgd_run(sgd_run) -> None:
-    # SGD stopped with a residual gradient; the retrained run stops with about the same
-    # residual, so matching it lands far closer than the retain optimum does.
+def test_trajectory_mode_tracks_retraining_on_an_unconverged_minibatch_sgd_run(sgd_run) -> None:
+    # SGD stopped with a residual gradient, so the retrained endpoint is not the retain
+    # optimum. Residual matching gets closer than the optimum; the trajectory mode (what
+    # auto picks here) closer still.
     forget = random_forget_ids(sgd_run.n_train, 0.3, seed=6)
     target = retrain(sgd_run, forget)
-    matched = get_method("mini").unlearn(UnlearnRequest(sgd_run, forget)).params
-    optimum = get_method("mini", match_residual=False).unlearn(UnlearnRequest(sgd_run, forget)).params
-    assert dist(matched, target) < 0.3 * dist(sgd_run.load_model_params(), target)
+
+    def unlearn(**options):
+        return get_method("mini", **options).unlearn(UnlearnRequest(sgd_run, forget))
+
+    auto = unlearn()
+    assert auto.record.diagnostics["mode"] == "trajectory"
+    matched = unlearn(mode="fixed-point").params
+    optimum = unlearn(mode="fixed-point", match_residual=False).params
+    original = dist(sgd_run.load_model_params(), target)
+    # measured: original 0.254, optimum 0.305, matched 0.036, trajectory 0.027
     assert dist(matched, target) < 0.3 * dist(optimum, target)
+    assert dist(auto.params, target) < dist(matched, target)
+    assert dist(auto.params, target) < 0.15 * original
+
+
+def test_trajectory_mode_caches_the_original_runs_correction_and_keeps_sequential_equal_union(sgd_run) -> None:
+    first = random_forget_ids(sgd_run.n_train, 0.1, seed=8)
+    second = np.setdiff1d(random_forget_ids(sgd_run.n_train, 0.1, seed=9), first)
+    mini = get_method("mini", mode="trajectory")
+    step1 = mini.unlearn(UnlearnRequest(sgd_run, first))
+    step2 = mini.unlearn(UnlearnRequest(sgd_run, second, previously_forgotten=first, base_params=step1.params))
+    union = mini.unlearn(UnlearnRequest(sgd_run, np.union1d(first, second)))
+    assert step2.record.diagnostics["original_correction_cached"]
+    assert step2.record.grad_evals < step1.record.grad_evals or step1.record.diagnostics[
+        "original_correction_cached"]
+    assert dist(step2.params, union.params) < 1e-8
 
 
 def test_mini_moves_a_nonconvex_mlp_towards_retraining(mlp_run) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,9 +38,20 @@ from .methods import UnlearnRequest, get_method
 from .training.retrain import retrain
 from .training.rundir import MODEL, Run, load_params, open_run, save_params
 
+CRASH_ENV = "MINIUNLEARN_CRASH_AT"
 VERSIONS_DIR = "versions"
 CURRENT_FILE = "current.json"
 DEFAULT_MAX_APPROX_RATIO = 0.5
+
+
+def _crash_point(name: str) -> None:
+    """Kill this process (SIGKILL) when $MINIUNLEARN_CRASH_AT names this point.
+
+    Used by the crash-safety tests to stop ``forget`` between its durable steps;
+    without the variable it does nothing.
+    """
+    if os.environ.get(CRASH_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass(frozen=True)
@@ -89,8 +101,11 @@ def write_version(run: Run, params: torch.Tensor, request_id: str | None) -> Mod
     rel = f"{VERSIONS_DIR}/v{number}.safetensors"
     with atomic_path(run.path / rel) as tmp:
         save_params(tmp, run.objective, params, {"format": "miniunlearn-model", "version": str(number)})
+        _crash_point("writing-version")
+    _crash_point("after-version")
     version = ModelVersion(number, rel, sha256_file(run.path / rel), request_id)
     atomic_write_json(run.path / CURRENT_FILE, version.__dict__)
+    _crash_point("after-current")
     return version
 
 
@@ -221,6 +236,7 @@ def forget(
             return ForgetOutcome("nothing-new", entry, current, skipped, None,
                                  messages + ["every id was already forgotten; the model is unchanged"])
 
+        _crash_point("after-receive")
         method_options = {k: v for k, v in run_options.items() if k not in ("instead_of", "reason")}
         unlearner = get_method(run_method, **method_options)
         request = UnlearnRequest(run, new, previously_forgotten=forgotten,

@@ -13,8 +13,8 @@ from typing import Any
 PRESETS: dict[tuple[str, str], dict[str, Any]] = {
     ("digits", "logreg"): {"epochs": 1000, "lr": 1.0, "lam": 0.01},
     ("breast-cancer", "logreg"): {"epochs": 500, "lr": 0.5, "lam": 0.01},
-    ("mnist", "logreg"): {"epochs": 1000, "lr": 0.5, "lam": 0.01},
-    ("fashion-mnist", "logreg"): {"epochs": 1000, "lr": 0.5, "lam": 0.01},
+    ("mnist", "logreg"): {"epochs": 1000, "lr": 1.0, "lam": 0.005},
+    ("fashion-mnist", "logreg"): {"epochs": 1000, "lr": 1.0, "lam": 0.005},
     ("adult", "logreg"): {"epochs": 1000, "lr": 1.0, "lam": 0.005},
     ("*", "logreg"): {"epochs": 500, "lr": 0.5, "lam": 0.01},
     ("digits", "mlp"): {"epochs": 500, "lr": 0.3, "lam": 0.005, "hidden": (64,)},

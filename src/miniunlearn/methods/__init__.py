@@ -10,9 +10,8 @@ import pkgutil
 
 from .base import UnlearningMethod, UnlearnRecord, UnlearnRequest, UnlearnResult, get_method, registry
 
-for _module in pkgutil.iter_modules(__path__):
-    if _module.name not in ("base", "lbfgs"):
-        importlib.import_module(f"{__name__}.{_module.name}")
+for _module in pkgutil.iter_modules(__path__):  # each method module registers itself on import
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 
 def available_methods() -> list[str]:

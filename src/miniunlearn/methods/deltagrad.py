@@ -156,7 +156,8 @@ class DeltaGrad(UnlearningMethod):
         for t in range(plan.total_steps):
             batch = plan.batch_ids(t)
             retain_t = without_ids(batch, forget_mask)
-            if retain_t.size == 0:
+            n_retain = run.n_train if retain_t is None else retain_t.size
+            if n_retain == 0:
                 skipped += 1
                 continue
             forget_t = all_forgotten if batch is None else batch[forget_mask[batch]]
@@ -167,7 +168,7 @@ class DeltaGrad(UnlearningMethod):
             scheduled_exact = self._is_exact_step(t)
             if not scheduled_exact:
                 grad = self._approximate_retain_grad(
-                    objective, hessian, max_curvature, v, w_t, g_t, forget_t, retain_t.size
+                    objective, hessian, max_curvature, v, w_t, g_t, forget_t, n_retain
                 )
                 if grad is None:
                     fallbacks += 1
@@ -179,7 +180,7 @@ class DeltaGrad(UnlearningMethod):
                 _, grad = objective.value_and_grad(v, retain_t)
                 exact += int(scheduled_exact)
                 if opts.T0 > 1:
-                    curvature = self._add_pair(objective, pairs, v, w_t, g_t, grad, retain_t.size, forget_t)
+                    curvature = self._add_pair(objective, pairs, v, w_t, g_t, grad, n_retain, forget_t)
                     if curvature is not None:
                         max_curvature = max(max_curvature, curvature)
                         hessian = CompactHessian(pairs, opts.b0)

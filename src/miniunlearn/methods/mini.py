@@ -6,15 +6,25 @@
    the forget set's gradients at all checkpoints come from one vectorised pass, which
    gives the retain gradient and objective at every checkpoint without touching R.
    Secant pairs s_j = w_T - w_tj, y_j = g_R(w_T) - g_R(w_tj) seed an L-BFGS matrix.
-3. Contraction iterations from the current model: w <- w - a H g_R(w), with H the
+3. Contraction iterations from the current model: w <- w - a H (g_R(w) - c), with H the
    L-BFGS inverse Hessian (new pairs appended as the iterate moves) and the step a
-   from Armijo backtracking on the retain objective, so every accepted step contracts.
+   from Armijo backtracking on F_R(w) - c.w, so every accepted step contracts.
    g_R is exact at the start (identity) and after each step (one retain pass).
-4. Stop when |g_R| <= rtol * |g_R(start)| (or atol), or after ``max_steps``.
+   c = g_D(w_T) ("residual matching", default): a run stopped before convergence leaves
+   a residual gradient, and retraining stops with about the same one; with converged
+   training c ~ 0 and the fixed point is the retain optimum.
+4. Stop when |g_R - c| <= rtol * (its start) (or atol), or after ``max_steps``.
 
-The fixed point is the minimiser of the retain objective F_R: the retrained model
-when training converges. Diagnostics report per-step contraction factors
-|w_{j+1} - w_j| / |w_j - w_{j-1}|, the retain-gradient norms and the exact gradients used.
+**Trajectory mode** (for training stopped well before convergence): gradient descent
+on a quadratic maps the start offset w_0 - w* to f(H)(w_0 - w*) with
+f(x) = prod_t (1 - eta_t x). Mini predicts the retrained endpoint as
+w*_R + f(H_R)(w_0 - w*_R) and corrects it by the same prediction's error on the
+original run, w_T - [w*_D + f(H_D)(w_0 - w*_D)], which cancels most of what the
+quadratic model gets wrong. f(H) v comes from a few Lanczos steps with exact
+Hessian-vector products; the original run's correction is computed once and cached in
+RUN_DIR/cache/. ``mode="auto"`` uses it for convex models (logistic regression) whose
+final gradient is above ``converged_tol`` times the first step's, and the fixed point
+otherwise. See docs/method.md for the measurements behind these choices.
 """
 
 from __future__ import annotations
@@ -22,10 +32,87 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
+from ..fileio import atomic_path
+from ..objective import Objective
+from ..training.rundir import Run
 from .base import UnlearningMethod, UnlearnRequest, register
+from .krylov import gd_propagator, lanczos_function_apply
 from .lbfgs import SecantPairs
+
+MODES = ("auto", "fixed-point", "trajectory")
+CONVEX_MODELS = ("logreg",)
+
+
+@dataclass
+class _Solve:
+    """Result of one contraction solve."""
+
+    w: torch.Tensor
+    passes: int
+    grad_norms: list[float]
+    factors: list[float]
+    step_sizes: list[float]
+    converged: bool
+
+
+def contract(
+    objective: Objective,
+    ids: np.ndarray | None,
+    w: torch.Tensor,
+    f: torch.Tensor,
+    g: torch.Tensor,
+    pairs: SecantPairs,
+    c: torch.Tensor,
+    *,
+    max_steps: int,
+    rtol: float,
+    atol: float,
+    armijo: float,
+    max_backtracks: int,
+) -> _Solve:
+    """Minimise F_ids(w) - c.w from ``w`` (value ``f`` and gradient ``g`` of that tilted
+    objective given) by safeguarded L-BFGS; return the final iterate and diagnostics."""
+    g0_norm = float(g.norm())
+    tol = max(rtol * g0_norm, atol)
+    grad_norms, factors, step_sizes = [g0_norm], [], []
+    prev_move: float | None = None
+    passes = 0
+    while len(step_sizes) < max_steps and grad_norms[-1] > tol:
+        direction = -pairs.inverse_hessian_product(g)
+        slope = torch.dot(g, direction)
+        if not slope < 0:  # not a descent direction: fall back to scaled steepest descent
+            direction = -pairs.gamma() * g
+            slope = torch.dot(g, direction)
+        a = 1.0
+        for _ in range(max_backtracks + 1):
+            w_new = w + a * direction
+            f_new, g_new = objective.value_and_grad(w_new, ids)
+            f_new, g_new = f_new - torch.dot(c, w_new), g_new - c
+            passes += 1
+            if f_new <= f + armijo * a * slope:
+                break
+            # Near the optimum f changes less than its rounding error; then a step that
+            # does not raise f beyond that noise and shrinks the gradient is progress.
+            noise = 16 * torch.finfo(f.dtype).eps * abs(float(f))
+            if float(f_new - f) <= noise and g_new.norm() < g.norm():
+                break
+            a *= 0.5
+        else:
+            break  # no decrease found: the iterate sits at the precision floor
+        move = float((w_new - w).norm())
+        if prev_move:
+            factors.append(move / prev_move)
+        prev_move = move
+        pairs.add(w_new - w, g_new - g)
+        w, g, f = w_new, g_new, f_new
+        grad_norms.append(float(g.norm()))
+        step_sizes.append(a)
+    return _Solve(w, passes, grad_norms, factors, step_sizes, grad_norms[-1] <= tol)
 
 
 @register
@@ -37,11 +124,13 @@ class MiniUnlearning(UnlearningMethod):
 
     @dataclass(frozen=True)
     class Options:
-        """max_steps: step budget; rtol/atol: stop when |g_R| <= max(rtol*|g_R(start)|, atol);
-        memory: L-BFGS pairs kept; armijo: sufficient-decrease constant; max_backtracks: halvings
-        tried per step; use_history_pairs: seed curvature from the stored checkpoints;
-        match_residual: solve g_R(w) = g_D(w_T) instead of g_R(w) = 0, i.e. keep the residual
-        gradient the original training stopped at (identical when training converged)."""
+        """max_steps: step budget; rtol/atol: stop when the gradient norm falls to
+        max(rtol * start, atol); memory: L-BFGS pairs kept; armijo: sufficient-decrease
+        constant; max_backtracks: halvings tried per step; use_history_pairs: seed curvature
+        from the stored checkpoints; match_residual: solve g_R(w) = g_D(w_T) rather than
+        g_R(w) = 0 (identical when training converged); mode: auto, fixed-point or
+        trajectory; krylov_steps: Lanczos steps of the trajectory mode; converged_tol: auto
+        mode treats training as converged when |g_D(w_T)| <= converged_tol * |g(w_0)|."""
 
         max_steps: int = 50
         rtol: float = 1e-4
@@ -51,6 +140,22 @@ class MiniUnlearning(UnlearningMethod):
         max_backtracks: int = 10
         use_history_pairs: bool = True
         match_residual: bool = True
+        mode: str = "auto"
+        krylov_steps: int = 20
+        converged_tol: float = 1e-3
+
+        def __post_init__(self) -> None:
+            from ..errors import ConfigError
+
+            if self.mode not in MODES:
+                raise ConfigError(f"mini mode must be one of {MODES}, got {self.mode!r}")
+            if self.max_steps < 0 or self.krylov_steps < 1 or self.memory < 1:
+                raise ConfigError("mini needs max_steps >= 0, krylov_steps >= 1 and memory >= 1")
+
+    def _solve_kwargs(self) -> dict[str, Any]:
+        o = self.options
+        return {"max_steps": o.max_steps, "rtol": o.rtol, "atol": o.atol, "armijo": o.armijo,
+                "max_backtracks": o.max_backtracks}
 
     def _unlearn(self, request: UnlearnRequest) -> tuple[torch.Tensor, int, dict[str, Any]]:
         opts = self.options
@@ -58,7 +163,6 @@ class MiniUnlearning(UnlearningMethod):
         history = run.mini_history()
         n, lam = history.n, history.lam
         forget = request.all_forgotten
-        retain = request.retain_ids
         r = forget.size
         W, G, V = history.params.to(objective.dtype), history.grads.to(objective.dtype), history.values
         # Forget-set loss sums and gradient sums at every checkpoint, in one vectorised pass.
@@ -67,78 +171,111 @@ class MiniUnlearning(UnlearningMethod):
         grad_r = (n * (G - lam * W) - grad_u) / (n - r) + lam * W
         value_r = (n * (V.to(objective.dtype) - 0.5 * lam * sq) - loss_u) / (n - r) + 0.5 * lam * sq
 
-        pairs = SecantPairs(opts.memory)
-        if opts.use_history_pairs:
-            # farthest checkpoint first so the most local pair ends up newest
-            for j in range(W.shape[0] - 1, 0, -1):
-                pairs.add(W[0] - W[j], grad_r[0] - grad_r[j])
-        history_pairs = len(pairs)
+        residual_ratio = float(G[0].norm()) / history.grad_norm_start
+        mode = opts.mode
+        if mode == "auto":
+            unconverged = not residual_ratio <= opts.converged_tol  # NaN (unknown) counts as unconverged
+            mode = "trajectory" if unconverged and run.config.model in CONVEX_MODELS else "fixed-point"
+        diagnostics: dict[str, Any] = {"mode": mode, "residual_ratio": residual_ratio,
+                                       "checkpoints": int(W.shape[0])}
+        if mode == "trajectory":
+            w, extra = self._trajectory(request, W, G, V, grad_r, value_r)
+            diagnostics.update(extra)
+            return w, history.nbytes, diagnostics
 
-        # Training that stopped early leaves a residual gradient g_D(w_T); a retrained run stops with
-        # about the same residual, so the target is the point where g_R equals it (tilted objective
-        # F_R(w) - c.w). With converged training c ~ 0 and this is the retain optimum.
+        # Fixed point: F_R(w) - c.w from the current model.
         c = G[0].clone() if opts.match_residual else torch.zeros_like(G[0])
-        grad_r = grad_r - c
-        value_r = value_r - W @ c
-
+        pairs = self._history_pairs(W, grad_r)
+        history_pairs = len(pairs)
         start = request.start_params()
         if request.base_params is None or torch.equal(start, W[0]):
-            w, g, f = W[0].clone(), grad_r[0].clone(), value_r[0].clone()
-            exact_passes = 0
+            w, f, g, passes = W[0].clone(), value_r[0] - torch.dot(c, W[0]), grad_r[0] - c, 0
         else:
-            f, g = objective.value_and_grad(start, retain)
-            f, g = f - torch.dot(c, start), g - c
-            w, exact_passes = start, 1
-
-        g0_norm = float(g.norm())
-        tol = max(opts.rtol * g0_norm, opts.atol)
-        grad_norms, factors, step_sizes = [g0_norm], [], []
-        prev_move: float | None = None
-        steps = 0
-        while steps < opts.max_steps and grad_norms[-1] > tol:
-            direction = -pairs.inverse_hessian_product(g)
-            slope = torch.dot(g, direction)
-            if not slope < 0:  # not a descent direction: fall back to scaled steepest descent
-                direction = -pairs.gamma() * g
-                slope = torch.dot(g, direction)
-            a = 1.0
-            for _ in range(opts.max_backtracks + 1):
-                w_new = w + a * direction
-                f_new, g_new = objective.value_and_grad(w_new, retain)
-                f_new, g_new = f_new - torch.dot(c, w_new), g_new - c
-                exact_passes += 1
-                if f_new <= f + opts.armijo * a * slope:
-                    break
-                # Near the optimum f changes less than its rounding error; then a step that
-                # does not raise f beyond that noise and shrinks the gradient is progress.
-                noise = 16 * torch.finfo(f.dtype).eps * abs(float(f))
-                if float(f_new - f) <= noise and g_new.norm() < g.norm():
-                    break
-                a *= 0.5
-            else:
-                break  # no decrease found: the iterate sits at the precision floor
-            move = float((w_new - w).norm())
-            if prev_move:
-                factors.append(move / prev_move)
-            prev_move = move
-            pairs.add(w_new - w, g_new - g)
-            w, g, f = w_new, g_new, f_new
-            grad_norms.append(float(g.norm()))
-            step_sizes.append(a)
-            steps += 1
-
-        diagnostics = {
-            "steps": steps,
-            "exact_retain_passes": exact_passes,
-            "grad_norm_start": g0_norm,
-            "grad_norm_final": grad_norms[-1],
-            "grad_norms": grad_norms,
-            "contraction_factors": factors,
-            "step_sizes": step_sizes,
+            f, g = objective.value_and_grad(start, request.retain_ids)
+            w, f, g, passes = start, f - torch.dot(c, start), g - c, 1
+        solve = contract(objective, request.retain_ids, w, f, g, pairs, c, **self._solve_kwargs())
+        diagnostics.update({
+            "steps": len(solve.step_sizes),
+            "exact_retain_passes": passes + solve.passes,
+            "grad_norm_start": solve.grad_norms[0],
+            "grad_norm_final": solve.grad_norms[-1],
+            "grad_norms": solve.grad_norms,
+            "contraction_factors": solve.factors,
+            "step_sizes": solve.step_sizes,
             "history_pairs_kept": history_pairs,
             "pairs_rejected": pairs.rejected,
-            "checkpoints": int(W.shape[0]),
-            "converged": grad_norms[-1] <= tol,
+            "converged": solve.converged,
             "residual_norm": float(c.norm()),
+        })
+        return solve.w, history.nbytes, diagnostics
+
+    def _history_pairs(self, W: torch.Tensor, grads: torch.Tensor) -> SecantPairs:
+        """Secant pairs between the final checkpoint and each earlier one (farthest first,
+        so the most local pair is the newest)."""
+        pairs = SecantPairs(self.options.memory)
+        if self.options.use_history_pairs:
+            for j in range(W.shape[0] - 1, 0, -1):
+                pairs.add(W[0] - W[j], grads[0] - grads[j])
+        return pairs
+
+    def _optimum(self, objective: Objective, ids: np.ndarray | None, W: torch.Tensor, grads: torch.Tensor,
+                 values: torch.Tensor) -> _Solve:
+        """Minimise F_ids from the final checkpoint, whose value and gradient are known exactly."""
+        zero = torch.zeros_like(W[0])
+        return contract(objective, ids, W[0].clone(), values[0].clone(), grads[0].clone(),
+                        self._history_pairs(W, grads), zero,
+                        **{**self._solve_kwargs(), "rtol": min(self.options.rtol, 1e-6),
+                           "max_steps": max(self.options.max_steps, 100)})
+
+    def _propagate(self, objective: Objective, ids: np.ndarray | None, optimum: torch.Tensor, w0: torch.Tensor,
+                   lrs: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (optimum + f(H)(w0 - optimum), Ritz values) with H the Hessian of F_ids at the optimum."""
+        offset, ritz = lanczos_function_apply(lambda v: objective.hvp(optimum, v, ids), w0 - optimum,
+                                              self.options.krylov_steps, gd_propagator(lrs))
+        return optimum + offset, ritz
+
+    def _original_correction(self, run: Run, W: torch.Tensor, G: torch.Tensor, V: torch.Tensor,
+                             w0: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """w_T - (predicted endpoint of the original run); cached in RUN_DIR/cache/. Returns (it, was cached)."""
+        path = run.path / "cache" / f"trajectory-correction-k{self.options.krylov_steps}.safetensors"
+        if path.exists():
+            try:
+                return load_file(str(path))["correction"].to(W.dtype), True
+            except (SafetensorError, OSError, KeyError):  # a damaged cache entry is recomputed
+                path.unlink(missing_ok=True)
+        optimum = self._optimum(run.objective, None, W, G, V.to(W.dtype)).w
+        predicted, _ = self._propagate(run.objective, None, optimum, w0, run.plan.lrs)
+        correction = W[0] - predicted
+        try:
+            with atomic_path(path) as tmp:
+                save_file({"correction": correction.contiguous()}, str(tmp))
+        except OSError:
+            pass  # a read-only run directory only loses the cache
+        return correction, False
+
+    def _trajectory(self, request: UnlearnRequest, W: torch.Tensor, G: torch.Tensor, V: torch.Tensor,
+                    grad_r: torch.Tensor, value_r: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Predict the retrained endpoint along the training trajectory (see module docstring).
+
+        Always predicts from the original run with every forgotten id removed, so a
+        sequence of requests gives the same model as their union at once.
+        """
+        run, objective = request.run, request.run.objective
+        w0 = run.initial_params().to(W.dtype)
+        evals_before = objective.grad_evals
+        correction, cached = self._original_correction(run, W, G, V, w0)
+        evals_original = objective.grad_evals - evals_before
+        optimum = self._optimum(objective, request.retain_ids, W, grad_r, value_r)
+        predicted, ritz = self._propagate(objective, request.retain_ids, optimum.w, w0, run.plan.lrs)
+        return predicted + correction, {
+            "optimum_steps": len(optimum.step_sizes),
+            "exact_retain_passes": optimum.passes + 2 * len(ritz),
+            "optimum_converged": optimum.converged,
+            "grad_norm_final": optimum.grad_norms[-1],
+            "krylov_steps": int(len(ritz)),
+            "ritz_min": float(ritz.min()),
+            "ritz_max": float(ritz.max()),
+            "original_correction_cached": cached,
+            "original_correction_grad_evals": int(evals_original),
+            "original_correction_norm": float(correction.norm()),
         }
-        return w, history.nbytes, diagnostics

@@ -102,7 +102,9 @@ class MiniRecorder:
         return step in self.wanted
 
     def record_step(self, step: int, w: torch.Tensor, batch_grad: torch.Tensor, lr: float) -> None:
-        """Nothing to keep per step."""
+        """Keep the norm of the first step's gradient: the scale that tells how far training converged."""
+        if step == 0:
+            self.meta["grad_norm_start"] = repr(float(batch_grad.norm()))
 
     def record_full_gradient(self, step: int, w: torch.Tensor, grad: torch.Tensor, value: float) -> None:
         """Keep (w_t, full gradient, objective value) at a checkpoint step."""
@@ -207,7 +209,8 @@ def make_recorder(
 @dataclass(frozen=True)
 class MiniHistory:
     """The minimal history: checkpoint steps (descending, steps[0] = T), parameters,
-    full-data gradients of the regularised objective and objective values."""
+    full-data gradients of the regularised objective and objective values, and the norm
+    of the gradient at the first training step (full batch: exact; SGD: of its batch)."""
 
     steps: np.ndarray
     params: torch.Tensor
@@ -215,6 +218,7 @@ class MiniHistory:
     values: torch.Tensor
     n: int
     lam: float
+    grad_norm_start: float
 
     @property
     def nbytes(self) -> int:
@@ -259,7 +263,7 @@ def load_mini_history(run_dir: Path, *, dim: int, n: int, lam: float, total_step
         problems.append(f"recorded with lam={meta.get('lam')}, run has lam={lam}")
     if problems:
         raise HistoryError(f"{path} does not match this run: " + "; ".join(problems))
-    return MiniHistory(steps, params, grads, values, n, lam)
+    return MiniHistory(steps, params, grads, values, n, lam, float(meta.get("grad_norm_start", "nan")))
 
 
 @dataclass(frozen=True)

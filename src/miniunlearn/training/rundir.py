@@ -144,6 +144,8 @@ def train_run(config: TrainConfig, out_dir: str | os.PathLike[str], *, progress:
             "n_train": dataset.n_train,
             "n_params": objective.dim,
             "total_steps": plan.total_steps,
+            # results are bit-identical for the same seed *and* thread count
+            "torch_threads": torch.get_num_threads(),
             "files": [manifest_entry(tmp, rel, role) for rel, role in sorted(files.items())],
         }
         atomic_write_json(tmp / MANIFEST, manifest)

@@ -79,11 +79,16 @@ def make_plan(config: TrainConfig, n: int) -> StepPlan:
     return StepPlan(n, steps_per_epoch, batch_size, lrs, order, states)
 
 
-def without_ids(batch: np.ndarray | None, forget_mask: np.ndarray) -> np.ndarray:
-    """Return the ids of ``batch`` (None = all) whose ``forget_mask`` entry is False, in order."""
+def without_ids(batch: np.ndarray | None, forget_mask: np.ndarray) -> np.ndarray | None:
+    """Return the ids of ``batch`` (None = all) whose ``forget_mask`` entry is False, in order.
+
+    A batch that loses nothing is returned as it is (None stays None), so that the
+    computation, and its rounding, is exactly the original one.
+    """
     if batch is None:
-        return np.flatnonzero(~forget_mask)
-    return batch[~forget_mask[batch]]
+        return np.flatnonzero(~forget_mask) if forget_mask.any() else None
+    hit = forget_mask[batch]
+    return batch[~hit] if hit.any() else batch
 
 
 def checkpoint_steps(total_steps: int, k: int) -> np.ndarray:

@@ -35,7 +35,7 @@ def train_loop(
         batch = plan.batch_ids(t)
         if forget_mask is not None:
             batch = without_ids(batch, forget_mask)
-            if batch.size == 0:
+            if batch is not None and batch.size == 0:
                 continue
         value, grad = objective.value_and_grad(w, batch)
         recorder.record_step(t, w, grad, float(plan.lrs[t]))

@@ -1,0 +1,32 @@
+# Two commands do the whole set-up on a fresh machine:
+#   make demo   - install, fetch MNIST, train, forget 30 % with every method, print the table, write plots
+#   make test   - install and run the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_OUT ?= demo-out
+
+.PHONY: venv demo test lint bench-digits clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+demo: venv
+	$(BIN)/miniunlearn fetch mnist
+	$(BIN)/miniunlearn bench --dataset mnist --model logreg --ratios 0.3 --seeds 1 \
+		--methods retrain,deltagrad,mini,finetune,neggrad,newton \
+		--runs-dir $(DEMO_OUT)/runs --json $(DEMO_OUT)/results.json --plots $(DEMO_OUT)/plots
+
+test: venv
+	$(BIN)/miniunlearn --quiet fetch all
+	$(BIN)/python -m pytest
+
+lint: venv
+	$(BIN)/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

@@ -1,0 +1,106 @@
+"""The command line end to end on bundled data, and its errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from miniunlearn.cli import main
+from miniunlearn.experiment.bench import RECORD_KEYS
+
+TRAIN = ["train", "--dataset", "digits", "--epochs", "200", "--lr", "1.0", "--lam", "0.02", "--history", "both"]
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "run"
+    assert main(["-q", *TRAIN, "--out", str(out)]) == 0
+    return out
+
+
+def test_train_twice_with_the_same_seed_gives_byte_identical_models(tmp_path: Path, cli_run: Path) -> None:
+    assert main(["-q", *TRAIN, "--out", str(tmp_path / "again")]) == 0
+    assert (tmp_path / "again" / "model.safetensors").read_bytes() == (cli_run / "model.safetensors").read_bytes()
+    manifest = json.loads((cli_run / "manifest.json").read_text())
+    roles = {f["role"] for f in manifest["files"]}
+    assert {"config", "model", "schedule", "history-mini", "history-full"} <= roles
+    assert all(set(f) == {"path", "sha256", "bytes", "role"} for f in manifest["files"])
+
+
+def test_forget_ledger_evaluate_and_audit(cli_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    run = Path(shutil.copytree(cli_run, tmp_path / "run"))
+    ids = tmp_path / "ids.txt"
+    ids.write_text("\n".join(map(str, range(0, 60))))
+    assert main(["-q", "forget", str(run), "--ids", str(ids), "--request-id", "t1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["status"] == "done" and out["model_version"] == 1 and out["record"]["method"] == "mini"
+    assert main(["-q", "forget", str(run), "--ratio", "0.05", "--seed", "1", "--method", "deltagrad"]) == 0
+    capsys.readouterr()
+    assert main(["ledger", str(run), "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    keys = {"request_id", "state", "n_ids", "ids_sha256", "method", "model_sha256_before", "model_sha256_after",
+            "reason"}
+    assert len(records) == 2 and all(keys <= set(r) for r in records)
+    assert main(["-q", "evaluate", str(run), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["model_version"] == 2 and abs(metrics["test_acc_gap"]) < 0.02
+    assert main(["-q", "audit", str(run), "--request", "t1", "--with-metrics", "--out", str(tmp_path / "a")]) == 0
+    report = (tmp_path / "a" / "audit_t1.md").read_text()
+    assert records[0]["ids_sha256"] in report and "60" in report
+    assert (tmp_path / "a" / "audit_t1.png").stat().st_size > 5000
+
+
+def test_bench_writes_records_with_every_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out.json"
+    code = main(["-q", "bench", "--dataset", "digits", "--ratios", "0.1,0.5", "--methods", "retrain,deltagrad,mini",
+                 "--seeds", "1", "--epochs", "200", "--json", str(out), "--plots", str(tmp_path / "plots"),
+                 "--runs-dir", str(tmp_path / "runs")])
+    assert code == 0
+    records = json.loads(out.read_text())
+    assert len(records) == 6
+    for record in records:
+        assert set(RECORD_KEYS) <= set(record)
+        assert record["ulira_auc"] is None
+    mini = {r["ratio"]: r for r in records if r["method"] == "mini"}
+    delta = {r["ratio"]: r for r in records if r["method"] == "deltagrad"}
+    assert mini[0.5]["dist_to_retrain"] < delta[0.5]["dist_to_retrain"]
+    assert mini[0.5]["history_bytes"] < 0.05 * delta[0.5]["history_bytes"]
+    assert "| mini |" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
+        "dist_to_retrain.png", "mia_auc.png", "roc.png", "test_acc.png", "time.png"]
+
+
+def test_user_errors_exit_2_with_a_clear_message(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch, cli_run: Path) -> None:
+    monkeypatch.setenv("MINIUNLEARN_CACHE", str(tmp_path / "empty-cache"))
+    assert main(["-q", "train", "--dataset", "mnist", "--out", str(tmp_path / "m")]) == 2
+    assert "miniunlearn fetch mnist" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+    assert main(["-q", "forget", str(tmp_path / "nope"), "--ratio", "0.1"]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+    assert main(["-q", "forget", str(cli_run), "--ratio", "0.1", "--method", "magic"]) == 2
+    assert "unknown method" in capsys.readouterr().err
+    assert main(["-q", "forget", str(cli_run), "--ratio", "0.1", "-o", "max_steps"]) == 2
+    assert "key=value" in capsys.readouterr().err
+    assert main(["-q", "forget", str(cli_run)]) == 2
+    assert "--ids FILE" in capsys.readouterr().err
+    assert main(["-q", "forget", str(cli_run), "--ratio", "1.0"]) == 2
+    assert "ratio" in capsys.readouterr().err
+    assert main(["ledger", str(cli_run)]) == 2
+    assert "no ledger" in capsys.readouterr().err
+    assert main(["-q", "bench", "--dataset", "digits", "--methods", "mini,nope"]) == 2
+    assert "unknown method" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--dataset", "imagenet", "--out", str(tmp_path / "x")])
+
+
+def test_methods_lists_every_method_with_its_options(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    for name in ("mini", "deltagrad", "retrain", "finetune", "neggrad", "newton"):
+        assert f"{name}:" in out
+    assert "max_steps = 50" in out and "T0 = 5" in out
