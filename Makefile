@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_OUT ?= demo-out
 
-.PHONY: venv demo test lint bench-digits clean
+.PHONY: venv demo test lint clean
 
 venv: $(VENV)/.installed
 

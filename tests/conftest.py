@@ -15,14 +15,43 @@ torch.set_num_threads(1)
 
 # Converged, strongly convex setting: float64 logistic regression on 8x8 digits,
 # full-batch GD; lam = 0.05 and lr 1.5 reach a gradient norm ~1e-11 in 300 steps.
-CONVEX = TrainConfig(dataset="digits", model="logreg", epochs=300, lr=1.5, lam=0.05, dtype="float64",
-                     history="both", checkpoints=8, seed=0)
+CONVEX = TrainConfig(
+    dataset="digits",
+    model="logreg",
+    epochs=300,
+    lr=1.5,
+    lam=0.05,
+    dtype="float64",
+    history="both",
+    checkpoints=8,
+    seed=0,
+)
 # Mini-batch SGD on the same data (batch 256, 20 epochs).
-SGD = TrainConfig(dataset="digits", model="logreg", epochs=20, batch_size=256, lr=0.3, lam=0.05,
-                  dtype="float64", history="both", checkpoints=8, seed=1)
+SGD = TrainConfig(
+    dataset="digits",
+    model="logreg",
+    epochs=20,
+    batch_size=256,
+    lr=0.3,
+    lam=0.05,
+    dtype="float64",
+    history="both",
+    checkpoints=8,
+    seed=1,
+)
 # A small non-convex model.
-MLP = TrainConfig(dataset="digits", model="mlp", hidden=(32,), epochs=300, lr=0.3, lam=0.01,
-                  dtype="float64", history="both", checkpoints=8, seed=2)
+MLP = TrainConfig(
+    dataset="digits",
+    model="mlp",
+    hidden=(32,),
+    epochs=300,
+    lr=0.3,
+    lam=0.01,
+    dtype="float64",
+    history="both",
+    checkpoints=8,
+    seed=2,
+)
 
 
 def _session_run(tmp_path_factory: pytest.TempPathFactory, name: str, config: TrainConfig) -> Run:

@@ -106,11 +106,18 @@ def test_empty_forget_set_returns_the_start_model(convex_run) -> None:
 @pytest.mark.parametrize(
     ("method", "options"),
     [
-        ("finetune", {"epochs": 3}), ("finetune", {"steps_fraction": 0.0}), ("finetune", {"steps": 0}),
-        ("finetune", {"lr_scale": -1.0}), ("finetune", {"batch_size": -2}),
-        ("neggrad", {"alpha": 0.9}), ("neggrad", {"beta": -0.1}),
-        ("newton", {"iters": 5}), ("newton", {"cg_iters": 0}), ("newton", {"hessian_fraction": 0.0}),
-        ("newton", {"hessian_fraction": 1.5}), ("newton", {"damping": -1.0}),
+        ("finetune", {"epochs": 3}),
+        ("finetune", {"steps_fraction": 0.0}),
+        ("finetune", {"steps": 0}),
+        ("finetune", {"lr_scale": -1.0}),
+        ("finetune", {"batch_size": -2}),
+        ("neggrad", {"alpha": 0.9}),
+        ("neggrad", {"beta": -0.1}),
+        ("newton", {"iters": 5}),
+        ("newton", {"cg_iters": 0}),
+        ("newton", {"hessian_fraction": 0.0}),
+        ("newton", {"hessian_fraction": 1.5}),
+        ("newton", {"damping": -1.0}),
     ],
 )
 def test_invalid_options_raise_config_error(method: str, options: dict) -> None:

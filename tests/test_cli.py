@@ -10,7 +10,19 @@ import pytest
 from miniunlearn.cli import main
 from miniunlearn.experiment.bench import RECORD_KEYS
 
-TRAIN = ["train", "--dataset", "digits", "--epochs", "200", "--lr", "1.0", "--lam", "0.02", "--history", "both"]
+TRAIN = [
+    "train",
+    "--dataset",
+    "digits",
+    "--epochs",
+    "200",
+    "--lr",
+    "1.0",
+    "--lam",
+    "0.02",
+    "--history",
+    "both",
+]
 
 
 @pytest.fixture(scope="module")
@@ -22,14 +34,18 @@ def cli_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_train_twice_with_the_same_seed_gives_byte_identical_models(tmp_path: Path, cli_run: Path) -> None:
     assert main(["-q", *TRAIN, "--out", str(tmp_path / "again")]) == 0
-    assert (tmp_path / "again" / "model.safetensors").read_bytes() == (cli_run / "model.safetensors").read_bytes()
+    assert (tmp_path / "again" / "model.safetensors").read_bytes() == (
+        cli_run / "model.safetensors"
+    ).read_bytes()
     manifest = json.loads((cli_run / "manifest.json").read_text())
     roles = {f["role"] for f in manifest["files"]}
     assert {"config", "model", "schedule", "history-mini", "history-full"} <= roles
     assert all(set(f) == {"path", "sha256", "bytes", "role"} for f in manifest["files"])
 
 
-def test_forget_ledger_evaluate_and_audit(cli_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_forget_ledger_evaluate_and_audit(
+    cli_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import shutil
 
     run = Path(shutil.copytree(cli_run, tmp_path / "run"))
@@ -42,13 +58,24 @@ def test_forget_ledger_evaluate_and_audit(cli_run: Path, tmp_path: Path, capsys:
     capsys.readouterr()
     assert main(["ledger", str(run), "--json"]) == 0
     records = json.loads(capsys.readouterr().out)
-    keys = {"request_id", "state", "n_ids", "ids_sha256", "method", "model_sha256_before", "model_sha256_after",
-            "reason"}
+    keys = {
+        "request_id",
+        "state",
+        "n_ids",
+        "ids_sha256",
+        "method",
+        "model_sha256_before",
+        "model_sha256_after",
+        "reason",
+    }
     assert len(records) == 2 and all(keys <= set(r) for r in records)
     assert main(["-q", "evaluate", str(run), "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["model_version"] == 2 and abs(metrics["test_acc_gap"]) < 0.02
-    assert main(["-q", "audit", str(run), "--request", "t1", "--with-metrics", "--out", str(tmp_path / "a")]) == 0
+    assert (
+        main(["-q", "audit", str(run), "--request", "t1", "--with-metrics", "--out", str(tmp_path / "a")])
+        == 0
+    )
     report = (tmp_path / "a" / "audit_t1.md").read_text()
     assert records[0]["ids_sha256"] in report and "60" in report
     assert (tmp_path / "a" / "audit_t1.png").stat().st_size > 5000
@@ -56,9 +83,28 @@ def test_forget_ledger_evaluate_and_audit(cli_run: Path, tmp_path: Path, capsys:
 
 def test_bench_writes_records_with_every_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out.json"
-    code = main(["-q", "bench", "--dataset", "digits", "--ratios", "0.1,0.5", "--methods", "retrain,deltagrad,mini",
-                 "--seeds", "1", "--epochs", "200", "--json", str(out), "--plots", str(tmp_path / "plots"),
-                 "--runs-dir", str(tmp_path / "runs")])
+    code = main(
+        [
+            "-q",
+            "bench",
+            "--dataset",
+            "digits",
+            "--ratios",
+            "0.1,0.5",
+            "--methods",
+            "retrain,deltagrad,mini",
+            "--seeds",
+            "1",
+            "--epochs",
+            "200",
+            "--json",
+            str(out),
+            "--plots",
+            str(tmp_path / "plots"),
+            "--runs-dir",
+            str(tmp_path / "runs"),
+        ]
+    )
     assert code == 0
     records = json.loads(out.read_text())
     assert len(records) == 6
@@ -71,11 +117,17 @@ def test_bench_writes_records_with_every_key(tmp_path: Path, capsys: pytest.Capt
     assert mini[0.5]["history_bytes"] < 0.05 * delta[0.5]["history_bytes"]
     assert "| mini |" in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
-        "dist_to_retrain.png", "mia_auc.png", "roc.png", "test_acc.png", "time.png"]
+        "dist_to_retrain.png",
+        "mia_auc.png",
+        "roc.png",
+        "test_acc.png",
+        "time.png",
+    ]
 
 
-def test_user_errors_exit_2_with_a_clear_message(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                 monkeypatch: pytest.MonkeyPatch, cli_run: Path) -> None:
+def test_user_errors_exit_2_with_a_clear_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, cli_run: Path
+) -> None:
     monkeypatch.setenv("MINIUNLEARN_CACHE", str(tmp_path / "empty-cache"))
     assert main(["-q", "train", "--dataset", "mnist", "--out", str(tmp_path / "m")]) == 2
     assert "miniunlearn fetch mnist" in capsys.readouterr().err
@@ -94,6 +146,30 @@ def test_user_errors_exit_2_with_a_clear_message(tmp_path: Path, capsys: pytest.
     assert "no ledger" in capsys.readouterr().err
     assert main(["-q", "bench", "--dataset", "digits", "--methods", "mini,nope"]) == 2
     assert "unknown method" in capsys.readouterr().err
+    assert main(["-q", "forget", str(cli_run), "--ratio", "0.1", "--ids", str(tmp_path / "ids")]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "-q",
+                "train",
+                "--dataset",
+                "digits",
+                "--model",
+                "mlp",
+                "--hidden",
+                "8,x",
+                "--out",
+                str(tmp_path / "h"),
+            ]
+        )
+        == 2
+    )
+    assert "--hidden" in capsys.readouterr().err
+    assert main(["-q", "forget", str(cli_run), "--ratio", "0.1", "-o", "rtol=tiny"]) == 2
+    assert "must be of type float" in capsys.readouterr().err
+    assert main(["-q", "bench", "--dataset", "digits", "--attacks", "ulira", "--ulira-shadows", "1"]) == 2
+    assert "ulira" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["train", "--dataset", "imagenet", "--out", str(tmp_path / "x")])
 

@@ -26,8 +26,9 @@ from miniunlearn.errors import ForgetRequestError, LedgerError, RunDirError
 from miniunlearn.ledger import Ledger, run_lock
 from miniunlearn.training import TrainConfig, open_run, retrain, train_run
 
-CONFIG = TrainConfig(dataset="digits", epochs=300, lr=1.0, lam=0.02, history="both", checkpoints=8,
-                     dtype="float64", seed=0)
+CONFIG = TrainConfig(
+    dataset="digits", epochs=300, lr=1.0, lam=0.02, history="both", checkpoints=8, dtype="float64", seed=0
+)
 
 
 @pytest.fixture(scope="module")
@@ -124,22 +125,38 @@ def test_retrain_now_alone_retrains_on_everything_left(run_dir: Path) -> None:
     assert torch.equal(load_version_params(run, current_version(run)), retrain(run, np.arange(40)))
 
 
-def _cli_forget(run_dir: Path, ids_file: Path, request_id: str, crash_at: str | None = None,
-                extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+def _cli_forget(
+    run_dir: Path, ids_file: Path, request_id: str, crash_at: str | None = None, extra: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ}
     env.pop(CRASH_ENV, None)
     if crash_at:
         env[CRASH_ENV] = crash_at
     return subprocess.run(
-        [sys.executable, "-m", "miniunlearn.cli", "-q", "forget", str(run_dir), "--ids", str(ids_file),
-         "--request-id", request_id, *extra],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "miniunlearn.cli",
+            "-q",
+            "forget",
+            str(run_dir),
+            "--ids",
+            str(ids_file),
+            "--request-id",
+            request_id,
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
 
 
 @pytest.mark.parametrize("point", ["after-receive", "writing-version", "after-version", "after-current"])
-def test_killing_forget_at_each_step_leaves_model_and_ledger_consistent(run_dir: Path, tmp_path: Path,
-                                                                          point: str) -> None:
+def test_killing_forget_at_each_step_leaves_model_and_ledger_consistent(
+    run_dir: Path, tmp_path: Path, point: str
+) -> None:
     forget(run_dir, np.arange(20), request_id="first")
     before = snapshot(run_dir)
     ids_file = tmp_path / "ids.txt"
@@ -171,9 +188,22 @@ def test_killing_forget_at_a_random_moment_is_safe(run_dir: Path, tmp_path: Path
     for delay in (0.5, 1.5, 3.0):
         before = current_version(open_run(run_dir))
         proc = subprocess.Popen(
-            [sys.executable, "-m", "miniunlearn.cli", "-q", "forget", str(run_dir), "--ids", str(ids_file),
-             "--request-id", "slow", "--method", "deltagrad"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            [
+                sys.executable,
+                "-m",
+                "miniunlearn.cli",
+                "-q",
+                "forget",
+                str(run_dir),
+                "--ids",
+                str(ids_file),
+                "--request-id",
+                "slow",
+                "--method",
+                "deltagrad",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         time.sleep(delay)
         proc.kill()
@@ -186,8 +216,9 @@ def test_killing_forget_at_a_random_moment_is_safe(run_dir: Path, tmp_path: Path
     assert final.returncode == 0, final.stderr
 
 
-def test_a_second_forget_on_the_same_run_fails_clearly_while_one_holds_the_lock(run_dir: Path,
-                                                                                   tmp_path: Path) -> None:
+def test_a_second_forget_on_the_same_run_fails_clearly_while_one_holds_the_lock(
+    run_dir: Path, tmp_path: Path
+) -> None:
     ids_file = tmp_path / "ids.txt"
     ids_file.write_text("1\n2\n")
     with run_lock(run_dir):
@@ -229,3 +260,69 @@ def test_ids_file_with_junk_lines_names_the_line(tmp_path: Path) -> None:
         read_ids_file(bad)
     with pytest.raises(ForgetRequestError, match="does not exist"):
         read_ids_file(tmp_path / "missing.txt")
+
+
+def test_missing_current_pointer_with_versions_is_refused_and_versions_are_never_reused(
+    run_dir: Path,
+) -> None:
+    forget(run_dir, [1, 2], request_id="a")
+    forget(run_dir, [3, 4], request_id="b")
+    v2 = (run_dir / "versions" / "v2.safetensors").read_bytes()
+    pointer = (run_dir / CURRENT_FILE).read_bytes()
+    (run_dir / CURRENT_FILE).unlink()
+    with pytest.raises(RunDirError, match="current model is unknown"):
+        forget(run_dir, [5])
+    assert (run_dir / "versions" / "v2.safetensors").read_bytes() == v2  # nothing deleted
+    (run_dir / CURRENT_FILE).write_bytes(pointer)
+    v1 = (run_dir / "versions" / "v1.safetensors").read_bytes()
+    (run_dir / "versions" / "v7.safetensors").write_bytes(b"left by a run killed before its switch")
+    outcome = forget(run_dir, [5], request_id="c")
+    assert outcome.version.version == 3
+    assert not (run_dir / "versions" / "v7.safetensors").exists()  # an orphan no done request produced
+    assert (run_dir / "versions" / "v1.safetensors").read_bytes() == v1
+    assert (run_dir / "versions" / "v2.safetensors").read_bytes() == v2
+
+
+def test_a_failing_method_marks_the_request_failed_and_a_retry_serves_it(run_dir: Path, monkeypatch) -> None:
+    from miniunlearn.methods.mini import MiniUnlearning
+
+    def broken(self, request):
+        raise RuntimeError("simulated failure inside the method")
+
+    monkeypatch.setattr(MiniUnlearning, "_unlearn", broken)
+    with pytest.raises(RuntimeError, match="simulated"):
+        forget(run_dir, [1, 2, 3], request_id="r")
+    with Ledger.open(run_dir) as ledger:
+        entry = ledger.get("r")
+        assert entry.state == "failed" and "simulated" in entry.reason
+    assert not (run_dir / CURRENT_FILE).exists()
+    monkeypatch.undo()
+    with pytest.raises(ForgetRequestError, match="different set of ids"):
+        forget(run_dir, [1, 2], request_id="r")
+    with Ledger.open(run_dir) as ledger:
+        assert ledger.get("r").state == "failed"  # the mismatched retry left it as it was
+    outcome = forget(run_dir, [1, 2, 3], request_id="r", retrain_now=True)
+    assert outcome.status == "done" and outcome.entry.method == "retrain"  # the retry's method is recorded
+
+
+def test_invalid_budget_and_option_types_are_refused_before_anything_is_written(run_dir: Path) -> None:
+    from miniunlearn.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="max-approx-ratio"):
+        forget(run_dir, [1], max_approx_ratio=1.5)
+    with pytest.raises(ConfigError, match="must be of type float"):
+        forget(run_dir, [1], options={"rtol": "small"})
+    assert not (run_dir / "ledger.sqlite").exists() or not Ledger.open(run_dir).entries()
+
+
+def test_unreadable_ids_files_get_clear_errors(tmp_path: Path) -> None:
+    binary = tmp_path / "ids.bin"
+    binary.write_bytes(bytes(range(256)))
+    with pytest.raises(ForgetRequestError, match="text file"):
+        read_ids_file(binary)
+    with pytest.raises(ForgetRequestError, match="text file"):
+        read_ids_file(tmp_path)
+    huge = tmp_path / "huge.txt"
+    huge.write_text("1\n99999999999999999999999\n")
+    with pytest.raises(ForgetRequestError, match="huge.txt:2"):
+        read_ids_file(huge)

@@ -77,8 +77,17 @@ def test_default_deltagrad_is_much_closer_to_retraining(convex_run, ratio: float
 
 
 def test_missing_full_history_raises_history_error(tmp_path) -> None:
-    config = TrainConfig(dataset="digits", model="logreg", epochs=3, lr=0.5, lam=0.05, dtype="float64",
-                         history="mini", checkpoints=1, seed=0)
+    config = TrainConfig(
+        dataset="digits",
+        model="logreg",
+        epochs=3,
+        lr=0.5,
+        lam=0.05,
+        dtype="float64",
+        history="mini",
+        checkpoints=1,
+        seed=0,
+    )
     run = train_run(config, tmp_path / "run", progress=False)
     with pytest.raises(HistoryError, match="full history"):
         get_method("deltagrad").unlearn(UnlearnRequest(run, np.array([1, 2, 3])))
@@ -90,9 +99,7 @@ def test_empty_forget_set_returns_the_start_model(convex_run) -> None:
     assert result.record.diagnostics == {"empty_request": True}
 
 
-@pytest.mark.parametrize(
-    "options", [{"T1": 3}, {"T0": 0}, {"j0": -1}, {"m": 0}, {"b0": "identity"}]
-)
+@pytest.mark.parametrize("options", [{"T1": 3}, {"T0": 0}, {"j0": -1}, {"m": 0}, {"b0": "identity"}])
 def test_invalid_options_raise_config_error(options: dict) -> None:
     with pytest.raises(ConfigError):
         get_method("deltagrad", **options)

@@ -110,9 +110,7 @@ def test_receive_round_trip(led: Ledger) -> None:
 
 def test_complete_fail_refuse_states(led: Ledger) -> None:
     a = led.receive([1, 2], "ga", None, H0, request_id="a")
-    done = led.complete(
-        "a", H1, 1, {"test_acc": np.float32(0.5), "n": np.int64(3)}, error_budget_used=0.25
-    )
+    done = led.complete("a", H1, 1, {"test_acc": np.float32(0.5), "n": np.int64(3)}, error_budget_used=0.25)
     assert done.state == "done" and done.model_sha256_after == H1
     assert done.model_version == 1 and done.metrics == {"test_acc": 0.5, "n": 3}
     assert done.error_budget_used == 0.25 and done.done_seq == 1

@@ -36,7 +36,10 @@ def test_mini_error_shrinks_as_its_step_budget_grows(convex_run) -> None:
     forget = random_forget_ids(convex_run.n_train, 0.3, seed=2)
     target = retrain(convex_run, forget)
     errors = [
-        dist(get_method("mini", max_steps=b, rtol=0.0).unlearn(UnlearnRequest(convex_run, forget)).params, target)
+        dist(
+            get_method("mini", max_steps=b, rtol=0.0).unlearn(UnlearnRequest(convex_run, forget)).params,
+            target,
+        )
         for b in (2, 8, 32)
     ]
     assert errors[0] > errors[1] > errors[2]
@@ -57,7 +60,9 @@ def test_sequential_requests_equal_forgetting_the_union(convex_run) -> None:
     second = np.sort(np.random.default_rng(5).choice(rest, size=150, replace=False))
     mini = get_method("mini", rtol=1e-10, max_steps=100)
     step1 = mini.unlearn(UnlearnRequest(convex_run, first))
-    step2 = mini.unlearn(UnlearnRequest(convex_run, second, previously_forgotten=first, base_params=step1.params))
+    step2 = mini.unlearn(
+        UnlearnRequest(convex_run, second, previously_forgotten=first, base_params=step1.params)
+    )
     union = mini.unlearn(UnlearnRequest(convex_run, np.union1d(first, second)))
     target = retrain(convex_run, np.union1d(first, second))
     assert dist(step2.params, union.params) < 1e-6
@@ -67,7 +72,9 @@ def test_sequential_requests_equal_forgetting_the_union(convex_run) -> None:
 
 def test_mini_without_residual_matching_lands_on_the_retain_optimum(sgd_run) -> None:
     forget = random_forget_ids(sgd_run.n_train, 0.3, seed=6)
-    result = get_method("mini", mode="fixed-point", match_residual=False).unlearn(UnlearnRequest(sgd_run, forget))
+    result = get_method("mini", mode="fixed-point", match_residual=False).unlearn(
+        UnlearnRequest(sgd_run, forget)
+    )
     retain = np.setdiff1d(np.arange(sgd_run.n_train), forget)
     _, g_start = sgd_run.objective.value_and_grad(sgd_run.load_model_params(), retain)
     _, g_end = sgd_run.objective.value_and_grad(result.params, retain)
@@ -95,16 +102,22 @@ def test_trajectory_mode_tracks_retraining_on_an_unconverged_minibatch_sgd_run(s
     assert dist(auto.params, target) < 0.15 * original
 
 
-def test_trajectory_mode_caches_the_original_runs_correction_and_keeps_sequential_equal_union(sgd_run) -> None:
+def test_trajectory_mode_caches_the_original_runs_correction_and_keeps_sequential_equal_union(
+    sgd_run,
+) -> None:
     first = random_forget_ids(sgd_run.n_train, 0.1, seed=8)
     second = np.setdiff1d(random_forget_ids(sgd_run.n_train, 0.1, seed=9), first)
     mini = get_method("mini", mode="trajectory")
     step1 = mini.unlearn(UnlearnRequest(sgd_run, first))
-    step2 = mini.unlearn(UnlearnRequest(sgd_run, second, previously_forgotten=first, base_params=step1.params))
+    step2 = mini.unlearn(
+        UnlearnRequest(sgd_run, second, previously_forgotten=first, base_params=step1.params)
+    )
     union = mini.unlearn(UnlearnRequest(sgd_run, np.union1d(first, second)))
     assert step2.record.diagnostics["original_correction_cached"]
-    assert step2.record.grad_evals < step1.record.grad_evals or step1.record.diagnostics[
-        "original_correction_cached"]
+    assert (
+        step2.record.grad_evals < step1.record.grad_evals
+        or step1.record.diagnostics["original_correction_cached"]
+    )
     assert dist(step2.params, union.params) < 1e-8
 
 

@@ -168,14 +168,17 @@ def test_corrupt_or_mismatched_history_is_reported(tmp_path: Path) -> None:
         handle.write(b"\x00" * (size - full.stat().st_size))
     with pytest.raises(HistoryError, match="shape"):
         open_run(run.path, verify_hashes=False).full_history()
-    other = train_run(TrainConfig(**{**SMALL.to_dict(), "history": "mini"}), tmp_path / "mini", progress=False)
+    other = train_run(
+        TrainConfig(**{**SMALL.to_dict(), "history": "mini"}), tmp_path / "mini", progress=False
+    )
     with pytest.raises(HistoryError, match="--history full"):
         other.full_history()
 
 
 def test_model_file_for_another_model_is_refused(tmp_path: Path, convex_run) -> None:
-    mlp = train_run(TrainConfig(**{**SMALL.to_dict(), "model": "mlp", "hidden": (8,)}), tmp_path / "m",
-                    progress=False)
+    mlp = train_run(
+        TrainConfig(**{**SMALL.to_dict(), "model": "mlp", "hidden": (8,)}), tmp_path / "m", progress=False
+    )
     with pytest.raises(RunDirError, match="does not fit"):
         load_params(mlp.path / "model.safetensors", convex_run.objective)
 

@@ -52,7 +52,21 @@ def _names(text: str) -> list[str]:
 
 
 def _print_json(obj: Any) -> None:
-    print(json.dumps(obj, indent=2, sort_keys=True, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+    print(
+        json.dumps(
+            obj, indent=2, sort_keys=True, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)
+        )
+    )
+
+
+def _existing_ledger(run_dir: str | Path) -> Any:
+    """Open the ledger of ``run_dir`` read-write, refusing to create one where none exists."""
+    from .ledger import LEDGER_FILENAME, Ledger
+
+    path = Path(run_dir)
+    if not (path / LEDGER_FILENAME).exists():
+        raise MiniUnlearnError(f"{path} has no ledger: no deletion request was ever sent to it")
+    return Ledger.open(path, create=False)
 
 
 # -- commands ------------------------------------------------------------------
@@ -67,18 +81,41 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+TRAIN_OVERRIDES = (
+    "epochs",
+    "lr",
+    "lam",
+    "batch_size",
+    "lr_schedule",
+    "activation",
+    "dtype",
+    "history",
+    "checkpoints",
+    "n_train",
+    "data_path",
+)
+BENCH_OVERRIDES = ("epochs", "lr", "lam", "batch_size", "n_train", "checkpoints", "dtype")
+
+
+def _overrides(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
+    """TrainConfig fields given on the command line (``names`` and ``--hidden``)."""
+    fields = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    if args.hidden is not None:
+        try:
+            fields["hidden"] = tuple(int(h) for h in args.hidden.split(",") if h.strip())
+        except ValueError:
+            raise MiniUnlearnError(
+                f"--hidden must be comma-separated integers like 128,64, got {args.hidden!r}"
+            ) from None
+    return fields
+
+
 def _train_config(args: argparse.Namespace) -> Any:
     from .presets import preset
     from .training import TrainConfig
 
     fields = preset(args.dataset, args.model)
-    for name in ("epochs", "lr", "lam", "batch_size", "lr_schedule", "activation", "dtype", "history",
-                 "checkpoints", "n_train", "data_path"):
-        value = getattr(args, name)
-        if value is not None:
-            fields[name] = value
-    if args.hidden is not None:
-        fields["hidden"] = tuple(int(h) for h in args.hidden.split(",") if h)
+    fields.update(_overrides(args, TRAIN_OVERRIDES))
     return TrainConfig(dataset=args.dataset, model=args.model, seed=args.seed, **fields)
 
 
@@ -88,7 +125,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = _train_config(args)
     run = train_run(config, args.out, progress=not args.quiet)
-    print(f"trained {config.model} on {config.dataset} ({run.n_train} samples, {run.total_steps} steps) -> {run.path}")
+    print(
+        f"trained {config.model} on {config.dataset} ({run.n_train} samples, "
+        f"{run.total_steps} steps) -> {run.path}"
+    )
     for role in ("model", "history-mini", "history-full", "schedule"):
         size = run.history_bytes(role)
         if size:
@@ -102,73 +142,130 @@ def cmd_forget(args: argparse.Namespace) -> int:
     from .ids import random_forget_ids
     from .training import open_run
 
+    if args.ids is not None and args.ratio is not None:
+        raise MiniUnlearnError("give either --ids FILE or --ratio X, not both")
     if args.ids is None and args.ratio is None:
         if not args.retrain_now:
-            raise MiniUnlearnError("give the ids to forget with --ids FILE, or --ratio X (--seed S) for a "
-                                   "random set, or --retrain-now alone to retrain on all remaining data")
-        outcome = retrain_all(args.run_dir, lock_timeout=args.wait)
+            raise MiniUnlearnError(
+                "give the ids to forget with --ids FILE, or --ratio X (--seed S) for a "
+                "random set, or --retrain-now alone to retrain on all remaining data"
+            )
+        outcome = retrain_all(args.run_dir, request_id=args.request_id, lock_timeout=args.wait)
     else:
         if args.ids is not None:
             ids = read_ids_file(args.ids)
         else:
-            ids = random_forget_ids(open_run(args.run_dir, verify_hashes=False).n_train, args.ratio, args.seed)
-        outcome = forget(args.run_dir, ids, method=args.method, options=_parse_options(args.option),
-                         request_id=args.request_id, retrain_now=args.retrain_now,
-                         max_approx_ratio=args.max_approx_ratio, lock_timeout=args.wait)
+            ids = random_forget_ids(
+                open_run(args.run_dir, verify_hashes=False).n_train, args.ratio, args.seed
+            )
+        outcome = forget(
+            args.run_dir,
+            ids,
+            method=args.method,
+            options=_parse_options(args.option),
+            request_id=args.request_id,
+            retrain_now=args.retrain_now,
+            max_approx_ratio=args.max_approx_ratio,
+            lock_timeout=args.wait,
+        )
     for message in outcome.messages:
         print(message, file=sys.stderr)
-    summary = {"status": outcome.status, "request_id": outcome.entry.request_id, "method": outcome.entry.method,
-               "n_ids": outcome.entry.n_ids, "model_version": outcome.version.version,
-               "model_sha256": outcome.version.sha256, "record": outcome.record}
+    summary = {
+        "status": outcome.status,
+        "request_id": outcome.entry.request_id,
+        "method": outcome.entry.method,
+        "n_ids": outcome.entry.n_ids,
+        "model_version": outcome.version.version,
+        "model_sha256": outcome.version.sha256,
+        "record": outcome.record,
+    }
     if args.json:
         _print_json(summary)
     else:
         rec = outcome.record or {}
-        print(f"{outcome.status}: request {outcome.entry.request_id} ({outcome.entry.n_ids} ids, "
-              f"method {outcome.entry.method}) -> model version {outcome.version.version}")
+        print(
+            f"{outcome.status}: request {outcome.entry.request_id} ({outcome.entry.n_ids} ids, "
+            f"method {outcome.entry.method}) -> model version {outcome.version.version}"
+        )
         if "time_s" in rec:
-            print(f"  time {rec['time_s']:.2f} s, {rec.get('grad_evals', 0):,d} per-sample gradients, "
-                  f"{rec.get('history_bytes', 0):,d} history bytes read")
+            print(
+                f"  time {rec['time_s']:.2f} s, {rec.get('grad_evals', 0):,d} per-sample gradients, "
+                f"{rec.get('history_bytes', 0):,d} history bytes read"
+            )
         diag = rec.get("diagnostics") or {}
-        if "grad_norm_final" in diag:
-            print(f"  steps {diag['steps']}, retain-gradient norm {diag['grad_norm_start']:.3e} -> "
-                  f"{diag['grad_norm_final']:.3e}")
+        if "mode" in diag:
+            print(
+                f"  mode {diag['mode']}, {diag.get('exact_retain_passes', 0)} exact retain passes, final "
+                f"retain-gradient norm {diag.get('grad_norm_final', float('nan')):.3e}"
+            )
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Compare the current model version with retraining on everything forgotten so far."""
-    from .deletion import current_version, load_version_params
+    from .deletion import current_version, load_version_params, recover_pending
     from .evaluation.report import markdown_table
     from .experiment.assess import assess
-    from .ledger import LEDGER_FILENAME, Ledger
+    from .ledger import run_lock
     from .training import cached_retrain, open_run
 
+    unknown = [a for a in args.attacks if a != "population"]
+    if unknown:
+        raise MiniUnlearnError(f"unknown attack(s) {unknown}; evaluate knows: population")
     run = open_run(args.run_dir)
-    if not (run.path / LEDGER_FILENAME).exists():
-        raise MiniUnlearnError(f"{run.path} has no deletion requests yet; run `miniunlearn forget` first")
-    with Ledger.open(run.path, create=False) as ledger:
+    # under the lock, after settling interrupted requests, the ledger and the current
+    # version agree: the model is compared with retraining on exactly what it forgot
+    with run_lock(run.path, timeout=args.wait), _existing_ledger(run.path) as ledger:
+        for message in recover_pending(run, ledger):
+            print(message, file=sys.stderr)
         forgotten = ledger.forgotten_ids()
+        version = current_version(run)
+        params = load_version_params(run, version)
     if forgotten.size == 0:
         raise MiniUnlearnError("nothing has been forgotten on this run yet; there is nothing to evaluate")
-    version = current_version(run)
-    params = load_version_params(run, version)
     retrained = cached_retrain(run, forgotten, progress=not args.quiet)
     metrics = assess(run, params, retrained, forgotten, attacks=args.attacks, seed=args.seed)
     metrics |= {"model_version": version.version, "n_forgotten": int(forgotten.size)}
     if args.json:
         _print_json(metrics)
         return 0
-    rows = [{"dataset": run.config.dataset, "model": run.config.model, "method": f"current (v{version.version})",
-             "ratio": forgotten.size / run.n_train, **{f"{k}_mean": v for k, v in metrics.items()}},
-            {"dataset": run.config.dataset, "model": run.config.model, "method": "retrain",
-             "ratio": forgotten.size / run.n_train,
-             **{f"{k[len('retrain_'):]}_mean": v for k, v in metrics.items() if k.startswith("retrain_")}}]
-    print(markdown_table(rows, metrics=[m for m in ("test_acc", "retain_acc", "forget_acc", "mia_auc",
-                                                      "mia_tpr_1pct", "retain_exposure_auc")
-                                        if f"{m}_mean" in rows[0]]))
-    print(f"\ndistance to retrained parameters {metrics['dist_to_retrain']:.4g}, "
-          f"mean KL on test {metrics['kl_to_retrain']:.3g}")
+    rows = [
+        {
+            "dataset": run.config.dataset,
+            "model": run.config.model,
+            "method": f"current (v{version.version})",
+            "ratio": forgotten.size / run.n_train,
+            **{f"{k}_mean": v for k, v in metrics.items()},
+        },
+        {
+            "dataset": run.config.dataset,
+            "model": run.config.model,
+            "method": "retrain",
+            "ratio": forgotten.size / run.n_train,
+            **{f"{k[len('retrain_') :]}_mean": v for k, v in metrics.items() if k.startswith("retrain_")},
+        },
+    ]
+    print(
+        markdown_table(
+            rows,
+            metrics=[
+                m
+                for m in (
+                    "test_acc",
+                    "retain_acc",
+                    "forget_acc",
+                    "mia_auc",
+                    "mia_tpr_1pct",
+                    "retain_exposure_auc",
+                )
+                if f"{m}_mean" in rows[0]
+            ],
+        )
+    )
+    print(
+        f"\ndistance to retrained parameters {metrics['dist_to_retrain']:.4g}, "
+        f"mean KL on test {metrics['kl_to_retrain']:.3g}"
+    )
     return 0
 
 
@@ -183,20 +280,35 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if not sep:
             raise MiniUnlearnError(f"bench option {pair!r} must look like METHOD:key=value")
         method_options.setdefault(method, {}).update(_parse_options([rest]))
-    overrides = {}
-    for name in ("epochs", "lr", "lam", "batch_size", "n_train", "checkpoints", "dtype"):
-        value = getattr(args, name)
-        if value is not None:
-            overrides[name] = value
-    if args.hidden is not None:
-        overrides["hidden"] = tuple(int(h) for h in args.hidden.split(",") if h)
-    spec = BenchSpec(dataset=args.dataset, model=args.model, ratios=args.ratios, methods=args.methods,
-                     seeds=args.seeds, attacks=args.attacks, runs_dir=Path(args.runs_dir),
-                     train_overrides=overrides, method_options=method_options,
-                     ulira_pool=args.ulira_pool, ulira_shadows=args.ulira_shadows)
+    overrides = _overrides(args, BENCH_OVERRIDES)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    spec = BenchSpec(
+        dataset=args.dataset,
+        model=args.model,
+        ratios=args.ratios,
+        methods=args.methods,
+        seeds=args.seeds,
+        attacks=args.attacks,
+        runs_dir=Path(args.runs_dir),
+        train_overrides=overrides,
+        method_options=method_options,
+        ulira_pool=args.ulira_pool,
+        ulira_shadows=args.ulira_shadows,
+    )
     records, extras = run_bench(spec, progress=not args.quiet)
-    metrics = ["test_acc", "forget_acc", "dist_to_retrain", "mia_auc", "time_s", "speedup_vs_retrain",
-               "grad_evals", "history_bytes"]
+    metrics = [
+        "test_acc",
+        "forget_acc",
+        "dist_to_retrain",
+        "mia_auc",
+        "time_s",
+        "speedup_vs_retrain",
+        "grad_evals",
+        "history_bytes",
+    ]
     if "ulira" in args.attacks:
         metrics.insert(4, "ulira_auc")
     print(markdown_table(summarise(records), metrics=metrics))
@@ -217,62 +329,63 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_ledger(args: argparse.Namespace) -> int:
     """List the deletion requests of a run."""
-    from .ledger import LEDGER_FILENAME, Ledger
-
-    path = Path(args.run_dir)
-    if not (path / LEDGER_FILENAME).exists():
-        raise MiniUnlearnError(f"{path} has no ledger: no deletion request was ever sent to it")
-    with Ledger.open(path, create=False) as ledger:
+    with _existing_ledger(args.run_dir) as ledger:
         records = ledger.to_json_records()
     if args.json:
         _print_json(records)
         return 0
     print(f"{'request_id':34s} {'state':9s} {'method':9s} {'n_ids':>7s}  received_at")
     for r in records:
-        print(f"{r['request_id']:34s} {r['state']:9s} {r['method']:9s} {r['n_ids']:>7d}  {r['received_at']}"
-              + (f"  ({r['reason']})" if r.get("reason") else ""))
+        print(
+            f"{r['request_id']:34s} {r['state']:9s} {r['method']:9s} {r['n_ids']:>7d}  {r['received_at']}"
+            + (f"  ({r['reason']})" if r.get("reason") else "")
+        )
     return 0
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
     """Write the audit report (Markdown + PNG) of one request."""
     from .audit import write_audit
-    from .ledger import LEDGER_FILENAME, Ledger
 
     path = Path(args.run_dir)
-    if not (path / LEDGER_FILENAME).exists():
-        raise MiniUnlearnError(f"{path} has no ledger: no deletion request was ever sent to it")
-    with Ledger.open(path, create=False) as ledger:
+    with _existing_ledger(path) as ledger:
         entry = ledger.get(args.request)
     if entry is None:
-        raise MiniUnlearnError(f"no request {args.request!r} in {path}; list them with `miniunlearn ledger {path}`")
+        raise MiniUnlearnError(
+            f"no request {args.request!r} in {path}; list them with `miniunlearn ledger {path}`"
+        )
     metrics = retrain_metrics = None
     if args.with_metrics and entry.state == "done":
         metrics, retrain_metrics = _request_metrics(path, entry, args.seed)
-    md, png = write_audit(entry, Path(args.out or path / "audit"), metrics=metrics, retrain_metrics=retrain_metrics)
+    md, png = write_audit(
+        entry, Path(args.out or path / "audit"), metrics=metrics, retrain_metrics=retrain_metrics
+    )
     print(f"audit written: {md}\n               {png}")
     return 0
 
 
 def _request_metrics(path: Path, entry: Any, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """Assess the model version a done request produced against retraining on all ids forgotten by then."""
-    from .deletion import ModelVersion, load_version_params
+    from .deletion import ModelVersion, load_version_params, version_path
     from .experiment.assess import assess
     from .fileio import sha256_file
-    from .ledger import Ledger
     from .training import cached_retrain, open_run
 
     run = open_run(path)
-    with Ledger.open(path, create=False) as ledger:
+    with _existing_ledger(path) as ledger:
         done = [e for e in ledger.entries("done") if e.done_seq is not None and e.done_seq <= entry.done_seq]
     forgotten = np.unique(np.concatenate([e.ids for e in done])) if done else np.zeros(0, np.int64)
-    rel = "model.safetensors" if entry.model_version in (0, "0", None) else f"versions/v{entry.model_version}.safetensors"
+    rel = version_path(int(entry.model_version or 0))
     if not (run.path / rel).exists() or sha256_file(run.path / rel) != entry.model_sha256_after:
-        raise MiniUnlearnError(f"the model version of request {entry.request_id} ({rel}) is missing or altered")
-    params = load_version_params(run, ModelVersion(int(entry.model_version or 0), rel, entry.model_sha256_after))
+        raise MiniUnlearnError(
+            f"the model version of request {entry.request_id} ({rel}) is missing or altered"
+        )
+    params = load_version_params(
+        run, ModelVersion(int(entry.model_version or 0), rel, entry.model_sha256_after)
+    )
     m = assess(run, params, cached_retrain(run, forgotten), forgotten, seed=seed)
     mine = {k: v for k, v in m.items() if not k.startswith("retrain_") and not k.endswith("_gap")}
-    theirs = {k[len("retrain_"):]: v for k, v in m.items() if k.startswith("retrain_")}
+    theirs = {k[len("retrain_") :]: v for k, v in m.items() if k.startswith("retrain_")}
     return mine, theirs
 
 
@@ -296,11 +409,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="miniunlearn",
-        description="Remove chosen training samples from a trained PyTorch model and measure it against retraining.",
+        description="Remove chosen training samples from a trained PyTorch model "
+        "and measure it against retraining.",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
+    common.add_argument(
+        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_parser = sub.add_parser
 
@@ -309,7 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser = add_parser  # type: ignore[method-assign]
 
-    p = sub.add_parser("fetch", help="fetch real datasets into the local cache ($MINIUNLEARN_CACHE or ./.cache)")
+    p = sub.add_parser(
+        "fetch", help="fetch real datasets into the local cache ($MINIUNLEARN_CACHE or ./.cache)"
+    )
     p.add_argument("names", nargs="+", help="mnist, fashion-mnist, adult, or all")
     p.set_defaults(func=cmd_fetch)
 
@@ -326,7 +444,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--activation", choices=("relu", "tanh", "softplus", "gelu"))
     p.add_argument("--dtype", choices=tuple(DTYPES))
     p.add_argument("--history", choices=HISTORY_MODES, help="mini (default), full, both or none")
-    p.add_argument("--checkpoints", type=int, help="k: the minimal history keeps k+1 checkpoints (default 10)")
+    p.add_argument(
+        "--checkpoints", type=int, help="k: the minimal history keeps k+1 checkpoints (default 10)"
+    )
     p.add_argument("--n-train", type=int, help="train on a seeded random subset of this size")
     p.add_argument("--data-path", help="data file for the libsvm and csv datasets")
     p.add_argument("--seed", type=int, default=0)
@@ -341,9 +461,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--option", "-o", action="append", help="method option key=value (repeatable)")
     p.add_argument("--request-id", help="idempotency key; re-sending a done request changes nothing")
     p.add_argument("--retrain-now", action="store_true", help="serve by retraining from scratch")
-    p.add_argument("--max-approx-ratio", type=float, default=0.5,
-                   help="error budget: fraction of the data approximate methods may remove before the "
-                        "next request is served by retraining (default 0.5)")
+    p.add_argument(
+        "--max-approx-ratio",
+        type=float,
+        default=0.5,
+        help="error budget: fraction of the data approximate methods may remove before the "
+        "next request is served by retraining (default 0.5)",
+    )
     p.add_argument("--wait", type=float, default=0.0, help="seconds to wait for another forget on the run")
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
     p.set_defaults(func=cmd_forget)
@@ -352,6 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--attacks", type=_names, default=["population"], help="comma list: population")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--wait", type=float, default=0.0, help="seconds to wait for a running forget")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
@@ -366,10 +491,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plots", help="write PNG plots into this directory")
     p.add_argument("--runs-dir", default="runs/bench", help="where trained runs are kept and reused")
     p.add_argument("--option", "-o", action="append", help="METHOD:key=value method option (repeatable)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--ulira-pool", type=int, default=1000, help="pool size of the per-example attack")
     p.add_argument("--ulira-shadows", type=int, default=16, help="shadow models of the per-example attack")
-    for name, kind in (("epochs", int), ("lr", float), ("lam", float), ("batch-size", int), ("n-train", int),
-                       ("checkpoints", int)):
+    for name, kind in (
+        ("epochs", int),
+        ("lr", float),
+        ("lam", float),
+        ("batch-size", int),
+        ("n-train", int),
+        ("checkpoints", int),
+    ):
         p.add_argument(f"--{name}", type=kind, help="override the preset")
     p.add_argument("--hidden", help="override the preset's MLP hidden sizes")
     p.add_argument("--dtype", choices=tuple(DTYPES))
@@ -384,8 +516,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--request", required=True, help="request id")
     p.add_argument("--out", help="output directory (default RUN_DIR/audit)")
-    p.add_argument("--with-metrics", action="store_true",
-                   help="also compare the request's model with retraining (retrains once, cached)")
+    p.add_argument(
+        "--with-metrics",
+        action="store_true",
+        help="also compare the request's model with retraining (retrains once, cached)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_audit)
 
@@ -401,6 +536,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except MiniUnlearnError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as exc:  # permissions, a full disk, a path that is a directory ...
+        print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted: nothing was left half-written", file=sys.stderr)

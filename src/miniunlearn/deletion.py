@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import ForgetRequestError, RunDirError
+from .errors import ConfigError, ForgetRequestError, RunDirError
 from .fileio import atomic_path, atomic_write_json, sha256_file
-from .ids import ids_digest, normalize_ids
+from .ids import ids_digest, normalize_ids, validate_forget_ids
 from .ledger import Ledger, LedgerEntry, run_lock
 from .methods import UnlearnRequest, get_method
 from .training.retrain import retrain
@@ -64,21 +64,50 @@ class ModelVersion:
     request_id: str | None = None
 
 
+def version_path(number: int) -> str:
+    """Relative path of model version ``number`` (0 is the original model)."""
+    return MODEL if number == 0 else f"{VERSIONS_DIR}/v{number}.safetensors"
+
+
+def _version_files(run: Run) -> dict[int, Path]:
+    """{number: path} of the version files present (temp files excluded)."""
+    folder = run.path / VERSIONS_DIR
+    if not folder.is_dir():
+        return {}
+    found = {}
+    for file in folder.glob("v*.safetensors"):
+        stem = file.name[1 : -len(".safetensors")]
+        if stem.isdigit():
+            found[int(stem)] = file
+    return found
+
+
 def current_version(run: Run) -> ModelVersion:
     """Return the run's current model version (the original model when none was written).
 
-    Raises RunDirError when current.json is corrupt or names a missing or altered file.
+    Raises RunDirError when current.json is corrupt, names a missing or altered file,
+    or is missing although model versions were written.
     """
     pointer = run.path / CURRENT_FILE
     if not pointer.exists():
+        if _version_files(run):
+            raise RunDirError(
+                f"{pointer} is missing but {run.path / VERSIONS_DIR} holds model versions: the run's "
+                "current model is unknown. Restore current.json from a backup (the ledger records each "
+                "version's number and sha256: `miniunlearn ledger RUN_DIR --json`)"
+            )
         (entry,) = run.files("model")
         return ModelVersion(0, MODEL, entry["sha256"])
     try:
         data = json.loads(pointer.read_text())
-        version = ModelVersion(int(data["version"]), str(data["path"]), str(data["sha256"]), data.get("request_id"))
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise RunDirError(f"{pointer} is corrupt ({exc}); restore it from a backup or delete it to "
-                          "fall back to the original model (the ledger keeps every forgotten id)") from exc
+        version = ModelVersion(
+            int(data["version"]), str(data["path"]), str(data["sha256"]), data.get("request_id")
+        )
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise RunDirError(
+            f"{pointer} is corrupt ({exc}); restore it from a backup (the ledger records each version's "
+            "number and sha256: `miniunlearn ledger RUN_DIR --json`)"
+        ) from exc
     file = run.path / version.path
     if not file.exists():
         raise RunDirError(f"model version {version.version} ({file}) named by {pointer} is missing")
@@ -95,10 +124,11 @@ def load_version_params(run: Run, version: ModelVersion) -> torch.Tensor:
 def write_version(run: Run, params: torch.Tensor, request_id: str | None) -> ModelVersion:
     """Write ``params`` as the next model version and make it current; return it.
 
-    The model file is complete on disk before current.json is switched to it.
+    The number is one past every version present, so no file is ever reused; the model
+    file is complete on disk before current.json is switched to it.
     """
-    number = current_version(run).version + 1
-    rel = f"{VERSIONS_DIR}/v{number}.safetensors"
+    number = max([current_version(run).version, *_version_files(run)]) + 1
+    rel = version_path(number)
     with atomic_path(run.path / rel) as tmp:
         save_params(tmp, run.objective, params, {"format": "miniunlearn-model", "version": str(number)})
         _crash_point("writing-version")
@@ -109,15 +139,22 @@ def write_version(run: Run, params: torch.Tensor, request_id: str | None) -> Mod
     return version
 
 
-def _remove_orphans(run: Run, current: ModelVersion) -> None:
-    """Delete version files newer than the current one and temp files left by a killed run."""
-    folder = run.path / VERSIONS_DIR
-    if not folder.is_dir():
-        return
-    for file in folder.iterdir():
-        stem = file.name.removeprefix("v").split(".")[0]
-        if file.name.endswith(".tmp") or (stem.isdigit() and int(stem) > current.version):
+def _remove_orphans(run: Run, current: ModelVersion, ledger: Ledger) -> None:
+    """Delete temp files and version files newer than the current one that no done request
+    produced: what a killed run left before switching current.json."""
+    kept = {int(e.model_version) for e in ledger.entries("done") if str(e.model_version).isdigit()}
+    for number, file in _version_files(run).items():
+        if number > current.version and number not in kept:
             file.unlink(missing_ok=True)
+    folder = run.path / VERSIONS_DIR
+    if folder.is_dir():
+        for tmp in folder.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
+def _budget_of(run: Run, method: str, new_ids: int) -> float:
+    """Error budget a request spends: the fraction of the data an approximate method removed."""
+    return 0.0 if method == "retrain" else new_ids / run.n_train
 
 
 def recover_pending(run: Run, ledger: Ledger) -> list[str]:
@@ -126,16 +163,29 @@ def recover_pending(run: Run, ledger: Ledger) -> list[str]:
     current = current_version(run)
     for entry in ledger.pending():
         if current.request_id == entry.request_id:
-            ledger.complete(entry.request_id, current.sha256, current.version, {"recovered": True},
-                            entry.error_budget_used or (0.0 if entry.is_retrain else entry.n_ids / run.n_train))
-            messages.append(f"request {entry.request_id}: completed (its model version {current.version} "
-                            "was already in place when the previous run stopped)")
+            new = np.setdiff1d(entry.ids, ledger.forgotten_ids()).size
+            ledger.complete(
+                entry.request_id,
+                current.sha256,
+                current.version,
+                {"recovered": True},
+                _budget_of(run, entry.method, new),
+            )
+            messages.append(
+                f"request {entry.request_id}: completed (its model version {current.version} "
+                "was already in place when the previous run stopped)"
+            )
         else:
-            ledger.fail(entry.request_id, "interrupted before its model version was written; the previous "
-                        "model is intact. Send the request again to retry it")
-            messages.append(f"request {entry.request_id}: marked failed (interrupted before its model was "
-                            "written; the previous model is intact)")
-    _remove_orphans(run, current)
+            ledger.fail(
+                entry.request_id,
+                "interrupted before its model version was written; the previous "
+                "model is intact. Send the request again to retry it",
+            )
+            messages.append(
+                f"request {entry.request_id}: marked failed (interrupted before its model was "
+                "written; the previous model is intact)"
+            )
+    _remove_orphans(run, current, ledger)
     return messages
 
 
@@ -155,8 +205,12 @@ class ForgetOutcome:
     messages: list[str] = field(default_factory=list)
 
 
-def _retain_left(run: Run, forgotten: np.ndarray, new: np.ndarray) -> int:
-    return run.n_train - int(np.union1d(forgotten, new).size)
+def _recordable(ids: Any) -> np.ndarray:
+    """The ids of a refused request as far as they are integers (empty when they are not)."""
+    try:
+        return normalize_ids(ids)
+    except ForgetRequestError:
+        return np.zeros(0, np.int64)
 
 
 def forget(
@@ -175,85 +229,118 @@ def forget(
     ``ids``: training-sample ids to forget. ``method``/``options``: the unlearning
     method. ``request_id``: idempotency key (re-sending a done request is a no-op).
     ``retrain_now``: serve it by retraining from scratch. ``max_approx_ratio``: error
-    budget, the fraction of the training set approximate methods may remove between
-    exact retrainings. ``lock_timeout``: seconds to wait for another forget to finish.
+    budget in [0, 1], the fraction of the training set approximate methods may remove
+    between exact retrainings. ``lock_timeout``: seconds to wait for another forget.
     Raises ForgetRequestError (recorded as ``refused``) for ids outside the training
-    set or a request that would leave no training data.
+    set, an empty request, or one that would leave no training data; a failure while
+    unlearning marks the request ``failed`` and leaves the current model in place.
     """
+    if not 0.0 <= max_approx_ratio <= 1.0:
+        raise ConfigError(f"--max-approx-ratio must be in [0, 1], got {max_approx_ratio}")
     run = open_run(run_dir)
     options = dict(options or {})
     get_method(method, **options)  # reject unknown methods and options before anything is written
     with run_lock(run.path, timeout=lock_timeout), Ledger.open(run.path) as ledger:
         messages = recover_pending(run, ledger)
         current = current_version(run)
-        try:
-            asked = normalize_ids(ids)
-        except ForgetRequestError as exc:
-            ledger.refuse([], method, str(exc), request_id=request_id, model_sha256_before=current.sha256)
-            raise
         previous = ledger.get(request_id) if request_id else None
-        if previous is not None and previous.state == "done":
-            if ids_digest(asked) != previous.ids_sha256:
-                raise ForgetRequestError(f"request id {request_id!r} was done with a different set of ids; "
-                                         "use a new request id")
-            return ForgetOutcome("already-done", previous, current, np.zeros(0, np.int64), previous.metrics,
-                                 messages + [f"request {request_id} was already done; nothing changed"])
-        bad = asked[(asked < 0) | (asked >= run.n_train)]
         forgotten = ledger.forgotten_ids()
-        reason = None
-        if asked.size == 0:
-            reason = "the forget set is empty: give at least one sample id"
-        elif bad.size:
-            shown = ", ".join(str(int(b)) for b in bad[:5]) + (" ..." if bad.size > 5 else "")
-            reason = (f"{bad.size} id(s) are not in the training set (valid ids are 0..{run.n_train - 1}): "
-                      f"{shown}. Nothing was changed")
-        elif _retain_left(run, forgotten, asked) == 0:
-            reason = "the request would forget every remaining training sample; nothing would be left to learn"
-        if reason is not None:
-            if previous is None or previous.state != "refused":
-                ledger.refuse(asked, method, reason, request_id=request_id, model_sha256_before=current.sha256)
-            raise ForgetRequestError(reason)
+        try:
+            asked = validate_forget_ids(ids, run.n_train)
+            if run.n_train - np.union1d(forgotten, asked).size == 0:
+                raise ForgetRequestError(
+                    "the request would forget every remaining training sample; nothing would be left to learn"
+                )
+        except ForgetRequestError as exc:
+            if previous is None:
+                ledger.refuse(
+                    _recordable(ids),
+                    method,
+                    f"{exc}. Nothing was changed",
+                    request_id=request_id,
+                    model_sha256_before=current.sha256,
+                )
+            raise
+        if previous is not None and ids_digest(asked) != previous.ids_sha256:
+            raise ForgetRequestError(
+                f"request id {request_id!r} is already recorded with a different set of ids "
+                f"({previous.state}); use a new request id"
+            )
+        if previous is not None and previous.state in ("done", "refused"):
+            note = "was already done" if previous.state == "done" else f"was refused ({previous.reason})"
+            return ForgetOutcome(
+                f"already-{previous.state}",
+                previous,
+                current,
+                np.zeros(0, np.int64),
+                previous.metrics,
+                messages + [f"request {request_id} {note}; nothing changed"],
+            )
 
         new = np.setdiff1d(asked, forgotten)
         skipped = np.intersect1d(asked, forgotten)
         if skipped.size:
             messages.append(f"{skipped.size} id(s) were already forgotten by earlier requests; skipped")
-        budget_spent = ledger.error_budget_since_last_retrain()
+        spent = ledger.error_budget_since_last_retrain() + _budget_of(run, method, new.size)
         run_method, run_options = method, options
-        if method != "retrain" and (retrain_now or budget_spent + new.size / run.n_train > max_approx_ratio):
-            why = ("asked with --retrain-now" if retrain_now else
-                   f"error budget exceeded: {budget_spent + new.size / run.n_train:.3f} of the training set "
-                   f"removed approximately since the last retraining > {max_approx_ratio}")
+        if method != "retrain" and (retrain_now or spent > max_approx_ratio):
+            why = (
+                "asked with --retrain-now"
+                if retrain_now
+                else f"error budget exceeded: {spent:.3f} of the training set removed approximately "
+                f"since the last retraining > {max_approx_ratio}"
+            )
             run_method, run_options = "retrain", {"use_cache": True, "instead_of": method, "reason": why}
             messages.append(f"served by retraining from scratch ({why})")
 
-        if previous is not None and previous.state in ("failed", "received"):
-            ledger.retry(previous.request_id, current.sha256)
-        entry = ledger.receive(asked, run_method, run_options, current.sha256, request_id=request_id)
+        if previous is not None:  # failed, or left pending by a crash: same ids, checked above
+            entry = ledger.retry(previous.request_id, current.sha256, method=run_method, options=run_options)
+        else:
+            entry = ledger.receive(asked, run_method, run_options, current.sha256, request_id=request_id)
         if new.size == 0:
-            entry = ledger.complete(entry.request_id, current.sha256, current.version,
-                                    {"skipped_already_forgotten": int(skipped.size)}, 0.0)
-            return ForgetOutcome("nothing-new", entry, current, skipped, None,
-                                 messages + ["every id was already forgotten; the model is unchanged"])
+            entry = ledger.complete(
+                entry.request_id,
+                current.sha256,
+                current.version,
+                {"skipped_already_forgotten": int(skipped.size)},
+                0.0,
+            )
+            return ForgetOutcome(
+                "nothing-new",
+                entry,
+                current,
+                skipped,
+                None,
+                messages + ["every id was already forgotten; the model is unchanged"],
+            )
 
         _crash_point("after-receive")
-        method_options = {k: v for k, v in run_options.items() if k not in ("instead_of", "reason")}
-        unlearner = get_method(run_method, **method_options)
-        request = UnlearnRequest(run, new, previously_forgotten=forgotten,
-                                 base_params=load_version_params(run, current))
-        result = unlearner.unlearn(request)
-        if not torch.isfinite(result.params).all():
-            ledger.fail(entry.request_id, f"method {run_method} produced non-finite parameters")
-            raise ForgetRequestError(f"method {run_method} produced non-finite parameters; the model is "
-                                     "unchanged. Try --retrain-now or another method")
-        version = write_version(run, result.params, entry.request_id)
+        try:
+            method_options = {k: v for k, v in run_options.items() if k not in ("instead_of", "reason")}
+            request = UnlearnRequest(
+                run, new, previously_forgotten=forgotten, base_params=load_version_params(run, current)
+            )
+            result = get_method(run_method, **method_options).unlearn(request)
+            if not torch.isfinite(result.params).all():
+                raise ForgetRequestError(
+                    f"method {run_method} produced non-finite parameters; the model "
+                    "is unchanged. Try --retrain-now or another method"
+                )
+            version = write_version(run, result.params, entry.request_id)
+        except BaseException as exc:
+            if current_version(run).request_id != entry.request_id:  # the new model never became current
+                ledger.fail(entry.request_id, f"{type(exc).__name__}: {exc}"[:2000])
+            raise
         record = {**result.record.to_dict(), "skipped_already_forgotten": int(skipped.size)}
-        budget = 0.0 if run_method == "retrain" else new.size / run.n_train
-        entry = ledger.complete(entry.request_id, version.sha256, version.version, record, budget)
+        entry = ledger.complete(
+            entry.request_id, version.sha256, version.version, record, _budget_of(run, run_method, new.size)
+        )
         return ForgetOutcome("done", entry, version, skipped, record, messages)
 
 
-def retrain_all(run_dir: str | os.PathLike[str], *, lock_timeout: float = 0.0) -> ForgetOutcome:
+def retrain_all(
+    run_dir: str | os.PathLike[str], *, request_id: str | None = None, lock_timeout: float = 0.0
+) -> ForgetOutcome:
     """Retrain from scratch without every forgotten id, as a ledger event; return the outcome.
 
     Resets the error budget. Raises ForgetRequestError when nothing was forgotten yet.
@@ -264,12 +351,19 @@ def retrain_all(run_dir: str | os.PathLike[str], *, lock_timeout: float = 0.0) -
         current = current_version(run)
         forgotten = ledger.forgotten_ids()
         if forgotten.size == 0:
-            raise ForgetRequestError("nothing has been forgotten on this run yet; retraining would "
-                                     "reproduce the original model")
-        entry = ledger.receive_retrain(current.sha256, "asked with --retrain-now", ids=forgotten)
+            raise ForgetRequestError(
+                "nothing has been forgotten on this run yet; retraining would reproduce the original model"
+            )
+        entry = ledger.receive_retrain(
+            current.sha256, "asked with --retrain-now", ids=forgotten, request_id=request_id
+        )
         started = time.perf_counter()
         params = retrain(run, forgotten)
-        record = {"method": "retrain", "n_forget": int(forgotten.size), "time_s": time.perf_counter() - started}
+        record = {
+            "method": "retrain",
+            "n_forget": int(forgotten.size),
+            "time_s": time.perf_counter() - started,
+        }
         version = write_version(run, params, entry.request_id)
         entry = ledger.complete(entry.request_id, version.sha256, version.version, record, 0.0)
         return ForgetOutcome("done", entry, version, np.zeros(0, np.int64), record, messages)
@@ -281,16 +375,27 @@ def read_ids_file(path: str | os.PathLike[str]) -> np.ndarray:
     Raises ForgetRequestError naming the first line that is not an integer.
     """
     file = Path(path)
-    if not file.exists():
-        raise ForgetRequestError(f"ids file {file} does not exist")
+    try:
+        text = file.read_text()
+    except FileNotFoundError:
+        raise ForgetRequestError(f"ids file {file} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ForgetRequestError(
+            f"cannot read ids file {file} ({exc}); it must be a text file with one integer id per line"
+        ) from None
     ids = []
-    for number, line in enumerate(file.read_text().splitlines(), start=1):
-        text = line.split("#", 1)[0].strip()
-        if not text:
+    for number, line in enumerate(text.splitlines(), start=1):
+        entry = line.split("#", 1)[0].strip()
+        if not entry:
             continue
         try:
-            ids.append(int(text))
+            value = int(entry)
         except ValueError:
-            raise ForgetRequestError(f"{file}:{number}: {line.strip()!r} is not an integer sample id; "
-                                     "the file must hold one integer id per line") from None
+            value = None
+        if value is None or not -(2**63) <= value < 2**63:
+            raise ForgetRequestError(
+                f"{file}:{number}: {line.strip()!r} is not an integer sample id; "
+                "the file must hold one integer id per line"
+            )
+        ids.append(value)
     return np.asarray(ids, dtype=np.int64)

@@ -12,9 +12,11 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def sha256_file(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
@@ -24,11 +26,6 @@ def sha256_file(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
         while block := handle.read(chunk_size):
             digest.update(block)
     return digest.hexdigest()
-
-
-def sha256_bytes(data: bytes) -> str:
-    """Return the hex sha256 of ``data``."""
-    return hashlib.sha256(data).hexdigest()
 
 
 def fsync_dir(directory: str | os.PathLike[str]) -> None:
@@ -73,3 +70,28 @@ def atomic_write_bytes(target: str | os.PathLike[str], data: bytes) -> None:
 def atomic_write_json(target: str | os.PathLike[str], obj: Any) -> None:
     """Write ``obj`` as indented, key-sorted JSON to ``target`` atomically."""
     atomic_write_bytes(target, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def cached(
+    path: str | os.PathLike[str],
+    load: Callable[[Path], T],
+    compute: Callable[[], T],
+    save: Callable[[T, Path], None],
+    damaged: tuple[type[BaseException], ...],
+) -> tuple[T, bool]:
+    """Return (value, True) read from the cache file ``path``, or (computed value, False).
+
+    A cache file whose ``load`` raises one of ``damaged`` is removed and recomputed,
+    never trusted. The computed value is saved atomically; a directory that cannot be
+    written (OSError) only loses the cache.
+    """
+    path = Path(path)
+    if path.exists():
+        try:
+            return load(path), True
+        except damaged:
+            path.unlink(missing_ok=True)
+    value = compute()
+    with contextlib.suppress(OSError), atomic_path(path) as tmp:
+        save(value, tmp)
+    return value, False

@@ -32,8 +32,7 @@ def normalize_ids(ids: Iterable[int] | np.ndarray) -> np.ndarray:
         )
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
         raise ForgetRequestError(
-            f"sample ids must be integers, got values of type {arr.dtype} "
-            f"(first value: {arr[0]!r})"
+            f"sample ids must be integers, got values of type {arr.dtype} (first value: {arr[0]!r})"
         )
     if arr.dtype == np.uint64 and arr.max() > np.iinfo(np.int64).max:
         raise ForgetRequestError("sample ids must fit in a signed 64-bit integer")

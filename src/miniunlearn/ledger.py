@@ -138,9 +138,7 @@ CREATE INDEX requests_state ON requests (state);
 _SCHEMA_V2 = (
     _SCHEMA_V1.replace(
         "    reason              TEXT\n);",
-        "    reason              TEXT,\n"
-        "    error_budget_used   REAL,\n"
-        "    done_seq            INTEGER\n);",
+        "    reason              TEXT,\n    error_budget_used   REAL,\n    done_seq            INTEGER\n);",
     )
     + "CREATE UNIQUE INDEX requests_done_seq ON requests (done_seq);\n"
 )
@@ -378,14 +376,11 @@ class Ledger:
         self.busy_timeout = float(busy_timeout)
         self._conn: sqlite3.Connection | None = None
         if not self.path.parent.is_dir():
-            raise LedgerError(
-                f"cannot open ledger {self.path}: directory {self.path.parent} does not exist"
-            )
+            raise LedgerError(f"cannot open ledger {self.path}: directory {self.path.parent} does not exist")
         if not self.path.exists():
             if not create:
                 raise LedgerError(
-                    f"no ledger at {self.path}: no deletion request has been recorded for "
-                    f"this run yet"
+                    f"no ledger at {self.path}: no deletion request has been recorded for this run yet"
                 )
             self._create_file()
         if self.path.is_dir():
@@ -440,9 +435,7 @@ class Ledger:
 
     def _create_file(self) -> None:
         """Build an empty current-version ledger in a temp file and link it into place."""
-        fd, tmp_name = tempfile.mkstemp(
-            prefix=f".{self.path.name}.", suffix=".new", dir=self.path.parent
-        )
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".new", dir=self.path.parent)
         os.close(fd)
         tmp = Path(tmp_name)
         try:
@@ -481,10 +474,7 @@ class Ledger:
         try:
             app_id = conn.execute("PRAGMA application_id").fetchone()[0]
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            tables = {
-                row[0]
-                for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-            }
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             check = conn.execute("PRAGMA quick_check").fetchall()
         except sqlite3.DatabaseError as exc:
             raise self._corrupt(exc) from exc
@@ -504,9 +494,7 @@ class Ledger:
                 f"miniunlearn. Upgrade miniunlearn to read it; the file is left untouched."
             )
         if version not in _COLUMNS:
-            raise self._corrupt(
-                RuntimeError("bad version"), f"unknown schema version {version}"
-            )
+            raise self._corrupt(RuntimeError("bad version"), f"unknown schema version {version}")
         self._check_columns(version)
         try:
             mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
@@ -874,13 +862,10 @@ class Ledger:
                 pass
             elif row["state"] != "received":
                 raise LedgerError(
-                    f"request {request_id!r} is {row['state']}, only a received request can be "
-                    f"completed"
+                    f"request {request_id!r} is {row['state']}, only a received request can be completed"
                 )
             else:
-                done_seq = conn.execute(
-                    "SELECT COALESCE(MAX(done_seq), 0) + 1 FROM requests"
-                ).fetchone()[0]
+                done_seq = conn.execute("SELECT COALESCE(MAX(done_seq), 0) + 1 FROM requests").fetchone()[0]
                 conn.execute(
                     "UPDATE requests SET state = 'done', completed_at = ?, "
                     "model_sha256_after = ?, model_version = ?, metrics = ?, "
@@ -911,12 +896,10 @@ class Ledger:
             row = self._require_existing(conn, request_id)
             if row["state"] != "received":
                 raise LedgerError(
-                    f"request {request_id!r} is {row['state']}, only a received request can be "
-                    f"marked failed"
+                    f"request {request_id!r} is {row['state']}, only a received request can be marked failed"
                 )
             conn.execute(
-                "UPDATE requests SET state = 'failed', completed_at = ?, reason = ? "
-                "WHERE request_id = ?",
+                "UPDATE requests SET state = 'failed', completed_at = ?, reason = ? WHERE request_id = ?",
                 (_now(), reason, request_id),
             )
         entry = self.get(request_id)
@@ -969,12 +952,20 @@ class Ledger:
         assert entry is not None
         return entry
 
-    def retry(self, request_id: str, model_sha256_before: str) -> LedgerEntry:
+    def retry(
+        self,
+        request_id: str,
+        model_sha256_before: str,
+        *,
+        method: str | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> LedgerEntry:
         """Put a ``failed`` (or crash-left ``received``) request back to ``received``.
 
-        Records the model it now starts from, clears the failure reason and
-        completion time (received_at is kept), and returns the entry. Raises
-        :class:`LedgerError` for a done or refused request.
+        Records the model it now starts from and, when given, the method and options
+        the retry will use; clears the failure reason and completion time (received_at
+        is kept), and returns the entry. Raises :class:`LedgerError` for a done or
+        refused request.
         """
         _check_sha256(model_sha256_before, "model_sha256_before", required=True)
         with self._write() as conn:
@@ -984,12 +975,18 @@ class Ledger:
                     f"request {request_id!r} is {row['state']}; only a failed or pending "
                     f"request can be retried"
                 )
+            new_method = _check_method(method) if method is not None else row["method"]
             conn.execute(
                 "UPDATE requests SET state = 'received', completed_at = NULL, "
                 "reason = CASE WHEN method = ? THEN reason ELSE NULL END, "
-                "model_sha256_before = ? WHERE request_id = ?",
-                (RETRAIN_METHOD, model_sha256_before, request_id),
+                "model_sha256_before = ?, method = ? WHERE request_id = ?",
+                (RETRAIN_METHOD, model_sha256_before, new_method, request_id),
             )
+            if options is not None:
+                conn.execute(
+                    "UPDATE requests SET options = ? WHERE request_id = ?",
+                    (_to_json(options, "options"), request_id),
+                )
         entry = self.get(request_id)
         assert entry is not None
         return entry
@@ -1024,17 +1021,12 @@ class Ledger:
 
     def _forgotten(self, conn: sqlite3.Connection) -> np.ndarray:
         try:
-            blobs = [
-                bytes(row[0])
-                for row in conn.execute("SELECT ids FROM requests WHERE state = 'done'")
-            ]
+            blobs = [bytes(row[0]) for row in conn.execute("SELECT ids FROM requests WHERE state = 'done'")]
         except sqlite3.DatabaseError as exc:
             raise self._corrupt(exc) from exc
         if not blobs:
             return np.zeros(0, dtype=np.int64)
-        return np.unique(np.concatenate([np.frombuffer(b, dtype="<i8") for b in blobs])).astype(
-            np.int64
-        )
+        return np.unique(np.concatenate([np.frombuffer(b, dtype="<i8") for b in blobs])).astype(np.int64)
 
     def forgotten_ids(self) -> np.ndarray:
         """Return the sorted union (int64) of the ids of every ``done`` entry.
@@ -1061,8 +1053,7 @@ class Ledger:
     def last_retrain(self) -> LedgerEntry | None:
         """Return the most recently completed ``"retrain"`` entry, or None."""
         rows = self._query(
-            "SELECT * FROM requests WHERE state = 'done' AND method = ? "
-            "ORDER BY done_seq DESC LIMIT 1",
+            "SELECT * FROM requests WHERE state = 'done' AND method = ? ORDER BY done_seq DESC LIMIT 1",
             (RETRAIN_METHOD,),
         )
         return self._entry(rows[0]) if rows else None
@@ -1140,9 +1131,7 @@ def _migrate_v1_to_v2(conn: sqlite3.Connection) -> None:
     """
     conn.execute("ALTER TABLE requests ADD COLUMN error_budget_used REAL")
     conn.execute("ALTER TABLE requests ADD COLUMN done_seq INTEGER")
-    done = conn.execute(
-        "SELECT seq FROM requests WHERE state = 'done' ORDER BY completed_at, seq"
-    ).fetchall()
+    done = conn.execute("SELECT seq FROM requests WHERE state = 'done' ORDER BY completed_at, seq").fetchall()
     for n, (seq,) in enumerate(done, start=1):
         conn.execute("UPDATE requests SET done_seq = ? WHERE seq = ?", (n, seq))
     conn.execute("CREATE UNIQUE INDEX requests_done_seq ON requests (done_seq)")

@@ -101,9 +101,7 @@ class Objective:
         self.grad_evals += self._count(ids)
         return total_loss, total_grad
 
-    def loss_grad_sum_many(
-        self, ws: torch.Tensor, ids: IdArray = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss_grad_sum_many(self, ws: torch.Tensor, ids: IdArray = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Like ``loss_grad_sum`` at each row of ``ws`` (m, d), vectorised over rows.
 
         Returns (losses (m,), gradients (m, d)). Used for the forget set's gradients

@@ -13,13 +13,19 @@ from typing import Any
 PRESETS: dict[tuple[str, str], dict[str, Any]] = {
     ("digits", "logreg"): {"epochs": 1000, "lr": 1.0, "lam": 0.01},
     ("breast-cancer", "logreg"): {"epochs": 500, "lr": 0.5, "lam": 0.01},
-    ("mnist", "logreg"): {"epochs": 1000, "lr": 1.0, "lam": 0.005},
-    ("fashion-mnist", "logreg"): {"epochs": 1000, "lr": 1.0, "lam": 0.005},
+    ("mnist", "logreg"): {"epochs": 1000, "lr": 0.5, "lam": 0.01},
+    ("fashion-mnist", "logreg"): {"epochs": 1000, "lr": 0.5, "lam": 0.01},
     ("adult", "logreg"): {"epochs": 1000, "lr": 1.0, "lam": 0.005},
     ("*", "logreg"): {"epochs": 500, "lr": 0.5, "lam": 0.01},
     ("digits", "mlp"): {"epochs": 500, "lr": 0.3, "lam": 0.005, "hidden": (64,)},
-    ("*", "mlp"): {"epochs": 20, "batch_size": 1024, "lr": 0.3, "lam": 1e-3, "hidden": (128,),
-                   "lr_schedule": "step"},
+    ("*", "mlp"): {
+        "epochs": 8,
+        "batch_size": 1024,
+        "lr": 0.3,
+        "lam": 1e-3,
+        "hidden": (128,),
+        "lr_schedule": "step",
+    },
     ("*", "cnn"): {"epochs": 5, "batch_size": 256, "lr": 0.05, "lam": 1e-3, "lr_schedule": "step"},
 }
 

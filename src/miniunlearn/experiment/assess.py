@@ -49,8 +49,10 @@ def assess(
     """
     mine = split_outputs(run, params, forget_ids)
     ref = split_outputs(run, retrained, forget_ids)
-    out: dict[str, Any] = {"dist_to_retrain": param_distance(params, retrained),
-                           "kl_to_retrain": mean_kl(ref["test"][0], mine["test"][0])}
+    out: dict[str, Any] = {
+        "dist_to_retrain": param_distance(params, retrained),
+        "kl_to_retrain": mean_kl(ref["test"][0], mine["test"][0]),
+    }
     for split in ("retain", "forget", "test"):
         out[f"{split}_acc"] = accuracy(*mine[split])
         out[f"retrain_{split}_acc"] = accuracy(*ref[split])

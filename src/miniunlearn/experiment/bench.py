@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import ConfigError
+from ..errors import ConfigError, RunDirError
 from ..ids import random_forget_ids
 from ..methods import UnlearnRequest, available_methods, get_method
 from ..presets import preset
@@ -24,8 +24,22 @@ from .assess import assess
 from .shadows import ShadowFactory, run_ulira
 
 RECORD_KEYS = (
-    "dataset", "model", "method", "ratio", "seed", "n_train", "n_forget", "time_s", "grad_evals",
-    "history_bytes", "dist_to_retrain", "test_acc", "retain_acc", "forget_acc", "mia_auc", "ulira_auc",
+    "dataset",
+    "model",
+    "method",
+    "ratio",
+    "seed",
+    "n_train",
+    "n_forget",
+    "time_s",
+    "grad_evals",
+    "history_bytes",
+    "dist_to_retrain",
+    "test_acc",
+    "retain_acc",
+    "forget_acc",
+    "mia_auc",
+    "ulira_auc",
 )
 ATTACK_NAMES = ("population", "ulira")
 
@@ -64,6 +78,13 @@ class BenchSpec:
                 raise ConfigError(f"ratios must be in (0, 1), got {r}")
         if self.seeds < 1:
             raise ConfigError("--seeds must be at least 1")
+        if "ulira" in self.attacks and (
+            self.ulira_pool < 20 or self.ulira_shadows < 2 or self.ulira_targets < 1
+        ):
+            raise ConfigError(
+                "the per-example attack needs --ulira-pool >= 20, --ulira-shadows >= 2 and "
+                "at least one target model"
+            )
 
     def config(self, seed: int) -> TrainConfig:
         """The training recipe for one seed: preset, then overrides, with history for the methods."""
@@ -78,15 +99,61 @@ def trained_run(config: TrainConfig, runs_dir: Path, *, progress: bool = True) -
     path = Path(runs_dir) / f"{config.dataset}-{config.model}-seed{config.seed}-{key}"
     if path.exists():
         return open_run(path)
-    return train_run(config, path, progress=progress)
+    try:
+        return train_run(config, path, progress=progress)
+    except RunDirError:
+        if path.exists():  # a concurrent sweep trained the same recipe first
+            return open_run(path)
+        raise
+
+
+def diverged_record(
+    spec: BenchSpec,
+    method: str,
+    ratio: float,
+    seed: int,
+    n_train: int,
+    n_forget: int,
+    time_s: float,
+    evals: int,
+    hist_bytes: int,
+    retrain_time: float,
+) -> dict[str, Any]:
+    """The record of a method whose parameters are not finite: quality metrics are NaN."""
+    nan = float("nan")
+    return {
+        "dataset": spec.dataset,
+        "model": spec.model,
+        "method": method,
+        "ratio": float(ratio),
+        "seed": seed,
+        "n_train": n_train,
+        "n_forget": int(n_forget),
+        "time_s": time_s,
+        "grad_evals": int(evals),
+        "history_bytes": int(hist_bytes),
+        "retrain_time_s": retrain_time,
+        "dist_to_retrain": nan,
+        "test_acc": nan,
+        "retain_acc": nan,
+        "forget_acc": nan,
+        "mia_auc": nan,
+        "ulira_auc": None,
+        "diverged": True,
+    }
 
 
 def machine_info() -> dict[str, Any]:
     """Describe where a sweep ran: CPU, cores, torch threads, versions."""
     import os
 
-    return {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version()}
+    return {
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def run_bench(spec: BenchSpec, *, progress: bool = True) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -106,8 +173,9 @@ def run_bench(spec: BenchSpec, *, progress: bool = True) -> tuple[list[dict[str,
         shadow_cache: dict[Any, Any] = {}
         factory = None
         if "ulira" in spec.attacks:
-            pool = np.random.default_rng(10_000 + seed).choice(run.n_train, min(spec.ulira_pool, run.n_train),
-                                                               replace=False)
+            pool = np.random.default_rng(10_000 + seed).choice(
+                run.n_train, min(spec.ulira_pool, run.n_train), replace=False
+            )
             factory = ShadowFactory(config, np.sort(pool), spec.runs_dir / "shadows")
         for r_index, ratio in enumerate(spec.ratios):
             forget = random_forget_ids(run.n_train, ratio, seed=1000 * seed + r_index)
@@ -125,28 +193,70 @@ def run_bench(spec: BenchSpec, *, progress: bool = True) -> tuple[list[dict[str,
                     params, time_s = result.params, result.record.time_s
                     evals, hist_bytes = result.record.grad_evals, result.record.history_bytes
                     diag = result.record.diagnostics
-                metrics = assess(run, params, retrained, forget, attacks=spec.attacks, seed=seed,
-                                 keep_curves=True)
+                if not torch.isfinite(params).all():  # a diverged method is reported, not fatal
+                    records.append(
+                        diverged_record(
+                            spec,
+                            method,
+                            ratio,
+                            seed,
+                            run.n_train,
+                            forget.size,
+                            time_s,
+                            evals,
+                            hist_bytes,
+                            retrain_time,
+                        )
+                    )
+                    bar.update()
+                    continue
+                metrics = assess(
+                    run, params, retrained, forget, attacks=spec.attacks, seed=seed, keep_curves=True
+                )
                 roc = metrics.pop("roc", {})
                 if roc:
                     curves[f"{method} @ {ratio:.0%}"] = roc["unlearned"]
                     curves[f"retrain @ {ratio:.0%}"] = roc["retrain_"]
                 ulira_auc = None
                 if factory is not None:
-                    result_u = run_ulira(factory, method, options, forget_fraction=ratio,
-                                         n_shadows=spec.ulira_shadows, n_targets=spec.ulira_targets,
-                                         seed=seed, cache=shadow_cache)
+                    result_u = run_ulira(
+                        factory,
+                        method,
+                        options,
+                        forget_fraction=ratio,
+                        n_shadows=spec.ulira_shadows,
+                        n_targets=spec.ulira_targets,
+                        seed=seed,
+                        cache=shadow_cache,
+                    )
                     ulira_auc = result_u.auc
                     metrics["ulira_bacc"] = result_u.balanced_accuracy
                     metrics["ulira_tpr_1pct"] = result_u.tpr_at_1pct_fpr
-                records.append({
-                    "dataset": spec.dataset, "model": spec.model, "method": method, "ratio": float(ratio),
-                    "seed": seed, "n_train": run.n_train, "n_forget": int(forget.size), "time_s": time_s,
-                    "grad_evals": int(evals), "history_bytes": int(hist_bytes),
-                    "retrain_time_s": retrain_time, "speedup_vs_retrain": retrain_time / max(time_s, 1e-12),
-                    "ulira_auc": ulira_auc, "steps": diag.get("steps"), **metrics,
-                })
+                records.append(
+                    {
+                        "dataset": spec.dataset,
+                        "model": spec.model,
+                        "method": method,
+                        "ratio": float(ratio),
+                        "seed": seed,
+                        "n_train": run.n_train,
+                        "n_forget": int(forget.size),
+                        "time_s": time_s,
+                        "grad_evals": int(evals),
+                        "history_bytes": int(hist_bytes),
+                        "retrain_time_s": retrain_time,
+                        "speedup_vs_retrain": retrain_time / max(time_s, 1e-12),
+                        "ulira_auc": ulira_auc,
+                        **metrics,
+                        **{
+                            f"diag_{k}": v for k, v in diag.items() if isinstance(v, int | float | bool | str)
+                        },
+                    }
+                )
                 bar.update()
     bar.close()
-    return records, {"roc": curves, "machine": machine_info(),
-                     "config": dataclasses.asdict(spec.config(0)) | {"seed": "0.." + str(spec.seeds - 1)}}
+    return records, {
+        "roc": curves,
+        "machine": machine_info(),
+        "config": dataclasses.asdict(spec.config(0)) | {"seed": "0.." + str(spec.seeds - 1)},
+    }

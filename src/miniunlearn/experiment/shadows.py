@@ -38,18 +38,24 @@ class ShadowFactory:
         """Return (a run trained on pool members ``member_ids`` with ``seed``, its sorted members)."""
         members = np.sort(np.asarray(member_ids, dtype=np.int64))
         config = dataclasses.replace(
-            self.config, subset_ids=tuple(int(i) for i in self.pool_ids[members]), n_train=None, seed=int(seed)
+            self.config,
+            subset_ids=tuple(int(i) for i in self.pool_ids[members]),
+            n_train=None,
+            seed=int(seed),
         )
         key = hashlib.sha256(config.to_json().encode()).hexdigest()[:16]
         path = self.root / f"shadow-{key}"
-        run = open_run(path, verify_hashes=False) if path.exists() else train_run(config, path, progress=False)
+        run = (
+            open_run(path, verify_hashes=False) if path.exists() else train_run(config, path, progress=False)
+        )
         return run, members
 
     def unlearn(self, method: str, options: dict[str, Any]) -> Any:
         """Return an ``unlearn_fn`` for :func:`ulira_attack` that applies ``method`` to a shadow."""
 
-        def unlearn_fn(state: tuple[Run, np.ndarray], forget_ids: np.ndarray, member_ids: np.ndarray,
-                       seed: int) -> tuple[Run, Any]:
+        def unlearn_fn(
+            state: tuple[Run, np.ndarray], forget_ids: np.ndarray, member_ids: np.ndarray, seed: int
+        ) -> tuple[Run, Any]:
             run, members = state
             local = np.searchsorted(members, np.asarray(forget_ids, dtype=np.int64))
             result = get_method(method, **options).unlearn(UnlearnRequest(run, local))

@@ -20,6 +20,11 @@ def available_methods() -> list[str]:
 
 
 __all__ = [
-    "UnlearnRecord", "UnlearnRequest", "UnlearnResult", "UnlearningMethod", "available_methods",
-    "get_method", "registry",
+    "UnlearnRecord",
+    "UnlearnRequest",
+    "UnlearnResult",
+    "UnlearningMethod",
+    "available_methods",
+    "get_method",
+    "registry",
 ]

@@ -108,7 +108,25 @@ class UnlearningMethod(ABC):
             raise ConfigError(
                 f"method {self.name!r} has no option(s) {sorted(unknown)}; its options are {sorted(names)}"
             )
-        self.options = self.Options(**options)
+        self.options = self.Options(**{k: self._checked(k, v) for k, v in options.items()})
+
+    def _checked(self, key: str, value: Any) -> Any:
+        """Return option ``value`` converted to the type of its default; ConfigError if it cannot be."""
+        default = next(f.default for f in dataclasses.fields(self.Options) if f.name == key)
+        kind = type(default)
+        if (
+            default is None
+            or default is dataclasses.MISSING
+            or isinstance(value, kind)
+            and (kind is bool or not isinstance(value, bool))
+        ):
+            return value
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(
+            f"option {key!r} of method {self.name!r} must be of type {kind.__name__} (default {default!r}), "
+            f"got {value!r}"
+        )
 
     def unlearn(self, request: UnlearnRequest) -> UnlearnResult:
         """Forget ``request.forget_ids``; return the new parameters and a record.
@@ -160,4 +178,3 @@ def get_method(name: str, **options: Any) -> UnlearningMethod:
     if name not in _REGISTRY:
         raise ConfigError(f"unknown method {name!r}; available: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name](**options)
-

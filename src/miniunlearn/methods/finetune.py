@@ -49,8 +49,9 @@ def seeded_batches(ids: np.ndarray, batch_size: int, seed: int) -> Iterator[np.n
             yield perm[start : start + batch_size]
 
 
-def check_budget_options(name: str, steps_fraction: float, steps: int | None, lr_scale: float,
-                         batch_size: int | None) -> None:
+def check_budget_options(
+    name: str, steps_fraction: float, steps: int | None, lr_scale: float, batch_size: int | None
+) -> None:
     """Raise ConfigError when a step-budget option of method ``name`` is out of range."""
     if not steps_fraction > 0:
         raise ConfigError(f"{name}: steps_fraction must be positive, got {steps_fraction}")

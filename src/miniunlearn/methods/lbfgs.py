@@ -1,7 +1,7 @@
 """Limited-memory BFGS curvature: a bounded store of secant pairs and the two-loop product.
 
-Shared by Mini-Unlearning (inverse-Hessian products) and DeltaGrad (Hessian-vector
-products in compact form).
+Shared by Mini-Unlearning (inverse-Hessian products) and DeltaGrad (which builds its
+compact-form Hessian from the same pairs).
 """
 
 from __future__ import annotations
@@ -57,22 +57,3 @@ class SecantPairs:
             beta = rho * torch.dot(y, r)
             r += (alpha - beta) * s
         return r
-
-    def hessian_product(self, v: torch.Tensor) -> torch.Tensor:
-        """Return B v with B the L-BFGS Hessian approximation in compact form
-        (Byrd, Nocedal and Schnabel 1994), B_0 = sigma I with sigma = y.y / s.y of the newest pair."""
-        if not self.pairs:
-            return v.clone()
-        S = torch.stack([p[0] for p in self.pairs], dim=1)
-        Y = torch.stack([p[1] for p in self.pairs], dim=1)
-        sigma = 1.0 / self.gamma()
-        StY = S.T @ Y
-        L = torch.tril(StY, diagonal=-1)
-        D = torch.diag(torch.diagonal(StY))
-        middle = torch.cat(
-            [torch.cat([sigma * S.T @ S, L], dim=1), torch.cat([L.T, -D], dim=1)], dim=0
-        )
-        rhs = torch.cat([sigma * (S.T @ v), Y.T @ v])
-        coef = torch.linalg.solve(middle, rhs)
-        m = S.shape[1]
-        return sigma * v - (sigma * (S @ coef[:m]) + Y @ coef[m:])

@@ -29,6 +29,7 @@ otherwise. See docs/method.md for the measurements behind these choices.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +38,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..fileio import atomic_path
+from ..fileio import cached
 from ..objective import Objective
 from ..training.rundir import Run
 from .base import UnlearningMethod, UnlearnRequest, register
@@ -154,8 +155,13 @@ class MiniUnlearning(UnlearningMethod):
 
     def _solve_kwargs(self) -> dict[str, Any]:
         o = self.options
-        return {"max_steps": o.max_steps, "rtol": o.rtol, "atol": o.atol, "armijo": o.armijo,
-                "max_backtracks": o.max_backtracks}
+        return {
+            "max_steps": o.max_steps,
+            "rtol": o.rtol,
+            "atol": o.atol,
+            "armijo": o.armijo,
+            "max_backtracks": o.max_backtracks,
+        }
 
     def _unlearn(self, request: UnlearnRequest) -> tuple[torch.Tensor, int, dict[str, Any]]:
         opts = self.options
@@ -171,13 +177,16 @@ class MiniUnlearning(UnlearningMethod):
         grad_r = (n * (G - lam * W) - grad_u) / (n - r) + lam * W
         value_r = (n * (V.to(objective.dtype) - 0.5 * lam * sq) - loss_u) / (n - r) + 0.5 * lam * sq
 
-        residual_ratio = float(G[0].norm()) / history.grad_norm_start
+        residual_ratio = float(G[0].norm()) / history.grad_norm_start if history.grad_norm_start else 0.0
         mode = opts.mode
         if mode == "auto":
-            unconverged = not residual_ratio <= opts.converged_tol  # NaN (unknown) counts as unconverged
+            unconverged = residual_ratio > opts.converged_tol  # unknown (NaN) counts as converged
             mode = "trajectory" if unconverged and run.config.model in CONVEX_MODELS else "fixed-point"
-        diagnostics: dict[str, Any] = {"mode": mode, "residual_ratio": residual_ratio,
-                                       "checkpoints": int(W.shape[0])}
+        diagnostics: dict[str, Any] = {
+            "mode": mode,
+            "residual_ratio": residual_ratio,
+            "checkpoints": int(W.shape[0]),
+        }
         if mode == "trajectory":
             w, extra = self._trajectory(request, W, G, V, grad_r, value_r)
             diagnostics.update(extra)
@@ -194,19 +203,21 @@ class MiniUnlearning(UnlearningMethod):
             f, g = objective.value_and_grad(start, request.retain_ids)
             w, f, g, passes = start, f - torch.dot(c, start), g - c, 1
         solve = contract(objective, request.retain_ids, w, f, g, pairs, c, **self._solve_kwargs())
-        diagnostics.update({
-            "steps": len(solve.step_sizes),
-            "exact_retain_passes": passes + solve.passes,
-            "grad_norm_start": solve.grad_norms[0],
-            "grad_norm_final": solve.grad_norms[-1],
-            "grad_norms": solve.grad_norms,
-            "contraction_factors": solve.factors,
-            "step_sizes": solve.step_sizes,
-            "history_pairs_kept": history_pairs,
-            "pairs_rejected": pairs.rejected,
-            "converged": solve.converged,
-            "residual_norm": float(c.norm()),
-        })
+        diagnostics.update(
+            {
+                "steps": len(solve.step_sizes),
+                "exact_retain_passes": passes + solve.passes,
+                "grad_norm_start": solve.grad_norms[0],
+                "grad_norm_final": solve.grad_norms[-1],
+                "grad_norms": solve.grad_norms,
+                "contraction_factors": solve.factors,
+                "step_sizes": solve.step_sizes,
+                "history_pairs_kept": history_pairs,
+                "pairs_rejected": pairs.rejected,
+                "converged": solve.converged,
+                "residual_norm": float(c.norm()),
+            }
+        )
         return solve.w, history.nbytes, diagnostics
 
     def _history_pairs(self, W: torch.Tensor, grads: torch.Tensor) -> SecantPairs:
@@ -218,43 +229,93 @@ class MiniUnlearning(UnlearningMethod):
                 pairs.add(W[0] - W[j], grads[0] - grads[j])
         return pairs
 
-    def _optimum(self, objective: Objective, ids: np.ndarray | None, W: torch.Tensor, grads: torch.Tensor,
-                 values: torch.Tensor) -> _Solve:
+    def _optimum(
+        self,
+        objective: Objective,
+        ids: np.ndarray | None,
+        W: torch.Tensor,
+        grads: torch.Tensor,
+        values: torch.Tensor,
+    ) -> _Solve:
         """Minimise F_ids from the final checkpoint, whose value and gradient are known exactly."""
         zero = torch.zeros_like(W[0])
-        return contract(objective, ids, W[0].clone(), values[0].clone(), grads[0].clone(),
-                        self._history_pairs(W, grads), zero,
-                        **{**self._solve_kwargs(), "rtol": min(self.options.rtol, 1e-6),
-                           "max_steps": max(self.options.max_steps, 100)})
+        return contract(
+            objective,
+            ids,
+            W[0].clone(),
+            values[0].clone(),
+            grads[0].clone(),
+            self._history_pairs(W, grads),
+            zero,
+            **{
+                **self._solve_kwargs(),
+                "rtol": min(self.options.rtol, 1e-6),
+                "max_steps": max(self.options.max_steps, 100),
+            },
+        )
 
-    def _propagate(self, objective: Objective, ids: np.ndarray | None, optimum: torch.Tensor, w0: torch.Tensor,
-                   lrs: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def _propagate(
+        self,
+        objective: Objective,
+        ids: np.ndarray | None,
+        optimum: torch.Tensor,
+        w0: torch.Tensor,
+        lrs: np.ndarray,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (optimum + f(H)(w0 - optimum), Ritz values) with H the Hessian of F_ids at the optimum."""
-        offset, ritz = lanczos_function_apply(lambda v: objective.hvp(optimum, v, ids), w0 - optimum,
-                                              self.options.krylov_steps, gd_propagator(lrs))
+        offset, ritz = lanczos_function_apply(
+            lambda v: objective.hvp(optimum, v, ids),
+            w0 - optimum,
+            self.options.krylov_steps,
+            gd_propagator(lrs),
+        )
         return optimum + offset, ritz
 
-    def _original_correction(self, run: Run, W: torch.Tensor, G: torch.Tensor, V: torch.Tensor,
-                             w0: torch.Tensor) -> tuple[torch.Tensor, bool]:
-        """w_T - (predicted endpoint of the original run); cached in RUN_DIR/cache/. Returns (it, was cached)."""
-        path = run.path / "cache" / f"trajectory-correction-k{self.options.krylov_steps}.safetensors"
-        if path.exists():
-            try:
-                return load_file(str(path))["correction"].to(W.dtype), True
-            except (SafetensorError, OSError, KeyError):  # a damaged cache entry is recomputed
-                path.unlink(missing_ok=True)
-        optimum = self._optimum(run.objective, None, W, G, V.to(W.dtype)).w
-        predicted, _ = self._propagate(run.objective, None, optimum, w0, run.plan.lrs)
-        correction = W[0] - predicted
-        try:
-            with atomic_path(path) as tmp:
-                save_file({"correction": correction.contiguous()}, str(tmp))
-        except OSError:
-            pass  # a read-only run directory only loses the cache
-        return correction, False
+    def _original_correction(
+        self, run: Run, W: torch.Tensor, G: torch.Tensor, V: torch.Tensor, w0: torch.Tensor
+    ) -> tuple[torch.Tensor, bool]:
+        """Return (w_T - predicted endpoint of the original run, whether it came from the
+        cache in RUN_DIR/cache/)."""
+        o = self.options
+        # the correction depends on the solver's settings too: key the cache on all of them
+        key = hashlib.sha256(
+            repr(
+                (
+                    o.krylov_steps,
+                    o.rtol,
+                    o.atol,
+                    o.max_steps,
+                    o.memory,
+                    o.armijo,
+                    o.max_backtracks,
+                    o.use_history_pairs,
+                    str(W.dtype),
+                )
+            ).encode()
+        ).hexdigest()[:16]
 
-    def _trajectory(self, request: UnlearnRequest, W: torch.Tensor, G: torch.Tensor, V: torch.Tensor,
-                    grad_r: torch.Tensor, value_r: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        def compute() -> torch.Tensor:
+            optimum = self._optimum(run.objective, None, W, G, V.to(W.dtype)).w
+            predicted, _ = self._propagate(run.objective, None, optimum, w0, run.plan.lrs)
+            return W[0] - predicted
+
+        return cached(
+            run.path / "cache" / f"trajectory-correction-{key}.safetensors",
+            load=lambda path: load_file(str(path))["correction"].to(W.dtype),
+            compute=compute,
+            save=lambda value, tmp: save_file({"correction": value.contiguous()}, str(tmp)),
+            damaged=(SafetensorError, OSError, KeyError),
+        )
+
+    def _trajectory(
+        self,
+        request: UnlearnRequest,
+        W: torch.Tensor,
+        G: torch.Tensor,
+        V: torch.Tensor,
+        grad_r: torch.Tensor,
+        value_r: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
         """Predict the retrained endpoint along the training trajectory (see module docstring).
 
         Always predicts from the original run with every forgotten id removed, so a

@@ -117,6 +117,7 @@ class Newton(UnlearningMethod):
 
         damping, tries = opts.damping, 0
         while True:
+
             def apply(v: torch.Tensor, damping: float = damping) -> torch.Tensor:
                 return objective.hvp(w, v, hess_ids) + damping * v
 

@@ -7,6 +7,15 @@ from .rundir import Run, open_run, train_run
 from .schedule import StepPlan, checkpoint_steps, make_plan
 
 __all__ = [
-    "FullHistory", "MiniHistory", "Run", "StepPlan", "TrainConfig", "cached_retrain", "checkpoint_steps",
-    "make_plan", "open_run", "retrain", "train_run",
+    "FullHistory",
+    "MiniHistory",
+    "Run",
+    "StepPlan",
+    "TrainConfig",
+    "cached_retrain",
+    "checkpoint_steps",
+    "make_plan",
+    "open_run",
+    "retrain",
+    "train_run",
 ]

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from ..errors import RunDirError
-from ..fileio import atomic_path
+from ..fileio import cached
 from ..ids import ids_digest, validate_forget_ids
 from .rundir import Run, load_params, save_params
 from .trainer import train_loop
@@ -14,20 +14,18 @@ from .trainer import train_loop
 RETRAIN_DIR = "retrain"
 
 
-def retrain(
-    run: Run, forget_ids: np.ndarray, *, base_params: torch.Tensor | None = None, progress: bool = False
-) -> torch.Tensor:
+def retrain(run: Run, forget_ids: np.ndarray, *, progress: bool = False) -> torch.Tensor:
     """Retrain ``run`` without ``forget_ids``: same init, seed, batch order and schedule.
 
     Each original batch loses its forgotten ids and keeps its order; a batch left empty
-    is skipped. ``base_params`` overrides the initial parameters (default: the run's
-    seeded init). Returns the final flat parameters.
+    is skipped. Returns the final flat parameters.
     """
     ids = validate_forget_ids(forget_ids, run.n_train, allow_empty=True)
     mask = np.zeros(run.n_train, dtype=bool)
     mask[ids] = True
-    w0 = run.initial_params() if base_params is None else base_params
-    return train_loop(run.objective, w0, run.plan, forget_mask=mask, progress=progress, desc="retrain")
+    return train_loop(
+        run.objective, run.initial_params(), run.plan, forget_mask=mask, progress=progress, desc="retrain"
+    )
 
 
 def cached_retrain(run: Run, forget_ids: np.ndarray, *, progress: bool = False) -> torch.Tensor:
@@ -37,13 +35,13 @@ def cached_retrain(run: Run, forget_ids: np.ndarray, *, progress: bool = False) 
     method compared on the same run and forget set meets the same retrained model.
     """
     ids = validate_forget_ids(forget_ids, run.n_train, allow_empty=True)
-    path = run.path / RETRAIN_DIR / f"{ids_digest(ids)}.safetensors"
-    if path.exists():
-        try:
-            return load_params(path, run.objective)
-        except RunDirError:  # a damaged cache entry is recomputed, never trusted
-            path.unlink(missing_ok=True)
-    w = retrain(run, ids, progress=progress)
-    with atomic_path(path) as tmp:
-        save_params(tmp, run.objective, w, {"format": "miniunlearn-model", "version": "retrain"})
-    return w
+    params, _ = cached(
+        run.path / RETRAIN_DIR / f"{ids_digest(ids)}.safetensors",
+        load=lambda path: load_params(path, run.objective),
+        compute=lambda: retrain(run, ids, progress=progress),
+        save=lambda w, tmp: save_params(
+            tmp, run.objective, w, {"format": "miniunlearn-model", "version": "retrain"}
+        ),
+        damaged=(RunDirError,),
+    )
+    return params

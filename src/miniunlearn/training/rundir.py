@@ -131,8 +131,14 @@ def train_run(config: TrainConfig, out_dir: str | os.PathLike[str], *, progress:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         recorder = make_recorder(
-            config.history, tmp, total_steps=plan.total_steps, k=config.checkpoints,
-            n=dataset.n_train, lam=config.lam, dim=objective.dim, dtype=config.torch_dtype,
+            config.history,
+            tmp,
+            total_steps=plan.total_steps,
+            k=config.checkpoints,
+            n=dataset.n_train,
+            lam=config.lam,
+            dim=objective.dim,
+            dtype=config.torch_dtype,
         )
         w = train_loop(objective, flatten_params(model), plan, recorder=recorder, progress=progress)
         files = {CONFIG: "config", MODEL: "model", SCHEDULE: "schedule", **recorder.close()}
@@ -149,7 +155,10 @@ def train_run(config: TrainConfig, out_dir: str | os.PathLike[str], *, progress:
             "files": [manifest_entry(tmp, rel, role) for rel, role in sorted(files.items())],
         }
         atomic_write_json(tmp / MANIFEST, manifest)
-        os.rename(tmp, out)
+        try:
+            os.rename(tmp, out)
+        except OSError as exc:  # another process created it meanwhile
+            raise RunDirError(f"{out} already exists; choose another --out or delete it first") from exc
         fsync_dir(out.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -218,7 +227,11 @@ class Run:
         try:
             stored = np.load(self.path / SCHEDULE)
             same = np.array_equal(stored["lrs"], plan.lrs) and (
-                plan.order is None or np.array_equal(stored["order"], plan.order)
+                plan.order is None
+                or (
+                    np.array_equal(stored["order"], plan.order)
+                    and np.array_equal(stored["rng_states"], plan.rng_states)
+                )
             )
         except (OSError, ValueError, KeyError) as exc:
             raise RunDirError(f"{self.path / SCHEDULE} is corrupt ({exc})") from exc
@@ -237,7 +250,11 @@ class Run:
     def mini_history(self) -> MiniHistory:
         """The minimal history (raises HistoryError when absent or mismatched)."""
         return load_mini_history(
-            self.path, dim=self.objective.dim, n=self.n_train, lam=self.config.lam, total_steps=self.total_steps
+            self.path,
+            dim=self.objective.dim,
+            n=self.n_train,
+            lam=self.config.lam,
+            total_steps=self.total_steps,
         )
 
     def full_history(self) -> FullHistory:
@@ -253,25 +270,33 @@ def open_run(path: str | os.PathLike[str], *, verify_hashes: bool = True) -> Run
     """
     run_dir = Path(path)
     if not run_dir.is_dir():
-        raise RunDirError(f"{run_dir} is not a run directory; create one with `miniunlearn train --out {run_dir}`")
+        raise RunDirError(
+            f"{run_dir} is not a run directory; create one with `miniunlearn train --out {run_dir}`"
+        )
     manifest_path = run_dir / MANIFEST
     try:
         manifest = json.loads(manifest_path.read_text())
         files = manifest["files"]
     except FileNotFoundError as exc:
         raise RunDirError(f"{run_dir} has no {MANIFEST}: it is not a complete run directory") from exc
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
         raise RunDirError(f"{manifest_path} is corrupt ({exc})") from exc
+    if not isinstance(files, list) or not all(
+        isinstance(f, dict) and {"path", "bytes", "sha256", "role"} <= set(f) for f in files
+    ):
+        raise RunDirError(f"{manifest_path} is corrupt (its file list is malformed)")
     for entry in files:
         file_path = run_dir / entry["path"]
         if not file_path.exists():
             raise RunDirError(f"{file_path} listed in the manifest is missing")
         if file_path.stat().st_size != entry["bytes"]:
-            raise RunDirError(f"{file_path} has {file_path.stat().st_size} bytes, manifest says {entry['bytes']}")
+            raise RunDirError(
+                f"{file_path} has {file_path.stat().st_size} bytes, manifest says {entry['bytes']}"
+            )
         if verify_hashes and sha256_file(file_path) != entry["sha256"]:
             raise RunDirError(f"{file_path} fails its sha256 check: the file was changed or is corrupt")
     try:
         config = TrainConfig.from_dict(json.loads((run_dir / CONFIG).read_text()))
-    except (json.JSONDecodeError, TypeError, ConfigError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ConfigError) as exc:
         raise RunDirError(f"{run_dir / CONFIG} is invalid ({exc})") from exc
     return Run(run_dir, config, manifest)

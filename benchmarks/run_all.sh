@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Reproduces every table and plot in docs/results.md. Two chains run side by side, each
+# torch process on one thread (one core each on a 2-core machine); all methods of one
+# sweep run in the same process, so their times are comparable.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-.venv/bin}
+OUT=${OUT:-docs/results}
+mkdir -p "$OUT"
+bench() { name=$1; shift; "$BIN/miniunlearn" -q bench --threads 1 --json "$OUT/$name.json" --plots "$OUT/$name" "$@" \
+  | tee "$OUT/$name.md"; }
+
+chain_a() {
+  bench mnist-logreg --dataset mnist --model logreg --ratios 0.01,0.1,0.3,0.5 --methods retrain,deltagrad,mini --seeds 3
+}
+chain_b() {
+  bench mnist-logreg-ulira --dataset mnist --model logreg --ratios 0.1,0.3,0.5 --methods retrain,deltagrad,mini \
+    --seeds 1 --attacks population,ulira
+  bench mnist-logreg-baselines --dataset mnist --model logreg --ratios 0.7 \
+    --methods retrain,deltagrad,mini,finetune,neggrad,newton --seeds 1
+  bench fashion-logreg --dataset fashion-mnist --model logreg --ratios 0.1,0.3,0.5 --methods retrain,deltagrad,mini --seeds 1
+  bench adult-logreg --dataset adult --model logreg --ratios 0.01,0.1,0.3,0.5 --methods retrain,deltagrad,mini --seeds 3
+  bench mnist-mlp --dataset mnist --model mlp --ratios 0.1,0.3,0.5 --methods retrain,deltagrad,mini --seeds 1
+  "$BIN/python" benchmarks/deletion_sequence.py | tee "$OUT/deletion-sequence.md"
+  "$BIN/python" benchmarks/mini_variants.py | tee "$OUT/mini-variants.md"
+}
+chain_a > "$OUT/chain_a.log" 2>&1 &
+chain_b > "$OUT/chain_b.log" 2>&1 &
+wait
