@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -49,6 +49,22 @@ def test_gradient_identity_holds_at_every_stored_checkpoint(convex_run) -> None:
         lhs = n * (g_full - lam * w)
         rhs = (n - r) * (g_r - lam * w) + r * (g_u - lam * w)
         assert torch.allclose(lhs, rhs, rtol=0, atol=1e-10 * float(lhs.abs().max()))
+
+
+@settings(max_examples=25, deadline=None)
+@given(data=st.data())
+def test_gradient_identity_holds_for_any_forget_set(convex_run, data) -> None:
+    n, lam = convex_run.n_train, convex_run.config.lam
+    forget = np.unique(data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=n // 2)))
+    retain = np.setdiff1d(np.arange(n), forget)
+    hist = convex_run.mini_history()
+    j = data.draw(st.integers(0, len(hist.steps) - 1))
+    w, g_full = hist.params[j], hist.grads[j]
+    _, g_r = convex_run.objective.value_and_grad(w, retain)
+    _, g_u = convex_run.objective.value_and_grad(w, forget)
+    r = forget.size
+    recovered = (n * (g_full - lam * w) - r * (g_u - lam * w)) / (n - r) + lam * w
+    torch.testing.assert_close(recovered, g_r, rtol=0, atol=1e-12)
 
 
 def test_mini_history_holds_the_full_gradient_at_geometric_checkpoints(convex_run) -> None:

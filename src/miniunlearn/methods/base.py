@@ -111,21 +111,26 @@ class UnlearningMethod(ABC):
         self.options = self.Options(**{k: self._checked(k, v) for k, v in options.items()})
 
     def _checked(self, key: str, value: Any) -> Any:
-        """Return option ``value`` converted to the type of its default; ConfigError if it cannot be."""
-        default = next(f.default for f in dataclasses.fields(self.Options) if f.name == key)
-        kind = type(default)
-        if (
-            default is None
-            or default is dataclasses.MISSING
-            or isinstance(value, kind)
-            and (kind is bool or not isinstance(value, bool))
-        ):
-            return value
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
+        """Return option ``value`` converted to its declared type; ConfigError if it cannot be."""
+        field_ = next(f for f in dataclasses.fields(self.Options) if f.name == key)
+        declared = str(field_.type)  # e.g. "float", "int | None" (annotations are strings here)
+        if value is None and "None" in declared:
+            return None
+        for name, kind in (("bool", bool), ("int", int), ("float", float), ("str", str)):
+            if declared.split(" | ")[0] != name:
+                continue
+            if isinstance(value, bool) and kind is not bool:
+                break
+            if isinstance(value, kind):
+                return value
+            if kind is float and isinstance(value, int):
+                return float(value)
+            break
+        else:
+            return value  # a type this check does not know: the Options class validates it
         raise ConfigError(
-            f"option {key!r} of method {self.name!r} must be of type {kind.__name__} (default {default!r}), "
-            f"got {value!r}"
+            f"option {key!r} of method {self.name!r} must be of type {declared} "
+            f"(default {field_.default!r}), got {value!r}"
         )
 
     def unlearn(self, request: UnlearnRequest) -> UnlearnResult:

@@ -1,0 +1,111 @@
+"""Check the project's claims against the sweep records in docs/results/*.json.
+
+Reads the JSON written by `miniunlearn bench` (see benchmarks/run_all.sh) and prints,
+per dataset/model and ratio, Mini-Unlearning next to DeltaGrad and retraining: distance
+to the retrained parameters, test-accuracy gap, MIA AUC gaps, speed-ups and history
+bytes (means over seeds), then a pass/fail line per claim.
+
+    python benchmarks/check_claims.py [docs/results]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+
+def mean(records: list[dict], key: str) -> float:
+    """Mean of ``key`` over records, ignoring missing values (NaN when none)."""
+    values = [r[key] for r in records if r.get(key) is not None]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def main() -> None:
+    """Print the comparison tables and the claim checks."""
+    folder = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/results")
+    checks: list[tuple[str, bool]] = []
+    for path in sorted(folder.glob("*.json")):
+        records = json.loads(path.read_text())
+        groups: dict[tuple, list[dict]] = defaultdict(list)
+        for r in records:
+            groups[(r["ratio"], r["method"])].append(r)
+        ratios = sorted({r["ratio"] for r in records})
+        print(
+            f"\n### {path.stem} ({records[0]['dataset']}, {records[0]['model']}, "
+            f"{len({r['seed'] for r in records})} seed(s))\n"
+        )
+        print(
+            "| ratio | method | dist to retrain | test acc gap (pts) | MIA AUC (retrain) | U-LiRA AUC | "
+            "speed-up vs retrain | time (s) | history bytes |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|")
+        for ratio in ratios:
+            for method in sorted({m for (q, m) in groups if q == ratio}):
+                g = groups[(ratio, method)]
+                print(
+                    f"| {ratio:.0%} | {method} | {mean(g, 'dist_to_retrain'):.4g} | "
+                    f"{100 * mean(g, 'test_acc_gap'):+.2f} | {mean(g, 'mia_auc'):.3f} "
+                    f"({mean(g, 'retrain_mia_auc'):.3f}) | {mean(g, 'ulira_auc'):.3f} | "
+                    f"{mean(g, 'speedup_vs_retrain'):.1f}x | {mean(g, 'time_s'):.2f} | "
+                    f"{mean(g, 'history_bytes'):,.0f} |"
+                )
+            mini, delta = groups.get((ratio, "mini")), groups.get((ratio, "deltagrad"))
+            if not mini:
+                continue
+            tag = f"{path.stem} @ {ratio:.0%}"
+            checks.append(
+                (
+                    f"{tag}: mini test accuracy within 0.3 points of retraining "
+                    f"({100 * mean(mini, 'test_acc_gap'):+.2f})",
+                    abs(mean(mini, "test_acc_gap")) <= 0.003,
+                )
+            )
+            checks.append(
+                (
+                    f"{tag}: mini population-MIA AUC within 0.02 of retraining's "
+                    f"({mean(mini, 'mia_auc') - mean(mini, 'retrain_mia_auc'):+.4f})",
+                    abs(mean(mini, "mia_auc") - mean(mini, "retrain_mia_auc")) <= 0.02,
+                )
+            )
+            if any(r.get("ulira_auc") is not None for r in mini):
+                checks.append(
+                    (
+                        f"{tag}: mini U-LiRA AUC within 0.03 of 0.5 ({mean(mini, 'ulira_auc'):.3f})",
+                        abs(mean(mini, "ulira_auc") - 0.5) <= 0.03,
+                    )
+                )
+            if ratio >= 0.1:
+                checks.append(
+                    (
+                        f"{tag}: mini >= 10x faster than retraining "
+                        f"({mean(mini, 'speedup_vs_retrain'):.1f}x)",
+                        mean(mini, "speedup_vs_retrain") >= 10,
+                    )
+                )
+            if delta:
+                speed = mean(delta, "time_s") / mean(mini, "time_s")
+                if ratio >= 0.1:
+                    checks.append((f"{tag}: mini >= 5x faster than DeltaGrad ({speed:.1f}x)", speed >= 5))
+                if ratio >= 0.3:
+                    checks.append(
+                        (
+                            f"{tag}: mini closer to retraining than DeltaGrad "
+                            f"({mean(mini, 'dist_to_retrain'):.4g} vs {mean(delta, 'dist_to_retrain'):.4g})",
+                            mean(mini, "dist_to_retrain") < mean(delta, "dist_to_retrain"),
+                        )
+                    )
+                share = mean(mini, "history_bytes") / mean(delta, "history_bytes")
+                checks.append(
+                    (f"{tag}: mini reads <= 5 % of DeltaGrad's history bytes ({share:.2%})", share <= 0.05)
+                )
+    print("\n### Claims\n")
+    for text, ok in checks:
+        print(f"- {'PASS' if ok else 'FAIL'}: {text}")
+
+
+if __name__ == "__main__":
+    main()
