@@ -14,7 +14,8 @@ PRESETS: dict[tuple[str, str], dict[str, Any]] = {
     ("digits", "logreg"): {"epochs": 1000, "lr": 1.0, "lam": 0.01},
     ("breast-cancer", "logreg"): {"epochs": 500, "lr": 0.5, "lam": 0.01},
     ("mnist", "logreg"): {"epochs": 1000, "lr": 0.5, "lam": 0.01},
-    ("fashion-mnist", "logreg"): {"epochs": 1000, "lr": 0.5, "lam": 0.01},
+    # brighter images: a larger top curvature than MNIST, so a smaller rate (0.2 oscillates)
+    ("fashion-mnist", "logreg"): {"epochs": 1000, "lr": 0.15, "lam": 0.02},
     ("adult", "logreg"): {"epochs": 1000, "lr": 1.0, "lam": 0.005},
     ("*", "logreg"): {"epochs": 500, "lr": 0.5, "lam": 0.01},
     ("digits", "mlp"): {"epochs": 500, "lr": 0.3, "lam": 0.005, "hidden": (64,)},
