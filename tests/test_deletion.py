@@ -125,6 +125,22 @@ def test_retrain_now_alone_retrains_on_everything_left(run_dir: Path) -> None:
     assert torch.equal(load_version_params(run, current_version(run)), retrain(run, np.arange(40)))
 
 
+def _forget_command(run_dir: Path, ids_file: Path, request_id: str, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "miniunlearn.cli",
+        "-q",
+        "forget",
+        str(run_dir),
+        "--ids",
+        str(ids_file),
+        "--request-id",
+        request_id,
+        *extra,
+    ]
+
+
 def _cli_forget(
     run_dir: Path, ids_file: Path, request_id: str, crash_at: str | None = None, extra: tuple[str, ...] = ()
 ) -> subprocess.CompletedProcess[str]:
@@ -133,19 +149,7 @@ def _cli_forget(
     if crash_at:
         env[CRASH_ENV] = crash_at
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "miniunlearn.cli",
-            "-q",
-            "forget",
-            str(run_dir),
-            "--ids",
-            str(ids_file),
-            "--request-id",
-            request_id,
-            *extra,
-        ],
+        _forget_command(run_dir, ids_file, request_id, *extra),
         capture_output=True,
         text=True,
         env=env,
@@ -188,20 +192,7 @@ def test_killing_forget_at_a_random_moment_is_safe(run_dir: Path, tmp_path: Path
     for delay in (0.5, 1.5, 3.0):
         before = current_version(open_run(run_dir))
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "miniunlearn.cli",
-                "-q",
-                "forget",
-                str(run_dir),
-                "--ids",
-                str(ids_file),
-                "--request-id",
-                "slow",
-                "--method",
-                "deltagrad",
-            ],
+            _forget_command(run_dir, ids_file, "slow", "--method", "deltagrad"),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )

@@ -217,3 +217,29 @@ def test_invalid_configs_are_refused() -> None:
 def test_config_round_trips_through_json(convex_run) -> None:
     data = json.loads((convex_run.path / "config.json").read_text())
     assert TrainConfig.from_dict(data) == convex_run.config
+
+
+def test_small_cnn_trains_deterministically_and_unlearns(tmp_path: Path) -> None:
+    from miniunlearn.methods import UnlearnRequest, get_method
+
+    cfg = TrainConfig(
+        dataset="digits",
+        model="cnn",
+        epochs=2,
+        batch_size=256,
+        lr=0.1,
+        lam=1e-3,
+        history="both",
+        checkpoints=3,
+        seed=5,
+    )
+    a = train_run(cfg, tmp_path / "a", progress=False)
+    b = train_run(cfg, tmp_path / "b", progress=False)
+    assert (a.path / "model.safetensors").read_bytes() == (b.path / "model.safetensors").read_bytes()
+    assert not torch.equal(a.load_model_params(), a.initial_params())
+    forget = random_forget_ids(a.n_train, 0.1, seed=0)
+    result = get_method("mini", max_steps=3).unlearn(UnlearnRequest(a, forget))
+    assert result.record.diagnostics["mode"] == "fixed-point"  # non-convex: no trajectory mode
+    assert torch.isfinite(result.params).all()
+    with pytest.raises(ConfigError, match="image dataset"):
+        train_run(TrainConfig(dataset="breast-cancer", model="cnn", epochs=1), tmp_path / "c", progress=False)
