@@ -205,7 +205,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Compare the current model version with retraining on everything forgotten so far."""
     from .deletion import current_version, load_version_params, recover_pending
     from .evaluation.report import markdown_table
-    from .experiment.assess import assess
+    from .experiment.assess import assess, split_by_model
     from .ledger import run_lock
     from .training import cached_retrain, open_run
 
@@ -229,21 +229,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(metrics)
         return 0
+    mine, theirs = split_by_model(metrics)
     rows = [
         {
             "dataset": run.config.dataset,
             "model": run.config.model,
-            "method": f"current (v{version.version})",
+            "method": name,
             "ratio": forgotten.size / run.n_train,
-            **{f"{k}_mean": v for k, v in metrics.items()},
-        },
-        {
-            "dataset": run.config.dataset,
-            "model": run.config.model,
-            "method": "retrain",
-            "ratio": forgotten.size / run.n_train,
-            **{f"{k[len('retrain_') :]}_mean": v for k, v in metrics.items() if k.startswith("retrain_")},
-        },
+            **{f"{k}_mean": v for k, v in values.items()},
+        }
+        for name, values in ((f"current (v{version.version})", mine), ("retrain", theirs))
     ]
     print(
         markdown_table(
@@ -367,7 +362,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def _request_metrics(path: Path, entry: Any, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """Assess the model version a done request produced against retraining on all ids forgotten by then."""
     from .deletion import ModelVersion, load_version_params, version_path
-    from .experiment.assess import assess
+    from .experiment.assess import assess, split_by_model
     from .fileio import sha256_file
     from .training import cached_retrain, open_run
 
@@ -383,10 +378,7 @@ def _request_metrics(path: Path, entry: Any, seed: int) -> tuple[dict[str, Any],
     params = load_version_params(
         run, ModelVersion(int(entry.model_version or 0), rel, entry.model_sha256_after)
     )
-    m = assess(run, params, cached_retrain(run, forgotten), forgotten, seed=seed)
-    mine = {k: v for k, v in m.items() if not k.startswith("retrain_") and not k.endswith("_gap")}
-    theirs = {k[len("retrain_") :]: v for k, v in m.items() if k.startswith("retrain_")}
-    return mine, theirs
+    return split_by_model(assess(run, params, cached_retrain(run, forgotten), forgotten, seed=seed))
 
 
 def cmd_methods(args: argparse.Namespace) -> int:

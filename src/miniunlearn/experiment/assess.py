@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,44 +30,92 @@ def split_outputs(run: Run, params: torch.Tensor, forget_ids: np.ndarray) -> dic
     return out
 
 
+def model_metrics(
+    outputs: dict[str, tuple[Any, Any]], *, attacks: Sequence[str], seed: int
+) -> tuple[dict[str, float], Any]:
+    """Accuracies and, with ``"population"`` in ``attacks``, the population attack's numbers
+    of ONE model from its ``split_outputs``; returns (metrics, forget ROC result or None)."""
+    out = {f"{split}_acc": accuracy(*outputs[split]) for split in ("retain", "forget", "test")}
+    if "population" not in attacks:
+        return out, None
+    report = population_mia(*outputs["retain"], *outputs["forget"], *outputs["test"], seed=seed)
+    out["mia_auc"] = report.forget["confidence"].auc
+    out["mia_bacc"] = report.forget["confidence"].balanced_accuracy
+    out["mia_tpr_1pct"] = report.forget["confidence"].tpr_at_1pct_fpr
+    out["mia_loss_auc"] = report.forget["loss"].auc
+    out["retain_exposure_auc"] = report.retain["confidence"].auc
+    return out, report.forget["confidence"]
+
+
+@dataclass
+class Reference:
+    """The retrained model's outputs and metrics, computed once and shared by every
+    method assessed against it."""
+
+    params: torch.Tensor
+    outputs: dict[str, tuple[Any, Any]]
+    metrics: dict[str, float]
+    roc: Any
+
+
+def reference(
+    run: Run,
+    retrained: torch.Tensor,
+    forget_ids: np.ndarray,
+    *,
+    attacks: Sequence[str] = ("population",),
+    seed: int = 0,
+) -> Reference:
+    """Return the :class:`Reference` of the ``retrained`` parameters after forgetting ``forget_ids``."""
+    outputs = split_outputs(run, retrained, forget_ids)
+    metrics, roc = model_metrics(outputs, attacks=attacks, seed=seed)
+    return Reference(retrained, outputs, metrics, roc)
+
+
 def assess(
     run: Run,
     params: torch.Tensor,
-    retrained: torch.Tensor,
+    retrained: torch.Tensor | Reference,
     forget_ids: np.ndarray,
     *,
     attacks: Sequence[str] = ("population",),
     seed: int = 0,
     keep_curves: bool = False,
 ) -> dict[str, Any]:
-    """Compare ``params`` with the ``retrained`` parameters after forgetting ``forget_ids``.
+    """Compare ``params`` with the retrained model after forgetting ``forget_ids``.
 
-    Returns a flat dict: accuracies on retain/forget/test for both models and their
-    gaps, L2 distance, mean KL of test predictions (retrained || unlearned), and with
-    ``"population"`` in ``attacks`` the confidence and loss attacks' forget AUC,
-    balanced accuracy and TPR at 1 % FPR for both models plus the retain exposure.
-    ``keep_curves`` adds ROC arrays under ``roc`` (for plots; not JSON-flat).
+    ``retrained`` is its parameters, or a :class:`Reference` computed once with the same
+    ``attacks`` and ``seed``. Returns a flat dict: accuracies on retain/forget/test for
+    both models (retrained ones prefixed ``retrain_``) and their gaps, L2 distance, mean
+    KL of test predictions (retrained || unlearned), and with ``"population"`` in
+    ``attacks`` the confidence and loss attacks' forget AUC, balanced accuracy and TPR at
+    1 % FPR for both models plus the retain exposure. ``keep_curves`` adds ROC arrays
+    under ``roc`` (for plots; not JSON-flat).
     """
+    ref = (
+        retrained
+        if isinstance(retrained, Reference)
+        else reference(run, retrained, forget_ids, attacks=attacks, seed=seed)
+    )
     mine = split_outputs(run, params, forget_ids)
-    ref = split_outputs(run, retrained, forget_ids)
+    metrics, roc = model_metrics(mine, attacks=attacks, seed=seed)
     out: dict[str, Any] = {
-        "dist_to_retrain": param_distance(params, retrained),
-        "kl_to_retrain": mean_kl(ref["test"][0], mine["test"][0]),
+        "dist_to_retrain": param_distance(params, ref.params),
+        "kl_to_retrain": mean_kl(ref.outputs["test"][0], mine["test"][0]),
+        **metrics,
+        **{f"retrain_{k}": v for k, v in ref.metrics.items()},
     }
     for split in ("retain", "forget", "test"):
-        out[f"{split}_acc"] = accuracy(*mine[split])
-        out[f"retrain_{split}_acc"] = accuracy(*ref[split])
         out[f"{split}_acc_gap"] = out[f"{split}_acc"] - out[f"retrain_{split}_acc"]
-    if "population" in attacks:
-        curves = {}
-        for prefix, outputs in (("", mine), ("retrain_", ref)):
-            report = population_mia(*outputs["retain"], *outputs["forget"], *outputs["test"], seed=seed)
-            out[f"{prefix}mia_auc"] = report.forget["confidence"].auc
-            out[f"{prefix}mia_bacc"] = report.forget["confidence"].balanced_accuracy
-            out[f"{prefix}mia_tpr_1pct"] = report.forget["confidence"].tpr_at_1pct_fpr
-            out[f"{prefix}mia_loss_auc"] = report.forget["loss"].auc
-            out[f"{prefix}retain_exposure_auc"] = report.retain["confidence"].auc
-            curves[prefix or "unlearned"] = report.forget["confidence"]
-        if keep_curves:
-            out["roc"] = {k: (v.fpr, v.tpr) for k, v in curves.items()}
+    if keep_curves and roc is not None:
+        out["roc"] = {"unlearned": (roc.fpr, roc.tpr), "retrain_": (ref.roc.fpr, ref.roc.tpr)}
     return out
+
+
+def split_by_model(metrics: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split an :func:`assess` dict into (the unlearned model's metrics, distance and KL to
+    retraining included; the retrained model's metrics with the ``retrain_`` prefix
+    removed). The gaps, derivable from the two, are dropped."""
+    theirs = {k[len("retrain_") :]: v for k, v in metrics.items() if k.startswith("retrain_")}
+    mine = {k: v for k, v in metrics.items() if not k.startswith("retrain_") and not k.endswith("_gap")}
+    return mine, theirs

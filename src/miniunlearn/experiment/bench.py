@@ -20,7 +20,7 @@ from ..ids import random_forget_ids
 from ..methods import UnlearnRequest, available_methods, get_method
 from ..presets import preset
 from ..training import Run, TrainConfig, open_run, retrain, train_run
-from .assess import assess
+from .assess import assess, reference
 from .shadows import ShadowFactory, run_ulira
 
 RECORD_KEYS = (
@@ -107,40 +107,15 @@ def trained_run(config: TrainConfig, runs_dir: Path, *, progress: bool = True) -
         raise
 
 
-def diverged_record(
-    spec: BenchSpec,
-    method: str,
-    ratio: float,
-    seed: int,
-    n_train: int,
-    n_forget: int,
-    time_s: float,
-    evals: int,
-    hist_bytes: int,
-    retrain_time: float,
-) -> dict[str, Any]:
-    """The record of a method whose parameters are not finite: quality metrics are NaN."""
-    nan = float("nan")
-    return {
-        "dataset": spec.dataset,
-        "model": spec.model,
-        "method": method,
-        "ratio": float(ratio),
-        "seed": seed,
-        "n_train": n_train,
-        "n_forget": int(n_forget),
-        "time_s": time_s,
-        "grad_evals": int(evals),
-        "history_bytes": int(hist_bytes),
-        "retrain_time_s": retrain_time,
-        "dist_to_retrain": nan,
-        "test_acc": nan,
-        "retain_acc": nan,
-        "forget_acc": nan,
-        "mia_auc": nan,
-        "ulira_auc": None,
-        "diverged": True,
-    }
+# Quality metrics of a method whose parameters are not finite (it diverged).
+DIVERGED = {
+    "dist_to_retrain": float("nan"),
+    "test_acc": float("nan"),
+    "retain_acc": float("nan"),
+    "forget_acc": float("nan"),
+    "mia_auc": float("nan"),
+    "diverged": True,
+}
 
 
 def machine_info() -> dict[str, Any]:
@@ -184,6 +159,7 @@ def run_bench(spec: BenchSpec, *, progress: bool = True) -> tuple[list[dict[str,
             retrained = retrain(run, forget, progress=False)
             retrain_time = time.perf_counter() - started
             retrain_evals = run.objective.grad_evals - evals_before
+            ref = reference(run, retrained, forget, attacks=spec.attacks, seed=seed)
             for method in spec.methods:
                 options = spec.method_options.get(method, {})
                 if method == "retrain":
@@ -193,31 +169,31 @@ def run_bench(spec: BenchSpec, *, progress: bool = True) -> tuple[list[dict[str,
                     params, time_s = result.params, result.record.time_s
                     evals, hist_bytes = result.record.grad_evals, result.record.history_bytes
                     diag = result.record.diagnostics
+                record = {
+                    "dataset": spec.dataset,
+                    "model": spec.model,
+                    "method": method,
+                    "ratio": float(ratio),
+                    "seed": seed,
+                    "n_train": run.n_train,
+                    "n_forget": int(forget.size),
+                    "time_s": time_s,
+                    "grad_evals": int(evals),
+                    "history_bytes": int(hist_bytes),
+                    "retrain_time_s": retrain_time,
+                    "speedup_vs_retrain": retrain_time / max(time_s, 1e-12),
+                    "ulira_auc": None,
+                    **{f"diag_{k}": v for k, v in diag.items() if isinstance(v, int | float | bool | str)},
+                }
                 if not torch.isfinite(params).all():  # a diverged method is reported, not fatal
-                    records.append(
-                        diverged_record(
-                            spec,
-                            method,
-                            ratio,
-                            seed,
-                            run.n_train,
-                            forget.size,
-                            time_s,
-                            evals,
-                            hist_bytes,
-                            retrain_time,
-                        )
-                    )
+                    records.append({**record, **DIVERGED})
                     bar.update()
                     continue
-                metrics = assess(
-                    run, params, retrained, forget, attacks=spec.attacks, seed=seed, keep_curves=True
-                )
+                metrics = assess(run, params, ref, forget, attacks=spec.attacks, seed=seed, keep_curves=True)
                 roc = metrics.pop("roc", {})
                 if roc:
                     curves[f"{method} @ {ratio:.0%}"] = roc["unlearned"]
                     curves[f"retrain @ {ratio:.0%}"] = roc["retrain_"]
-                ulira_auc = None
                 if factory is not None:
                     result_u = run_ulira(
                         factory,
@@ -229,30 +205,10 @@ def run_bench(spec: BenchSpec, *, progress: bool = True) -> tuple[list[dict[str,
                         seed=seed,
                         cache=shadow_cache,
                     )
-                    ulira_auc = result_u.auc
+                    record["ulira_auc"] = result_u.auc
                     metrics["ulira_bacc"] = result_u.balanced_accuracy
                     metrics["ulira_tpr_1pct"] = result_u.tpr_at_1pct_fpr
-                records.append(
-                    {
-                        "dataset": spec.dataset,
-                        "model": spec.model,
-                        "method": method,
-                        "ratio": float(ratio),
-                        "seed": seed,
-                        "n_train": run.n_train,
-                        "n_forget": int(forget.size),
-                        "time_s": time_s,
-                        "grad_evals": int(evals),
-                        "history_bytes": int(hist_bytes),
-                        "retrain_time_s": retrain_time,
-                        "speedup_vs_retrain": retrain_time / max(time_s, 1e-12),
-                        "ulira_auc": ulira_auc,
-                        **metrics,
-                        **{
-                            f"diag_{k}": v for k, v in diag.items() if isinstance(v, int | float | bool | str)
-                        },
-                    }
-                )
+                records.append({**record, **metrics})
                 bar.update()
     bar.close()
     return records, {
