@@ -10,15 +10,15 @@ DEMO_OUT ?= demo-out
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $@
 
 demo: venv
 	$(BIN)/miniunlearn fetch mnist
 	$(BIN)/miniunlearn bench --dataset mnist --model logreg --ratios 0.3 --seeds 1 \
-		--methods retrain,deltagrad,mini,finetune,neggrad,newton \
+		--methods retrain,deltagrad,warmstart,mini,finetune,neggrad,newton \
 		--runs-dir $(DEMO_OUT)/runs --json $(DEMO_OUT)/results.json --plots $(DEMO_OUT)/plots
 
 test: venv

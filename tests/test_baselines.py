@@ -1,4 +1,5 @@
-"""Baselines (fine-tune, NegGrad+, Newton step) move the model toward retraining; options are checked."""
+"""Baselines (fine-tune, NegGrad+, Newton step, warm-started L-BFGS) move the model toward
+retraining; options are checked."""
 
 from __future__ import annotations
 
@@ -56,6 +57,30 @@ def test_newton_step_lands_near_the_retain_optimum(convex_run, convex_forget) ->
     assert dist(one.params, w_star) < 0.02 * original
 
 
+@pytest.mark.parametrize("match_residual", [True, False])
+def test_warmstart_solves_the_same_fixed_point_as_mini(
+    convex_run, convex_forget, match_residual: bool
+) -> None:
+    request = UnlearnRequest(convex_run, convex_forget)
+    retain = request.retain_ids
+    objective = convex_run.objective
+    peer = get_method("warmstart", rtol=1e-9, match_residual=match_residual).unlearn(request)
+    mini = get_method("mini", rtol=1e-9, max_steps=200, match_residual=match_residual).unlearn(request)
+    c = convex_run.mini_history().grads[0] if match_residual else torch.zeros(objective.dim).double()
+    _, g_start = objective.value_and_grad(convex_run.load_model_params(), retain)
+    _, g_end = objective.value_and_grad(peer.params, retain)
+    # float64 line searches stall near 1e-7 of the start gradient: within 2e-7 / lam of the optimum
+    assert float((g_end - c).norm()) < 1e-5 * float((g_start - c).norm())
+    assert dist(peer.params, mini.params) < 1e-6
+    diag = peer.record.diagnostics
+    assert diag["steps"] >= 3
+    default = get_method("warmstart", match_residual=match_residual).unlearn(request)
+    assert default.record.diagnostics["converged"]
+    # passes are counted like every method's: one retain pass per function evaluation
+    assert peer.record.grad_evals == diag["function_evals"] * retain.size
+    assert peer.record.history_bytes == (8 * objective.dim if match_residual else 0)
+
+
 def test_subsampled_hessian_is_cheaper_and_still_helps(convex_run, convex_forget) -> None:
     target = cached_retrain(convex_run, convex_forget)
     full = get_method("newton").unlearn(UnlearnRequest(convex_run, convex_forget))
@@ -98,7 +123,7 @@ def test_minibatch_finetune_uses_the_runs_batch_size(sgd_run) -> None:
 def test_empty_forget_set_returns_the_start_model(convex_run) -> None:
     start = convex_run.load_model_params() + 0.01
     empty = np.zeros(0, np.int64)
-    for method in ("finetune", "neggrad", "newton"):
+    for method in ("finetune", "neggrad", "newton", "warmstart"):
         result = get_method(method).unlearn(UnlearnRequest(convex_run, empty, base_params=start))
         assert torch.equal(result.params, start)
 
@@ -118,6 +143,9 @@ def test_empty_forget_set_returns_the_start_model(convex_run) -> None:
         ("newton", {"hessian_fraction": 0.0}),
         ("newton", {"hessian_fraction": 1.5}),
         ("newton", {"damping": -1.0}),
+        ("warmstart", {"max_steps": 0}),
+        ("warmstart", {"history": 0}),
+        ("warmstart", {"rtol": float("nan")}),
     ],
 )
 def test_invalid_options_raise_config_error(method: str, options: dict) -> None:

@@ -92,7 +92,7 @@ def test_bench_writes_records_with_every_key(tmp_path: Path, capsys: pytest.Capt
             "--ratios",
             "0.1,0.5",
             "--methods",
-            "retrain,deltagrad,mini",
+            "retrain,deltagrad,warmstart,mini",
             "--seeds",
             "1",
             "--epochs",
@@ -107,10 +107,14 @@ def test_bench_writes_records_with_every_key(tmp_path: Path, capsys: pytest.Capt
     )
     assert code == 0
     records = json.loads(out.read_text())
-    assert len(records) == 6
+    assert len(records) == 8
     for record in records:
         assert set(RECORD_KEYS) <= set(record)
         assert record["ulira_auc"] is None
+        assert record["passes"] == record["grad_evals"] / (record["n_train"] - record["n_forget"])
+        assert record["dist_to_optimum"] >= 0
+    retrained = [r for r in records if r["method"] == "retrain"]
+    assert all(r["passes"] == 200 and r["dist_to_optimum"] > 0 for r in retrained)
     mini = {r["ratio"]: r for r in records if r["method"] == "mini"}
     delta = {r["ratio"]: r for r in records if r["method"] == "deltagrad"}
     assert mini[0.5]["dist_to_retrain"] < delta[0.5]["dist_to_retrain"]

@@ -48,10 +48,12 @@ def test_mini_error_shrinks_as_its_step_budget_grows(convex_run) -> None:
 
 def test_retain_objective_decreases_at_every_accepted_step(convex_run) -> None:
     forget = random_forget_ids(convex_run.n_train, 0.5, seed=3)
-    diag = get_method("mini").unlearn(UnlearnRequest(convex_run, forget)).record.diagnostics
+    diag = get_method("mini", rtol=1e-4).unlearn(UnlearnRequest(convex_run, forget)).record.diagnostics
     assert diag["steps"] >= 3 and diag["exact_retain_passes"] >= diag["steps"]
     assert len(diag["contraction_factors"]) == diag["steps"] - 1
     assert diag["grad_norm_final"] < 1e-4 * diag["grad_norm_start"]
+    default = get_method("mini").unlearn(UnlearnRequest(convex_run, forget)).record.diagnostics
+    assert default["converged"] and default["grad_norm_final"] < 1e-3 * default["grad_norm_start"]
 
 
 def test_sequential_requests_equal_forgetting_the_union(convex_run) -> None:
@@ -72,7 +74,7 @@ def test_sequential_requests_equal_forgetting_the_union(convex_run) -> None:
 
 def test_mini_without_residual_matching_lands_on_the_retain_optimum(sgd_run) -> None:
     forget = random_forget_ids(sgd_run.n_train, 0.3, seed=6)
-    result = get_method("mini", mode="fixed-point", match_residual=False).unlearn(
+    result = get_method("mini", mode="fixed-point", match_residual=False, rtol=1e-4).unlearn(
         UnlearnRequest(sgd_run, forget)
     )
     retain = np.setdiff1d(np.arange(sgd_run.n_train), forget)

@@ -91,10 +91,11 @@ TRAIN_OVERRIDES = (
     "dtype",
     "history",
     "checkpoints",
+    "curvature_rank",
     "n_train",
     "data_path",
 )
-BENCH_OVERRIDES = ("epochs", "lr", "lam", "batch_size", "n_train", "checkpoints", "dtype")
+BENCH_OVERRIDES = ("epochs", "lr", "lam", "batch_size", "n_train", "checkpoints", "curvature_rank", "dtype")
 
 
 def _overrides(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
@@ -129,10 +130,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"trained {config.model} on {config.dataset} ({run.n_train} samples, "
         f"{run.total_steps} steps) -> {run.path}"
     )
-    for role in ("model", "history-mini", "history-full", "schedule"):
+    for role in ("model", "history-mini", "history-curvature", "history-full", "schedule"):
         size = run.history_bytes(role)
         if size:
-            print(f"  {role:13s} {size:>12,d} bytes")
+            print(f"  {role:17s} {size:>12,d} bytes")
     return 0
 
 
@@ -298,10 +299,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "test_acc",
         "forget_acc",
         "dist_to_retrain",
+        "dist_to_optimum",
         "mia_auc",
         "time_s",
         "speedup_vs_retrain",
-        "grad_evals",
+        "passes",
         "history_bytes",
     ]
     if "ulira" in args.attacks:
@@ -439,6 +441,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--checkpoints", type=int, help="k: the minimal history keeps k+1 checkpoints (default 10)"
     )
+    p.add_argument(
+        "--curvature-rank",
+        type=int,
+        help="eigenpairs of the Hessian sketched at the end of training for mini's preconditioner "
+        "(default: up to 128 for logreg with the minimal history, within 5 %% of a full history; 0 = none)",
+    )
     p.add_argument("--n-train", type=int, help="train on a seeded random subset of this size")
     p.add_argument("--data-path", help="data file for the libsvm and csv datasets")
     p.add_argument("--seed", type=int, default=0)
@@ -476,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, choices=DATASET_NAMES)
     p.add_argument("--model", default="logreg", choices=MODEL_NAMES)
     p.add_argument("--ratios", type=_floats, default=[0.01, 0.1, 0.3, 0.5])
-    p.add_argument("--methods", type=_names, default=["retrain", "deltagrad", "mini"])
+    p.add_argument("--methods", type=_names, default=["retrain", "deltagrad", "warmstart", "mini"])
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
     p.add_argument("--attacks", type=_names, default=["population"], help="comma list of population, ulira")
     p.add_argument("--json", help="write the records to this JSON file")
@@ -493,6 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("batch-size", int),
         ("n-train", int),
         ("checkpoints", int),
+        ("curvature-rank", int),
     ):
         p.add_argument(f"--{name}", type=kind, help="override the preset")
     p.add_argument("--hidden", help="override the preset's MLP hidden sizes")

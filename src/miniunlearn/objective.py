@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call, grad_and_value, jvp, vmap
+from torch.func import functional_call, grad, grad_and_value, jvp, vmap
 
 IdArray = np.ndarray | torch.Tensor | None
 
@@ -136,6 +136,24 @@ class Objective:
 
             total += jvp(grad_f, (w,), (v,))[1].detach()
         self.grad_evals += 2 * self._count(ids)
+        return total
+
+    def hvp_sum_many(self, w: torch.Tensor, vs: torch.Tensor, ids: IdArray = None) -> torch.Tensor:
+        """Like ``hvp_sum`` for every row of ``vs`` (m, d) at once (vmap over directions).
+
+        Returns (m, d): row j is sum_{i in ids} Hess l_i(w) @ vs[j]. Counts 2 m per-sample
+        evaluations per sample, like m separate products, though it runs several times
+        faster than m calls to ``hvp_sum`` because each chunk of data is read once.
+        """
+        total = torch.zeros_like(vs)
+        for xc, yc in self._chunks(ids):
+            grad_f = grad(self._chunk_loss_sum(xc, yc))
+
+            def directional(v: torch.Tensor, grad_f=grad_f) -> torch.Tensor:
+                return jvp(grad_f, (w,), (v,))[1]
+
+            total += vmap(directional)(vs).detach()
+        self.grad_evals += 2 * vs.shape[0] * self._count(ids)
         return total
 
     # -- the regularised objective -----------------------------------------

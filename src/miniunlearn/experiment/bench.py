@@ -16,11 +16,13 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError, RunDirError
+from ..evaluation.metrics import param_distance
 from ..ids import random_forget_ids
 from ..methods import UnlearnRequest, available_methods, get_method
 from ..presets import preset
 from ..training import Run, TrainConfig, open_run, retrain, train_run
 from .assess import assess, reference
+from .optimum import retain_optimum
 from .shadows import ShadowFactory, run_ulira
 
 RECORD_KEYS = (
@@ -33,8 +35,10 @@ RECORD_KEYS = (
     "n_forget",
     "time_s",
     "grad_evals",
+    "passes",
     "history_bytes",
     "dist_to_retrain",
+    "dist_to_optimum",
     "test_acc",
     "retain_acc",
     "forget_acc",
@@ -110,6 +114,7 @@ def trained_run(config: TrainConfig, runs_dir: Path, *, progress: bool = True) -
 # Quality metrics of a method whose parameters are not finite (it diverged).
 DIVERGED = {
     "dist_to_retrain": float("nan"),
+    "dist_to_optimum": float("nan"),
     "test_acc": float("nan"),
     "retain_acc": float("nan"),
     "forget_acc": float("nan"),
@@ -134,7 +139,10 @@ def machine_info() -> dict[str, Any]:
 def run_bench(spec: BenchSpec, *, progress: bool = True) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Run the sweep; return (records, extras).
 
-    One record per (method, ratio, seed) with at least ``RECORD_KEYS``. Retraining is
+    One record per (method, ratio, seed) with at least ``RECORD_KEYS``; ``passes`` is the
+    per-sample gradient evaluations (a Hessian-vector product counts two) divided by the
+    retain size, ``dist_to_optimum`` the distance to the float64 retain optimum (convex
+    models; None otherwise). Retraining is
     always run (timed) as the reference; methods run in the same process on the same
     machine. ``extras`` holds ROC curves of the last seed and the machine description.
     """
@@ -160,6 +168,8 @@ def run_bench(spec: BenchSpec, *, progress: bool = True) -> tuple[list[dict[str,
             retrain_time = time.perf_counter() - started
             retrain_evals = run.objective.grad_evals - evals_before
             ref = reference(run, retrained, forget, attacks=spec.attacks, seed=seed)
+            optimum = retain_optimum(run, forget)
+            retain_size = run.n_train - forget.size
             for method in spec.methods:
                 options = spec.method_options.get(method, {})
                 if method == "retrain":
@@ -179,6 +189,7 @@ def run_bench(spec: BenchSpec, *, progress: bool = True) -> tuple[list[dict[str,
                     "n_forget": int(forget.size),
                     "time_s": time_s,
                     "grad_evals": int(evals),
+                    "passes": evals / retain_size,
                     "history_bytes": int(hist_bytes),
                     "retrain_time_s": retrain_time,
                     "speedup_vs_retrain": retrain_time / max(time_s, 1e-12),
@@ -190,6 +201,7 @@ def run_bench(spec: BenchSpec, *, progress: bool = True) -> tuple[list[dict[str,
                     bar.update()
                     continue
                 metrics = assess(run, params, ref, forget, attacks=spec.attacks, seed=seed, keep_curves=True)
+                metrics["dist_to_optimum"] = param_distance(params, optimum) if optimum is not None else None
                 roc = metrics.pop("roc", {})
                 if roc:
                     curves[f"{method} @ {ratio:.0%}"] = roc["unlearned"]

@@ -16,6 +16,7 @@ import dataclasses
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, ClassVar
 
 import numpy as np
@@ -48,14 +49,14 @@ class UnlearnRequest:
         self.forget_ids = validate_forget_ids(self.forget_ids, n, allow_empty=True)
         validate_forget_ids(self.all_forgotten, n, allow_empty=True)
 
-    @property
+    @cached_property
     def all_forgotten(self) -> np.ndarray:
-        """Sorted union of this request's ids and all earlier ones."""
+        """Sorted union of this request's ids and all earlier ones (computed once)."""
         return np.union1d(self.forget_ids, self.previously_forgotten).astype(np.int64)
 
-    @property
+    @cached_property
     def retain_ids(self) -> np.ndarray:
-        """Sorted ids of the samples that remain after this request."""
+        """Sorted ids of the samples that remain after this request (computed once)."""
         mask = np.ones(self.run.n_train, dtype=bool)
         mask[self.all_forgotten] = False
         return np.flatnonzero(mask)

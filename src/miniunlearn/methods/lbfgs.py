@@ -7,6 +7,7 @@ compact-form Hessian from the same pairs).
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
 import torch
 
@@ -16,12 +17,16 @@ class SecantPairs:
 
     A pair is kept only when s.y > ``eps`` * |s| * |y| (positive curvature along s),
     which keeps the implied Hessian approximation positive definite for non-convex
-    objectives too.
+    objectives too. ``h0``, when given, is the initial inverse Hessian (a preconditioner,
+    e.g. from a curvature sketch) in place of the scalar s.y / y.y.
     """
 
-    def __init__(self, memory: int, eps: float = 1e-8) -> None:
+    def __init__(
+        self, memory: int, eps: float = 1e-8, h0: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> None:
         self.memory = int(memory)
         self.eps = float(eps)
+        self.h0 = h0
         self.pairs: deque[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = deque(maxlen=self.memory)
         self.rejected = 0
 
@@ -45,14 +50,15 @@ class SecantPairs:
         return float(1.0 / (rho * torch.dot(y, y)))
 
     def inverse_hessian_product(self, g: torch.Tensor) -> torch.Tensor:
-        """Return H g with H the L-BFGS inverse-Hessian approximation (two-loop recursion)."""
+        """Return H g with H the L-BFGS inverse-Hessian approximation (two-loop recursion,
+        seeded with ``h0`` when given)."""
         q = g.clone()
         alphas = []
         for s, y, rho in reversed(self.pairs):
             alpha = rho * torch.dot(s, q)
             q -= alpha * y
             alphas.append(alpha)
-        r = self.gamma() * q
+        r = self.h0(q) if self.h0 is not None else self.gamma() * q
         for (s, y, rho), alpha in zip(self.pairs, reversed(alphas), strict=True):
             beta = rho * torch.dot(y, r)
             r += (alpha - beta) * s

@@ -30,6 +30,7 @@ otherwise. See docs/method.md for the measurements behind these choices.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,6 +117,35 @@ def contract(
     return _Solve(w, passes, grad_norms, factors, step_sizes, grad_norms[-1] <= tol)
 
 
+def retain_at_checkpoints(
+    objective: Objective,
+    n: int,
+    lam: float,
+    W: torch.Tensor,
+    G: torch.Tensor,
+    V: torch.Tensor,
+    request: UnlearnRequest,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (retain objective values, retain gradients) at the checkpoints ``W`` (rows),
+    whose full-data gradients ``G`` and values ``V`` were stored.
+
+    Reads whichever side is smaller, in one vectorised pass over the checkpoints: the
+    forget set through the gradient identity
+    n (g_D - lam w) = (n - r)(g_R - lam w) + r (g_U - lam w), or, when more than half of
+    the data is forgotten, the retain set directly.
+    """
+    forget, retain = request.all_forgotten, request.retain_ids
+    r = forget.size
+    sq = (W * W).sum(dim=1)
+    if r <= retain.size:
+        loss_u, grad_u = objective.loss_grad_sum_many(W, forget)
+        grad_r = (n * (G - lam * W) - grad_u) / (n - r) + lam * W
+        value_r = (n * (V.to(objective.dtype) - 0.5 * lam * sq) - loss_u) / (n - r) + 0.5 * lam * sq
+        return value_r, grad_r
+    loss_r, grad_sum_r = objective.loss_grad_sum_many(W, retain)
+    return loss_r / retain.size + 0.5 * lam * sq, grad_sum_r / retain.size + lam * W
+
+
 @register
 class MiniUnlearning(UnlearningMethod):
     """Minimal-history, contraction-mapping unlearning (the flagship method)."""
@@ -134,13 +164,14 @@ class MiniUnlearning(UnlearningMethod):
         mode treats training as converged when |g_D(w_T)| <= converged_tol * |g(w_0)|."""
 
         max_steps: int = 50
-        rtol: float = 1e-4
+        rtol: float = 1e-3
         atol: float = 0.0
         memory: int = 10
         armijo: float = 1e-4
         max_backtracks: int = 10
-        use_history_pairs: bool = True
+        use_history_pairs: bool = False
         match_residual: bool = True
+        precondition: bool = True
         mode: str = "auto"
         krylov_steps: int = 20
         converged_tol: float = 1e-3
@@ -167,15 +198,15 @@ class MiniUnlearning(UnlearningMethod):
         opts = self.options
         run, objective = request.run, request.run.objective
         history = run.mini_history()
-        n, lam = history.n, history.lam
-        forget = request.all_forgotten
-        r = forget.size
-        W, G, V = history.params.to(objective.dtype), history.grads.to(objective.dtype), history.values
-        # Forget-set loss sums and gradient sums at every checkpoint, in one vectorised pass.
-        loss_u, grad_u = objective.loss_grad_sum_many(W, forget)
-        sq = (W * W).sum(dim=1)
-        grad_r = (n * (G - lam * W) - grad_u) / (n - r) + lam * W
-        value_r = (n * (V.to(objective.dtype) - 0.5 * lam * sq) - loss_u) / (n - r) + 0.5 * lam * sq
+        sketch = run.curvature_sketch() if opts.precondition else None
+        h0 = sketch.inverse_hessian_product if sketch is not None else None
+        history_bytes = history.nbytes + (sketch.nbytes if sketch is not None else 0)
+        # Only the checkpoints whose retain quantities are used: all of them for history
+        # pairs, else the last one (and none when a later request starts elsewhere).
+        rows = list(range(history.params.shape[0])) if opts.use_history_pairs else [0]
+        W, G = history.params[rows].to(objective.dtype), history.grads[rows].to(objective.dtype)
+        V = history.values[rows]
+        first_request = request.base_params is None or torch.equal(request.start_params(), W[0])
 
         residual_ratio = float(G[0].norm()) / history.grad_norm_start if history.grad_norm_start else 0.0
         mode = opts.mode
@@ -185,21 +216,25 @@ class MiniUnlearning(UnlearningMethod):
         diagnostics: dict[str, Any] = {
             "mode": mode,
             "residual_ratio": residual_ratio,
-            "checkpoints": int(W.shape[0]),
+            "checkpoints_used": len(rows),
+            "curvature_rank": sketch.rank if sketch is not None else 0,
         }
+        value_r = grad_r = None
+        if mode == "trajectory" or first_request or opts.use_history_pairs:
+            value_r, grad_r = retain_at_checkpoints(objective, history.n, history.lam, W, G, V, request)
         if mode == "trajectory":
-            w, extra = self._trajectory(request, W, G, V, grad_r, value_r)
+            w, extra = self._trajectory(request, W, G, V, grad_r, value_r, h0)
             diagnostics.update(extra)
-            return w, history.nbytes, diagnostics
+            return w, history_bytes, diagnostics
 
         # Fixed point: F_R(w) - c.w from the current model.
         c = G[0].clone() if opts.match_residual else torch.zeros_like(G[0])
-        pairs = self._history_pairs(W, grad_r)
+        pairs = self._history_pairs(W, grad_r, h0)
         history_pairs = len(pairs)
-        start = request.start_params()
-        if request.base_params is None or torch.equal(start, W[0]):
+        if first_request:
             w, f, g, passes = W[0].clone(), value_r[0] - torch.dot(c, W[0]), grad_r[0] - c, 0
         else:
+            start = request.start_params()
             f, g = objective.value_and_grad(start, request.retain_ids)
             w, f, g, passes = start, f - torch.dot(c, start), g - c, 1
         solve = contract(objective, request.retain_ids, w, f, g, pairs, c, **self._solve_kwargs())
@@ -218,13 +253,17 @@ class MiniUnlearning(UnlearningMethod):
                 "residual_norm": float(c.norm()),
             }
         )
-        return solve.w, history.nbytes, diagnostics
+        return solve.w, history_bytes, diagnostics
 
-    def _history_pairs(self, W: torch.Tensor, grads: torch.Tensor) -> SecantPairs:
-        """Secant pairs between the final checkpoint and each earlier one (farthest first,
-        so the most local pair is the newest)."""
-        pairs = SecantPairs(self.options.memory)
-        if self.options.use_history_pairs:
+    def _history_pairs(
+        self, W: torch.Tensor, grads: torch.Tensor | None, h0: Callable[[torch.Tensor], torch.Tensor] | None
+    ) -> SecantPairs:
+        """The L-BFGS store the contraction starts with: seeded with the curvature sketch
+        when the run has one, and with secant pairs between the final checkpoint and each
+        earlier one when ``use_history_pairs`` (farthest first, so the most local pair is
+        the newest)."""
+        pairs = SecantPairs(self.options.memory, h0=h0)
+        if self.options.use_history_pairs and grads is not None:
             for j in range(W.shape[0] - 1, 0, -1):
                 pairs.add(W[0] - W[j], grads[0] - grads[j])
         return pairs
@@ -236,6 +275,7 @@ class MiniUnlearning(UnlearningMethod):
         W: torch.Tensor,
         grads: torch.Tensor,
         values: torch.Tensor,
+        h0: Callable[[torch.Tensor], torch.Tensor] | None,
     ) -> _Solve:
         """Minimise F_ids from the final checkpoint, whose value and gradient are known exactly."""
         zero = torch.zeros_like(W[0])
@@ -245,7 +285,7 @@ class MiniUnlearning(UnlearningMethod):
             W[0].clone(),
             values[0].clone(),
             grads[0].clone(),
-            self._history_pairs(W, grads),
+            self._history_pairs(W, grads, h0),
             zero,
             **{
                 **self._solve_kwargs(),
@@ -272,7 +312,13 @@ class MiniUnlearning(UnlearningMethod):
         return optimum + offset, ritz
 
     def _original_correction(
-        self, run: Run, W: torch.Tensor, G: torch.Tensor, V: torch.Tensor, w0: torch.Tensor
+        self,
+        run: Run,
+        W: torch.Tensor,
+        G: torch.Tensor,
+        V: torch.Tensor,
+        w0: torch.Tensor,
+        h0: Callable[[torch.Tensor], torch.Tensor] | None,
     ) -> tuple[torch.Tensor, bool]:
         """Return (w_T - predicted endpoint of the original run, whether it came from the
         cache in RUN_DIR/cache/)."""
@@ -289,13 +335,14 @@ class MiniUnlearning(UnlearningMethod):
                     o.armijo,
                     o.max_backtracks,
                     o.use_history_pairs,
+                    h0 is not None,
                     str(W.dtype),
                 )
             ).encode()
         ).hexdigest()[:16]
 
         def compute() -> torch.Tensor:
-            optimum = self._optimum(run.objective, None, W, G, V.to(W.dtype)).w
+            optimum = self._optimum(run.objective, None, W, G, V.to(W.dtype), h0).w
             predicted, _ = self._propagate(run.objective, None, optimum, w0, run.plan.lrs)
             return W[0] - predicted
 
@@ -315,6 +362,7 @@ class MiniUnlearning(UnlearningMethod):
         V: torch.Tensor,
         grad_r: torch.Tensor,
         value_r: torch.Tensor,
+        h0: Callable[[torch.Tensor], torch.Tensor] | None,
     ) -> tuple[torch.Tensor, dict[str, Any]]:
         """Predict the retrained endpoint along the training trajectory (see module docstring).
 
@@ -324,9 +372,9 @@ class MiniUnlearning(UnlearningMethod):
         run, objective = request.run, request.run.objective
         w0 = run.initial_params().to(W.dtype)
         evals_before = objective.grad_evals
-        correction, cached = self._original_correction(run, W, G, V, w0)
+        correction, cached = self._original_correction(run, W, G, V, w0, h0)
         evals_original = objective.grad_evals - evals_before
-        optimum = self._optimum(objective, request.retain_ids, W, grad_r, value_r)
+        optimum = self._optimum(objective, request.retain_ids, W, grad_r, value_r, h0)
         predicted, ritz = self._propagate(objective, request.retain_ids, optimum.w, w0, run.plan.lrs)
         return predicted + correction, {
             "optimum_steps": len(optimum.step_sizes),

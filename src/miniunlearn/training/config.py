@@ -24,6 +24,10 @@ class TrainConfig:
     ``checkpoints`` is k: the minimal history keeps k+1 geometrically spaced steps.
     ``n_train`` optionally trains on a seeded subset of the training split;
     ``subset_ids`` on exactly those rows (renumbered 0..len-1), e.g. for shadow models.
+    ``curvature_rank``: eigenpairs of the data Hessian sketched at the end of training
+    (None = for logistic regression with the minimal history, up to 128 within a 5 %
+    history budget; 0 = no sketch);
+    ``curvature_iters``: blocks of Hessian-vector products the sketch may use.
     """
 
     dataset: str
@@ -39,6 +43,8 @@ class TrainConfig:
     dtype: str = "float32"
     history: str = "mini"
     checkpoints: int = 10
+    curvature_rank: int | None = None
+    curvature_iters: int = 2
     n_train: int | None = None
     subset_ids: tuple[int, ...] | None = None
     data_path: str | None = None
@@ -61,6 +67,19 @@ class TrainConfig:
             raise ConfigError(f"unknown history mode {self.history!r}; choose one of {HISTORY_MODES}")
         if self.checkpoints < 1:
             raise ConfigError(f"checkpoints (k) must be at least 1, got {self.checkpoints}")
+        if self.curvature_rank is not None and self.curvature_rank < 0:
+            raise ConfigError(f"curvature rank must be >= 0 (0 = no sketch), got {self.curvature_rank}")
+        if self.curvature_rank and self.history not in ("mini", "both"):
+            raise ConfigError(
+                "the curvature sketch is part of the minimal history: use --history mini or both, "
+                "or --curvature-rank 0"
+            )
+        if self.curvature_rank and self.model != "logreg":
+            raise ConfigError(
+                f"a curvature sketch needs a convex model (logreg); {self.model} has an indefinite Hessian"
+            )
+        if self.curvature_iters < 1:
+            raise ConfigError(f"curvature iters must be at least 1, got {self.curvature_iters}")
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         if self.subset_ids is not None:
             object.__setattr__(self, "subset_ids", tuple(int(i) for i in self.subset_ids))

@@ -7,6 +7,8 @@ Layout::
       model.safetensors         the trained model's state dict (role ``model``)
       schedule.npz              learning rates, batch order, RNG states (role ``schedule``)
       history/mini.safetensors  minimal history (role ``history-mini``)
+      history/curvature.safetensors  Hessian sketch, part of the minimal history
+                                (role ``history-curvature``)
       history/full_*.npy        full history (role ``history-full``)
       manifest.json             every file above with path, sha256, bytes, role
 
@@ -20,6 +22,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -37,6 +40,7 @@ from ..fileio import atomic_write_json, fsync_dir, sha256_file
 from ..models import build_model, check_replayable
 from ..objective import Objective, flatten_params
 from .config import TrainConfig
+from .curvature import CURVATURE_FILE, CurvatureSketch, default_rank, load_sketch, save_sketch, sketch_hessian
 from .history import (
     FullHistory,
     MiniHistory,
@@ -45,7 +49,7 @@ from .history import (
     make_recorder,
     stable_metadata,
 )
-from .schedule import StepPlan, make_plan
+from .schedule import StepPlan, checkpoint_steps, make_plan
 from .trainer import train_loop
 
 MANIFEST = "manifest.json"
@@ -140,8 +144,13 @@ def train_run(config: TrainConfig, out_dir: str | os.PathLike[str], *, progress:
             dim=objective.dim,
             dtype=config.torch_dtype,
         )
+        started = time.perf_counter()
         w = train_loop(objective, flatten_params(model), plan, recorder=recorder, progress=progress)
+        train_seconds = time.perf_counter() - started
         files = {CONFIG: "config", MODEL: "model", SCHEDULE: "schedule", **recorder.close()}
+        curvature = record_curvature(config, objective, w, tmp, plan.total_steps, train_seconds)
+        if curvature:
+            files[CURVATURE_FILE] = "history-curvature"
         (tmp / CONFIG).write_text(config.to_json() + "\n")
         save_params(tmp / MODEL, objective, w, {"format": "miniunlearn-model", "version": "original"})
         save_schedule(tmp / SCHEDULE, plan)
@@ -152,6 +161,8 @@ def train_run(config: TrainConfig, out_dir: str | os.PathLike[str], *, progress:
             "total_steps": plan.total_steps,
             # results are bit-identical for the same seed *and* thread count
             "torch_threads": torch.get_num_threads(),
+            "train_seconds": round(train_seconds, 3),
+            **({"curvature": curvature} if curvature else {}),
             "files": [manifest_entry(tmp, rel, role) for rel, role in sorted(files.items())],
         }
         atomic_write_json(tmp / MANIFEST, manifest)
@@ -164,6 +175,37 @@ def train_run(config: TrainConfig, out_dir: str | os.PathLike[str], *, progress:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return open_run(out)
+
+
+def record_curvature(
+    config: TrainConfig,
+    objective: Objective,
+    w: torch.Tensor,
+    run_dir: Path,
+    total_steps: int,
+    train_seconds: float,
+) -> dict[str, Any]:
+    """Sketch the data Hessian at the trained ``w`` into ``run_dir`` when ``config`` asks for
+    one; return its manifest summary (rank, blocks, seconds, per-sample evaluations and its
+    cost relative to training), or {} when no sketch is recorded."""
+    rank = config.curvature_rank
+    if rank is None:
+        checkpoints = len(checkpoint_steps(total_steps, config.checkpoints))
+        itemsize = torch.finfo(config.torch_dtype).bits // 8
+        rank = default_rank(config.model, config.history, total_steps, checkpoints, itemsize)
+    if rank == 0:
+        return {}
+    started, evals = time.perf_counter(), objective.grad_evals
+    sketch = sketch_hessian(objective, w, rank, config.curvature_iters, seed=config.seed)
+    seconds = time.perf_counter() - started
+    save_sketch(run_dir / CURVATURE_FILE, sketch, {"iters": str(config.curvature_iters)})
+    return {
+        "rank": sketch.rank,
+        "iters": config.curvature_iters,
+        "seconds": round(seconds, 3),
+        "grad_evals": int(objective.grad_evals - evals),
+        "cost_vs_training": round(seconds / max(train_seconds, 1e-9), 4),
+    }
 
 
 def save_schedule(path: Path, plan: StepPlan) -> None:
@@ -256,6 +298,10 @@ class Run:
             lam=self.config.lam,
             total_steps=self.total_steps,
         )
+
+    def curvature_sketch(self) -> CurvatureSketch | None:
+        """The curvature sketch recorded with the minimal history (None when there is none)."""
+        return load_sketch(self.path, dim=self.objective.dim, lam=self.config.lam)
 
     def full_history(self) -> FullHistory:
         """The full history, memory-mapped (raises HistoryError when absent or mismatched)."""

@@ -1,0 +1,155 @@
+"""Curvature sketch: the top eigenpairs of the training data's Hessian at the trained model.
+
+Recorded once at the end of training (``history/curvature.safetensors``, part of the
+minimal history) and read by Mini-Unlearning to precondition its contraction. The
+late gradient-descent checkpoints only carry curvature along the flattest direction
+(the regulariser's), while an unlearning move has large components along the steep
+ones; the sketch supplies exactly those.
+
+The sketch is a randomised Nyström approximation with subspace iteration (Halko,
+Martinsson and Tropp 2011; Frangella, Tropp and Udell 2023): Q = orth(H^(q-1) Omega),
+Y = H Q, then the eigen-decomposition of Y (Q^T Y)^(-1) Y^T through a Cholesky factor.
+Every block of Hessian-vector products is one vectorised pass over the data. Only the
+*data* part of the Hessian (1/n) sum_i Hess l_i is sketched; lam is added back when
+the preconditioner is applied. Defined for convex models (positive semi-definite
+Hessian); recorded by default for logistic regression only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from ..errors import ConfigError, HistoryError
+from ..objective import Objective
+from .history import read_metadata, stable_metadata
+
+CURVATURE_FILE = "history/curvature.safetensors"
+CONVEX_MODELS = ("logreg",)
+DEFAULT_RANK = 128
+MIN_RANK = 8
+HISTORY_BUDGET = 0.05  # the minimal history's bytes, as a share of a full per-step history
+
+
+def default_rank(model: str, history: str, total_steps: int, checkpoints: int, itemsize: int) -> int:
+    """The sketch rank used when a config leaves it unset.
+
+    0 (no sketch) for non-convex models and runs without the minimal history; else the
+    largest rank up to ``DEFAULT_RANK`` that keeps checkpoints plus sketch within
+    ``HISTORY_BUDGET`` of the full history (2 T d numbers of ``itemsize`` bytes; the
+    sketch costs 2 bytes a number), and 0 when fewer than ``MIN_RANK`` would fit.
+    """
+    if model not in CONVEX_MODELS or history not in ("mini", "both"):
+        return 0
+    fits = int(itemsize * (HISTORY_BUDGET * total_steps - checkpoints)) - 1  # one spare for file headers
+    rank = min(DEFAULT_RANK, fits)
+    return rank if rank >= MIN_RANK else 0
+
+
+@dataclass(frozen=True)
+class CurvatureSketch:
+    """Top eigenpairs of the data Hessian: ``vectors`` (m, d) with orthonormal rows and
+    ``values`` (m,) in descending order, plus the run's ``lam``."""
+
+    vectors: torch.Tensor
+    values: torch.Tensor
+    lam: float
+
+    @property
+    def rank(self) -> int:
+        """Number of eigenpairs kept."""
+        return int(self.values.numel())
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the sketch as stored (float16 vectors, float32 values): what a method reads."""
+        return int(2 * self.vectors.numel() + 4 * self.values.numel())
+
+    def inverse_hessian_product(self, g: torch.Tensor) -> torch.Tensor:
+        """Return P^(-1) g for the Nyström preconditioner P of the regularised Hessian.
+
+        Inside the sketched subspace P is exact (eigenvalue + lam); on its complement P
+        is (smallest kept eigenvalue + lam) times the identity, which never overshoots
+        an unsketched direction, since its curvature lies between lam and that value.
+        """
+        vectors = self.vectors.to(g.dtype)
+        values = self.values.to(g.dtype)
+        coords = vectors @ g
+        inside = vectors.T @ (coords / (values + self.lam))
+        tail = 1.0 / (float(values[-1]) + self.lam) if self.rank else 1.0 / max(self.lam, 1e-12)
+        return inside + tail * (g - vectors.T @ coords)
+
+
+def sketch_hessian(
+    objective: Objective, w: torch.Tensor, rank: int, iters: int, seed: int
+) -> CurvatureSketch:
+    """Sketch the data Hessian of ``objective`` at ``w``: rank-``rank`` randomised Nyström
+    with ``iters`` blocks of Hessian-vector products (``iters - 1`` subspace iterations).
+
+    Returns a :class:`CurvatureSketch` (rank capped at the parameter dimension).
+    Deterministic for a given ``seed``.
+    """
+    if rank < 1 or iters < 1:
+        raise ConfigError(f"a curvature sketch needs rank >= 1 and iters >= 1, got {rank} and {iters}")
+    rank = min(rank, objective.dim)
+    gen = torch.Generator().manual_seed(int(seed))
+    omega = torch.randn(objective.dim, rank, generator=gen, dtype=torch.float64).to(objective.dtype)
+    basis = torch.linalg.qr(omega)[0]
+    for _ in range(iters):
+        product = objective.hvp_sum_many(w, basis.T.contiguous()).T / objective.n
+        if _ < iters - 1:
+            basis = torch.linalg.qr(product)[0]
+    basis64, product64 = basis.to(torch.float64), product.to(torch.float64)
+    # Nyström: eig of Y (Q^T Y)^-1 Y^T, stabilised by a tiny shift nu (Tropp et al. 2017)
+    nu = torch.finfo(objective.dtype).eps * float(product64.norm())
+    shifted = product64 + nu * basis64
+    core = basis64.T @ shifted
+    chol = torch.linalg.cholesky(0.5 * (core + core.T))
+    factor = torch.linalg.solve_triangular(chol, shifted.T, upper=False).T
+    u, s, _ = torch.linalg.svd(factor, full_matrices=False)
+    values = torch.clamp(s * s - nu, min=0.0)
+    return CurvatureSketch(u.T.contiguous().to(objective.dtype), values.to(objective.dtype), objective.lam)
+
+
+def save_sketch(path: Path, sketch: CurvatureSketch, meta: dict[str, str]) -> None:
+    """Write ``sketch`` (and string metadata) to ``path`` as safetensors, the eigenvectors
+    in float16."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Half precision halves the bytes; a preconditioner needs no more (rows re-orthonormalised on load).
+    tensors = {
+        "vectors": sketch.vectors.to(torch.float16).contiguous(),
+        "values": sketch.values.to(torch.float32).contiguous(),
+    }
+    save_file(tensors, str(path), metadata=stable_metadata({**meta, "lam": repr(sketch.lam)}))
+
+
+def load_sketch(run_dir: Path, *, dim: int, lam: float) -> CurvatureSketch | None:
+    """Read a run's curvature sketch (float32, rows orthonormal); None when the run was
+    trained without one.
+
+    Raises HistoryError when the file is unreadable or does not fit the run.
+    """
+    path = run_dir / CURVATURE_FILE
+    if not path.exists():
+        return None
+    try:
+        tensors = load_file(str(path))
+        with safe_open(str(path), framework="pt") as handle:
+            meta = read_metadata(handle.metadata())
+        vectors, values = tensors["vectors"], tensors["values"]
+    except (SafetensorError, OSError, ValueError, KeyError) as exc:
+        raise HistoryError(f"{path} is corrupt ({exc}); retrain the run to recreate its history") from exc
+    if vectors.ndim != 2 or vectors.shape[1] != dim or values.shape != (vectors.shape[0],):
+        raise HistoryError(
+            f"{path} holds a sketch of shape {tuple(vectors.shape)}; this model has {dim} parameters"
+        )
+    if float(meta.get("lam", "nan")) != lam:
+        raise HistoryError(f"{path} was recorded with lam={meta.get('lam')}, the run has lam={lam}")
+    if not (torch.isfinite(vectors).all() and torch.isfinite(values).all()) or (values < 0).any():
+        raise HistoryError(f"{path} holds non-finite or negative curvature; retrain the run")
+    vectors = torch.linalg.qr(vectors.to(torch.float32).T)[0].T.contiguous()
+    return CurvatureSketch(vectors, values, lam)
