@@ -37,10 +37,15 @@ from miniunlearn.training.trainer import train_loop
 matplotlib.use("Agg")
 
 TOLERANCES = (3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4)
-# (label, method, options) per budget; the defaults of each method are among them.
+# (label, method, options) per budget; `mini`'s budgets use its gradient rule alone (xtol 0).
 VARIANTS: list[tuple[str, str, dict[str, Any]]] = [
-    *[("mini", "mini", {"rtol": t}) for t in TOLERANCES],
-    *[("mini, no sketch", "mini", {"rtol": t, "precondition": False}) for t in (1e-2, 1e-3, 1e-4)],
+    ("mini (default)", "mini", {}),
+    *[("mini", "mini", {"rtol": t, "xtol": 0.0}) for t in TOLERANCES],
+    *[
+        ("mini, no sketch", "mini", {"rtol": t, "xtol": 0.0, "precondition": False})
+        for t in (1e-2, 1e-3, 1e-4)
+    ],
+    ("warmstart (default)", "warmstart", {}),
     *[("warmstart", "warmstart", {"rtol": t}) for t in TOLERANCES],
     *[("newton", "newton", {"cg_iters": i}) for i in (5, 10, 20, 40, 100)],
     *[("finetune", "finetune", {"steps": s}) for s in (10, 50, 200)],
@@ -66,6 +71,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--out", required=True, help="path prefix of the .md, .json and .png written")
     parser.add_argument("--replot", action="store_true", help="only redraw the plot from OUT.json")
+    parser.add_argument(
+        "--only",
+        help="comma list of variant labels to (re)run; their records replace those in OUT.json, "
+        "the original model and the retraining rows are kept",
+    )
     args = parser.parse_args()
     if args.replot:
         records = json.loads(Path(args.out).with_suffix(".json").read_text())
@@ -80,6 +90,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     variants = [v for v in VARIANTS if not (args.no_deltagrad and v[1] == "deltagrad")]
+    only = set(args.only.split(",")) if args.only else None
+    if only is not None:
+        variants = [v for v in variants if v[0] in only]
     methods = sorted({m for _, m, _ in variants} | {"retrain"})
     spec = BenchSpec(
         args.dataset, args.model, ratios=[0.5], methods=methods, seeds=1, runs_dir=Path(args.runs_dir)
@@ -92,7 +105,8 @@ def main() -> None:
 
     records: list[dict[str, Any]] = []
     ratios = [float(r) for r in args.ratios.split(",")]
-    bar = tqdm(total=len(ratios) * (len(variants) + len(SHORT_RETRAIN_STEPS) + 2), desc="frontier")
+    references = 0 if only is not None else len(SHORT_RETRAIN_STEPS) + 2
+    bar = tqdm(total=len(ratios) * (len(variants) + references), desc="frontier")
     for r_index, ratio in enumerate(ratios):
         # the same forget sets as `miniunlearn bench` draws for this seed and ratio position
         forget = random_forget_ids(run.n_train, ratio, seed=1000 * args.seed + r_index)
@@ -129,11 +143,11 @@ def main() -> None:
             )
             bar.update()
 
-        original = run.load_model_params()
-        record("original model", {}, original, 0, 0.0)
         mask = np.zeros(run.n_train, dtype=bool)
         mask[forget] = True
-        for steps in (*SHORT_RETRAIN_STEPS, run.total_steps):
+        if only is None:
+            record("original model", {}, run.load_model_params(), 0, 0.0)
+        for steps in (*SHORT_RETRAIN_STEPS, run.total_steps) if only is None else ():
             plan = make_plan(dataclasses.replace(run.config, epochs=steps), run.n_train)
             started, before = time.perf_counter(), run.objective.grad_evals
             w = train_loop(run.objective, run.initial_params(), plan, forget_mask=mask)
@@ -147,6 +161,10 @@ def main() -> None:
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if only is not None:
+        kept = json.loads(out.with_suffix(".json").read_text())
+        records = [r for r in kept if r["method"] not in only] + records
+        records.sort(key=lambda r: r["ratio"])
     out.with_suffix(".json").write_text(json.dumps(records, indent=1) + "\n")
     lines = [
         "| ratio | method | options | passes | time (s) | dist to retrain | dist to optimum "
@@ -171,6 +189,8 @@ def plot(records: list[dict[str, Any]], ratios: list[float], path: Path, title: 
     fig = Figure(figsize=(5 * len(ratios), 4.2), layout="constrained")
     styles = {
         "mini": ("C0", "o-"),
+        "mini (default)": ("C0", "D"),
+        "warmstart (default)": ("C1", "D"),
         "mini, no sketch": ("C0", "o:"),
         "warmstart": ("C1", "s-"),
         "newton": ("C2", "^-"),

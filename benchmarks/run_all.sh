@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces every table and plot in docs/results.md. Two chains run side by side, each
+# Reproduces every table and plot in docs/results.md (about two hours on 2 cores). Two chains run side by side, each
 # torch process on one thread (one core each on a 2-core machine); all methods of one
 # sweep run in the same process, so their times are comparable.
 set -euo pipefail
@@ -11,9 +11,15 @@ bench() { name=$1; shift; "$BIN/miniunlearn" -q bench --threads 1 --json "$OUT/$
   | tee "$OUT/$name.md"; }
 
 chain_a() {
+  bench mnist-logreg-peer --dataset mnist --model logreg --ratios 0.1,0.5,0.9 --methods retrain,warmstart,mini,newton --seeds 3
+  "$BIN/python" benchmarks/frontier.py --dataset mnist --threads 1 --out "$OUT/frontier-mnist"
+  "$BIN/python" benchmarks/sketch_variants.py --dataset mnist --threads 1 > "$OUT/sketch-variants-mnist.md"
   bench mnist-logreg --dataset mnist --model logreg --ratios 0.01,0.1,0.3,0.5 --methods retrain,deltagrad,mini --seeds 3
 }
 chain_b() {
+  bench adult-logreg-peer --dataset adult --model logreg --ratios 0.1,0.5,0.9 \
+    --methods retrain,warmstart,deltagrad,mini,newton --seeds 3
+  "$BIN/python" benchmarks/frontier.py --dataset adult --threads 1 --out "$OUT/frontier-adult"
   bench mnist-logreg-ulira --dataset mnist --model logreg --ratios 0.1,0.3,0.5 --methods retrain,deltagrad,mini \
     --seeds 1 --attacks population,ulira
   bench mnist-logreg-baselines --dataset mnist --model logreg --ratios 0.7 \

@@ -21,7 +21,9 @@ def test_mini_reaches_the_retrained_model_on_a_converged_convex_run(convex_run, 
     forget = random_forget_ids(convex_run.n_train, ratio, seed=1)
     target = retrain(convex_run, forget)
     original = dist(convex_run.load_model_params(), target)
-    result = get_method("mini", rtol=1e-10, max_steps=100).unlearn(UnlearnRequest(convex_run, forget))
+    result = get_method("mini", rtol=1e-10, xtol=0.0, max_steps=100).unlearn(
+        UnlearnRequest(convex_run, forget)
+    )
     assert result.record.diagnostics["converged"]
     assert dist(result.params, target) < 1e-6 * max(original, 1.0)
     default = get_method("mini").unlearn(UnlearnRequest(convex_run, forget))
@@ -37,7 +39,9 @@ def test_mini_error_shrinks_as_its_step_budget_grows(convex_run) -> None:
     target = retrain(convex_run, forget)
     errors = [
         dist(
-            get_method("mini", max_steps=b, rtol=0.0).unlearn(UnlearnRequest(convex_run, forget)).params,
+            get_method("mini", max_steps=b, rtol=0.0, xtol=0.0)
+            .unlearn(UnlearnRequest(convex_run, forget))
+            .params,
             target,
         )
         for b in (2, 8, 32)
@@ -48,19 +52,43 @@ def test_mini_error_shrinks_as_its_step_budget_grows(convex_run) -> None:
 
 def test_retain_objective_decreases_at_every_accepted_step(convex_run) -> None:
     forget = random_forget_ids(convex_run.n_train, 0.5, seed=3)
-    diag = get_method("mini", rtol=1e-4).unlearn(UnlearnRequest(convex_run, forget)).record.diagnostics
+    diag = (
+        get_method("mini", rtol=1e-4, xtol=0.0).unlearn(UnlearnRequest(convex_run, forget)).record.diagnostics
+    )
     assert diag["steps"] >= 3 and diag["exact_retain_passes"] >= diag["steps"]
     assert len(diag["contraction_factors"]) == diag["steps"] - 1
     assert diag["grad_norm_final"] < 1e-4 * diag["grad_norm_start"]
-    default = get_method("mini").unlearn(UnlearnRequest(convex_run, forget)).record.diagnostics
-    assert default["converged"] and default["grad_norm_final"] < 1e-3 * default["grad_norm_start"]
+
+
+def test_default_stop_leaves_a_thousandth_of_the_move(convex_run) -> None:
+    forget = random_forget_ids(convex_run.n_train, 0.5, seed=3)
+    request = UnlearnRequest(convex_run, forget)
+    tight = get_method("mini", rtol=1e-12, xtol=0.0, max_steps=200).unlearn(request).params
+    result = get_method("mini").unlearn(request)
+    diag = result.record.diagnostics
+    assert diag["converged"] and diag["stop_reason"] in ("gradient", "step")
+    move = dist(convex_run.load_model_params(), tight)
+    assert dist(result.params, tight) < 2e-3 * move
+    # and it is cheaper than solving to the precision floor
+    floor = get_method("mini", rtol=1e-12, xtol=0.0).unlearn(request).record.diagnostics
+    assert diag["steps"] < floor["steps"]
+    # without the sketch's Newton-like steps a short step says nothing: only the gradient rule
+    plain = get_method("mini", precondition=False).unlearn(request).record.diagnostics
+    assert plain["stop_reason"] == "gradient" and plain["grad_norm_final"] <= 1e-4 * plain["grad_norm_start"]
+
+
+@pytest.mark.parametrize("option", ["rtol", "xtol", "atol"])
+@pytest.mark.parametrize("value", [float("nan"), -1.0, float("inf")])
+def test_tolerances_must_be_finite_and_non_negative(option: str, value: float) -> None:
+    with pytest.raises(ConfigError, match=option):
+        get_method("mini", **{option: value})
 
 
 def test_sequential_requests_equal_forgetting_the_union(convex_run) -> None:
     first = random_forget_ids(convex_run.n_train, 0.2, seed=4)
     rest = np.setdiff1d(np.arange(convex_run.n_train), first)
     second = np.sort(np.random.default_rng(5).choice(rest, size=150, replace=False))
-    mini = get_method("mini", rtol=1e-10, max_steps=100)
+    mini = get_method("mini", rtol=1e-10, xtol=0.0, max_steps=100)
     step1 = mini.unlearn(UnlearnRequest(convex_run, first))
     step2 = mini.unlearn(
         UnlearnRequest(convex_run, second, previously_forgotten=first, base_params=step1.params)
@@ -74,7 +102,7 @@ def test_sequential_requests_equal_forgetting_the_union(convex_run) -> None:
 
 def test_mini_without_residual_matching_lands_on_the_retain_optimum(sgd_run) -> None:
     forget = random_forget_ids(sgd_run.n_train, 0.3, seed=6)
-    result = get_method("mini", mode="fixed-point", match_residual=False, rtol=1e-4).unlearn(
+    result = get_method("mini", mode="fixed-point", match_residual=False, rtol=1e-4, xtol=0.0).unlearn(
         UnlearnRequest(sgd_run, forget)
     )
     retain = np.setdiff1d(np.arange(sgd_run.n_train), forget)

@@ -1,19 +1,22 @@
 """Mini-Unlearning: minimal gradient history plus contraction iterations on the retain objective.
 
-1. Read the k+1 stored checkpoints (w_t, full-data gradient g_t, objective value).
+1. Read the minimal history: the stored checkpoints (w_t, full-data gradient g_t,
+   objective value) and, when the run has one, the curvature sketch (top eigenpairs of
+   the data Hessian at w_T; see ``training/curvature.py``).
 2. Exact retain-set information from the gradient identity
-   n (g_D - lam w) = (n - r)(g_R - lam w) + r (g_U - lam w):
-   the forget set's gradients at all checkpoints come from one vectorised pass, which
-   gives the retain gradient and objective at every checkpoint without touching R.
-   Secant pairs s_j = w_T - w_tj, y_j = g_R(w_T) - g_R(w_tj) seed an L-BFGS matrix.
+   n (g_D - lam w) = (n - r)(g_R - lam w) + r (g_U - lam w), reading whichever of the
+   forget and retain sets is smaller, at the final checkpoint (at every checkpoint with
+   ``use_history_pairs``, whose secant pairs then seed the L-BFGS store too).
 3. Contraction iterations from the current model: w <- w - a H (g_R(w) - c), with H the
-   L-BFGS inverse Hessian (new pairs appended as the iterate moves) and the step a
-   from Armijo backtracking on F_R(w) - c.w, so every accepted step contracts.
-   g_R is exact at the start (identity) and after each step (one retain pass).
+   L-BFGS inverse Hessian started from the sketch's Nyström preconditioner (new pairs
+   appended as the iterate moves) and the step a from Armijo backtracking on
+   F_R(w) - c.w, so every accepted step contracts. g_R is exact at the start (identity)
+   and after each step (one retain pass).
    c = g_D(w_T) ("residual matching", default): a run stopped before convergence leaves
    a residual gradient, and retraining stops with about the same one; with converged
    training c ~ 0 and the fixed point is the retain optimum.
-4. Stop when |g_R - c| <= rtol * (its start) (or atol), or after ``max_steps``.
+4. Stop when |g_R - c| <= rtol * (its start) (or atol), when a step moves less than
+   xtol times the distance travelled, or after ``max_steps``.
 
 **Trajectory mode** (for training stopped well before convergence): gradient descent
 on a quadratic maps the start offset w_0 - w* to f(H)(w_0 - w*) with
@@ -60,6 +63,7 @@ class _Solve:
     factors: list[float]
     step_sizes: list[float]
     converged: bool
+    stop_reason: str
 
 
 def contract(
@@ -76,15 +80,24 @@ def contract(
     atol: float,
     armijo: float,
     max_backtracks: int,
+    xtol: float = 0.0,
 ) -> _Solve:
     """Minimise F_ids(w) - c.w from ``w`` (value ``f`` and gradient ``g`` of that tilted
-    objective given) by safeguarded L-BFGS; return the final iterate and diagnostics."""
+    objective given) by safeguarded L-BFGS; return the final iterate and diagnostics.
+
+    Stops when the gradient norm falls to max(``rtol`` * its start, ``atol``), or when a
+    step moves less than ``xtol`` times the distance travelled from the start (the
+    remaining error is then about that small a share of the whole move; 0 disables it).
+    """
     g0_norm = float(g.norm())
     tol = max(rtol * g0_norm, atol)
     grad_norms, factors, step_sizes = [g0_norm], [], []
     prev_move: float | None = None
     passes = 0
-    while len(step_sizes) < max_steps and grad_norms[-1] > tol:
+    start = w
+    settled = False
+    reason = "budget"
+    while len(step_sizes) < max_steps and grad_norms[-1] > tol and not settled:
         direction = -pairs.inverse_hessian_product(g)
         slope = torch.dot(g, direction)
         if not slope < 0:  # not a descent direction: fall back to scaled steepest descent
@@ -105,8 +118,10 @@ def contract(
                 break
             a *= 0.5
         else:
-            break  # no decrease found: the iterate sits at the precision floor
+            reason = "precision"  # no decrease found: the iterate sits at the precision floor
+            break
         move = float((w_new - w).norm())
+        settled = move <= xtol * float((w_new - start).norm())
         if prev_move:
             factors.append(move / prev_move)
         prev_move = move
@@ -114,7 +129,11 @@ def contract(
         w, g, f = w_new, g_new, f_new
         grad_norms.append(float(g.norm()))
         step_sizes.append(a)
-    return _Solve(w, passes, grad_norms, factors, step_sizes, grad_norms[-1] <= tol)
+    if grad_norms[-1] <= tol:
+        reason = "gradient"
+    elif settled:
+        reason = "step"
+    return _Solve(w, passes, grad_norms, factors, step_sizes, reason in ("gradient", "step"), reason)
 
 
 def retain_at_checkpoints(
@@ -151,20 +170,28 @@ class MiniUnlearning(UnlearningMethod):
     """Minimal-history, contraction-mapping unlearning (the flagship method)."""
 
     name = "mini"
-    summary = "k+1 stored checkpoints, exact retain gradients by the gradient identity, L-BFGS contraction"
+    summary = (
+        "stored checkpoints and curvature sketch; exact retain gradient by the gradient identity; "
+        "sketch-preconditioned L-BFGS contraction"
+    )
 
     @dataclass(frozen=True)
     class Options:
         """max_steps: step budget; rtol/atol: stop when the gradient norm falls to
-        max(rtol * start, atol); memory: L-BFGS pairs kept; armijo: sufficient-decrease
-        constant; max_backtracks: halvings tried per step; use_history_pairs: seed curvature
-        from the stored checkpoints; match_residual: solve g_R(w) = g_D(w_T) rather than
-        g_R(w) = 0 (identical when training converged); mode: auto, fixed-point or
+        max(rtol * start, atol); xtol: or, when a curvature sketch preconditions the
+        iteration, when a step moves less than xtol times the distance travelled (0 = off);
+        memory: L-BFGS pairs kept; armijo: sufficient-decrease
+        constant; max_backtracks: halvings tried per step; use_history_pairs: also seed
+        curvature with secant pairs between the stored checkpoints (measured to cost passes);
+        precondition: start L-BFGS from the run's curvature sketch when it has one;
+        match_residual: solve g_R(w) = g_D(w_T) rather than g_R(w) = 0 (identical when
+        training converged); mode: auto, fixed-point or
         trajectory; krylov_steps: Lanczos steps of the trajectory mode; converged_tol: auto
         mode treats training as converged when |g_D(w_T)| <= converged_tol * |g(w_0)|."""
 
         max_steps: int = 50
-        rtol: float = 1e-3
+        rtol: float = 1e-4
+        xtol: float = 1e-3
         atol: float = 0.0
         memory: int = 10
         armijo: float = 1e-4
@@ -183,12 +210,17 @@ class MiniUnlearning(UnlearningMethod):
                 raise ConfigError(f"mini mode must be one of {MODES}, got {self.mode!r}")
             if self.max_steps < 0 or self.krylov_steps < 1 or self.memory < 1:
                 raise ConfigError("mini needs max_steps >= 0, krylov_steps >= 1 and memory >= 1")
+            for name in ("rtol", "xtol", "atol"):
+                value = getattr(self, name)
+                if not 0 <= value < float("inf"):  # also refuses NaN
+                    raise ConfigError(f"mini: {name} must be a finite number >= 0, got {value}")
 
     def _solve_kwargs(self) -> dict[str, Any]:
         o = self.options
         return {
             "max_steps": o.max_steps,
             "rtol": o.rtol,
+            "xtol": o.xtol,
             "atol": o.atol,
             "armijo": o.armijo,
             "max_backtracks": o.max_backtracks,
@@ -237,7 +269,11 @@ class MiniUnlearning(UnlearningMethod):
             start = request.start_params()
             f, g = objective.value_and_grad(start, request.retain_ids)
             w, f, g, passes = start, f - torch.dot(c, start), g - c, 1
-        solve = contract(objective, request.retain_ids, w, f, g, pairs, c, **self._solve_kwargs())
+        # A step is a fair estimate of the remaining error only when the sketch makes the
+        # steps Newton-like; unpreconditioned L-BFGS takes small steps long before it
+        # converges (measured: 3x farther from retraining), so xtol needs the sketch.
+        kwargs = {**self._solve_kwargs(), "xtol": opts.xtol if h0 is not None else 0.0}
+        solve = contract(objective, request.retain_ids, w, f, g, pairs, c, **kwargs)
         diagnostics.update(
             {
                 "steps": len(solve.step_sizes),
@@ -250,6 +286,7 @@ class MiniUnlearning(UnlearningMethod):
                 "history_pairs_kept": history_pairs,
                 "pairs_rejected": pairs.rejected,
                 "converged": solve.converged,
+                "stop_reason": solve.stop_reason,
                 "residual_norm": float(c.norm()),
             }
         )
@@ -290,6 +327,7 @@ class MiniUnlearning(UnlearningMethod):
             **{
                 **self._solve_kwargs(),
                 "rtol": min(self.options.rtol, 1e-6),
+                "xtol": 0.0,
                 "max_steps": max(self.options.max_steps, 100),
             },
         )
