@@ -42,7 +42,7 @@ VARIANTS: list[tuple[str, str, dict[str, Any]]] = [
     ("mini (default)", "mini", {}),
     *[("mini", "mini", {"rtol": t, "xtol": 0.0}) for t in TOLERANCES],
     *[
-        ("mini, no sketch", "mini", {"rtol": t, "xtol": 0.0, "precondition": False})
+        ("mini without sketch", "mini", {"rtol": t, "xtol": 0.0, "precondition": False})
         for t in (1e-2, 1e-3, 1e-4)
     ],
     ("warmstart (default)", "warmstart", {}),
@@ -186,12 +186,12 @@ def main() -> None:
 
 def plot(records: list[dict[str, Any]], ratios: list[float], path: Path, title: str) -> None:
     """One panel per ratio: distance to retraining (log) against passes (log), a line per method."""
-    fig = Figure(figsize=(5 * len(ratios), 4.2), layout="constrained")
+    fig = Figure(figsize=(5 * len(ratios) + 2, 4.2), layout="constrained")
     styles = {
         "mini": ("C0", "o-"),
         "mini (default)": ("C0", "D"),
         "warmstart (default)": ("C1", "D"),
-        "mini, no sketch": ("C0", "o:"),
+        "mini without sketch": ("C0", "o:"),
         "warmstart": ("C1", "s-"),
         "newton": ("C2", "^-"),
         "finetune": ("C4", "v-"),
@@ -211,14 +211,24 @@ def plot(records: list[dict[str, Any]], ratios: list[float], path: Path, title: 
                 continue
             xs = [r["passes"] for r in pts]
             ys = [r["dist_to_retrain"] for r in pts]
-            ax.plot(xs, ys, style, color=color, label=label, markersize=6)
+            default = label.endswith("(default)")
+            ax.plot(
+                xs,
+                ys,
+                style,
+                color=color,
+                label=label,
+                markersize=10 if default else 6,
+                markeredgecolor="k" if default else color,
+                zorder=5 if default else 2,
+            )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("passes over the retain set")
         ax.set_ylabel("distance to retrained model")
         ax.set_title(f"{title}: {ratio:.0%} forgotten")
         ax.grid(True, which="both", alpha=0.3)
-    fig.axes[0].legend(fontsize=8)
+    fig.legend(*fig.axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize=8)
     fig.savefig(path, dpi=110)
 
 

@@ -47,11 +47,14 @@ class UnlearnRequest:
         n = self.run.n_train
         self.previously_forgotten = validate_forget_ids(self.previously_forgotten, n, allow_empty=True)
         self.forget_ids = validate_forget_ids(self.forget_ids, n, allow_empty=True)
-        validate_forget_ids(self.all_forgotten, n, allow_empty=True)
+        if self.previously_forgotten.size:  # the union may cover the whole training set
+            validate_forget_ids(self.all_forgotten, n, allow_empty=True)
 
     @cached_property
     def all_forgotten(self) -> np.ndarray:
         """Sorted union of this request's ids and all earlier ones (computed once)."""
+        if not self.previously_forgotten.size:
+            return self.forget_ids
         return np.union1d(self.forget_ids, self.previously_forgotten).astype(np.int64)
 
     @cached_property
