@@ -176,11 +176,21 @@ def test_user_errors_exit_2_with_a_clear_message(
     assert "ulira" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["train", "--dataset", "imagenet", "--out", str(tmp_path / "x")])
+    # non-finite numbers are refused, not turned into a NaN model or a request that does nothing
+    assert main(["-q", "forget", str(cli_run), "--ratio", "0.1", "-o", "rtol=nan"]) == 2
+    assert "rtol" in capsys.readouterr().err
+    for flag, value in (("--lr", "inf"), ("--lam", "nan")):
+        out = tmp_path / f"bad{flag}"
+        assert main(["-q", "train", "--dataset", "digits", flag, value, "--out", str(out)]) == 2
+        assert flag[2:] in capsys.readouterr().err and not out.exists()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["-q", "forget", str(cli_run), "--ratio", "0.1", "--wait", "nan"])
+    assert exit_info.value.code == 2 and "seconds" in capsys.readouterr().err
 
 
 def test_methods_lists_every_method_with_its_options(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["methods"]) == 0
     out = capsys.readouterr().out
-    for name in ("mini", "deltagrad", "retrain", "finetune", "neggrad", "newton"):
+    for name in ("mini", "deltagrad", "retrain", "finetune", "neggrad", "newton", "warmstart"):
         assert f"{name}:" in out
     assert "max_steps = 50" in out and "T0 = 5" in out

@@ -251,6 +251,17 @@ def test_ids_file_with_junk_lines_names_the_line(tmp_path: Path) -> None:
         read_ids_file(bad)
     with pytest.raises(ForgetRequestError, match="does not exist"):
         read_ids_file(tmp_path / "missing.txt")
+    crlf = tmp_path / "crlf.txt"
+    crlf.write_bytes(b"3\r\n7\r\n")
+    assert read_ids_file(crlf).tolist() == [3, 7]
+
+
+@pytest.mark.parametrize("junk", ["1_0", "+3", "\u0663", "1\x0c2", "0x10", "1e3"])
+def test_ids_are_plain_ascii_decimals_one_per_line(tmp_path: Path, junk: str) -> None:
+    path = tmp_path / "ids.txt"
+    path.write_text(f"5\n{junk}\n", encoding="utf-8")
+    with pytest.raises(ForgetRequestError, match=r"ids.txt:2"):
+        read_ids_file(path)
 
 
 def test_missing_current_pointer_with_versions_is_refused_and_versions_are_never_reused(

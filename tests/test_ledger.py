@@ -178,6 +178,11 @@ def test_bad_receive_input(led: Ledger) -> None:
         led.receive([1.5], "ga", {}, H0)
     with pytest.raises(ForgetRequestError, match="request id"):
         led.receive([1], "ga", {}, H0, request_id="../escape")
+    with pytest.raises(ForgetRequestError, match="request id"):
+        led.receive([1], "ga", {}, H0, request_id="ticket-1\n")  # a regex "$" accepts this
+    with pytest.raises(ForgetRequestError, match=r"100000 characters") as long_id:
+        led.receive([1], "ga", {}, H0, request_id="a" * 100_000)
+    assert len(str(long_id.value)) < 300
     with pytest.raises(ForgetRequestError, match="JSON"):
         led.receive([1], "ga", {"f": object()}, H0)
     with pytest.raises(LedgerError, match="sha256"):

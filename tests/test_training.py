@@ -207,7 +207,18 @@ def test_models_that_cannot_be_replayed_are_refused() -> None:
 
 
 def test_invalid_configs_are_refused() -> None:
-    for bad in ({"epochs": 0}, {"lr": -1.0}, {"history": "most"}, {"dtype": "float16"}, {"lam": -1.0}):
+    nan, inf = float("nan"), float("inf")
+    for bad in (
+        {"epochs": 0},
+        {"lr": -1.0},
+        {"lr": nan},
+        {"lr": inf},
+        {"history": "most"},
+        {"dtype": "float16"},
+        {"lam": -1.0},
+        {"lam": nan},
+        {"lam": inf},
+    ):
         with pytest.raises(ConfigError):
             TrainConfig(dataset="digits", **bad)
     with pytest.raises(ConfigError, match="unknown"):
@@ -243,3 +254,10 @@ def test_small_cnn_trains_deterministically_and_unlearns(tmp_path: Path) -> None
     assert torch.isfinite(result.params).all()
     with pytest.raises(ConfigError, match="image dataset"):
         train_run(TrainConfig(dataset="breast-cancer", model="cnn", epochs=1), tmp_path / "c", progress=False)
+
+
+def test_diverged_training_is_refused_and_leaves_nothing(tmp_path: Path) -> None:
+    config = TrainConfig(dataset="digits", epochs=30, lr=1e6, lam=0.01)
+    with pytest.raises(ConfigError, match="diverged"):
+        train_run(config, tmp_path / "run", progress=False)
+    assert list(tmp_path.iterdir()) == []

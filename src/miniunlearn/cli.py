@@ -47,6 +47,17 @@ def _floats(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x.strip()]
 
 
+def _seconds(text: str) -> float:
+    """A waiting time: a number of seconds >= 0 (``inf`` waits for ever; NaN is refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return value
+
+
 def _names(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
 
@@ -468,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="error budget: fraction of the data approximate methods may remove before the "
         "next request is served by retraining (default 0.5)",
     )
-    p.add_argument("--wait", type=float, default=0.0, help="seconds to wait for another forget on the run")
+    p.add_argument("--wait", type=_seconds, default=0.0, help="seconds to wait for another forget on the run")
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
     p.set_defaults(func=cmd_forget)
 
@@ -476,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--attacks", type=_names, default=["population"], help="comma list: population")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--wait", type=float, default=0.0, help="seconds to wait for a running forget")
+    p.add_argument("--wait", type=_seconds, default=0.0, help="seconds to wait for a running forget")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from dataclasses import dataclass, field
@@ -369,6 +370,9 @@ def retrain_all(
         return ForgetOutcome("done", entry, version, np.zeros(0, np.int64), record, messages)
 
 
+_DECIMAL_ID = re.compile(r"-?[0-9]+")
+
+
 def read_ids_file(path: str | os.PathLike[str]) -> np.ndarray:
     """Read one integer sample id per line (blank lines and ``#`` comments ignored).
 
@@ -384,14 +388,14 @@ def read_ids_file(path: str | os.PathLike[str]) -> np.ndarray:
             f"cannot read ids file {file} ({exc}); it must be a text file with one integer id per line"
         ) from None
     ids = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        entry = line.split("#", 1)[0].strip()
+    # Lines end at "\n" only (str.splitlines would also split at form feeds and other
+    # separators), and an id is plain ASCII decimal digits: int() would also take "1_0",
+    # "+3" and non-ASCII digits.
+    for number, line in enumerate(text.split("\n"), start=1):
+        entry = line.split("#", 1)[0].strip(" \t\r")
         if not entry:
             continue
-        try:
-            value = int(entry)
-        except ValueError:
-            value = None
+        value = int(entry) if _DECIMAL_ID.fullmatch(entry) else None
         if value is None or not -(2**63) <= value < 2**63:
             raise ForgetRequestError(
                 f"{file}:{number}: {line.strip()!r} is not an integer sample id; "

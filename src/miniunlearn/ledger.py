@@ -300,9 +300,12 @@ def _to_json(obj: Mapping[str, Any] | None, what: str) -> str | None:
 def _check_request_id(request_id: str | None) -> str:
     if request_id is None:
         return uuid.uuid4().hex
-    if not isinstance(request_id, str) or not _REQUEST_ID_RE.match(request_id):
+    # fullmatch: a regex "$" would also accept a trailing newline
+    if not isinstance(request_id, str) or not _REQUEST_ID_RE.fullmatch(request_id):
+        shown = repr(request_id)
+        shown = shown if len(shown) <= 80 else f"{shown[:60]}... ({len(str(request_id))} characters)"
         raise ForgetRequestError(
-            f"invalid request id {request_id!r}: use 1-128 characters from letters, digits, "
+            f"invalid request id {shown}: use 1-128 characters from letters, digits, "
             "'.', '_' and '-', starting with a letter or digit"
         )
     return request_id

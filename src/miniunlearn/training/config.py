@@ -55,10 +55,10 @@ class TrainConfig:
             raise ConfigError(f"epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 0:
             raise ConfigError(f"batch size must be >= 0 (0 = full batch), got {self.batch_size}")
-        if not self.lr > 0:
-            raise ConfigError(f"learning rate must be positive, got {self.lr}")
-        if self.lam < 0:
-            raise ConfigError(f"L2 strength lam must be >= 0, got {self.lam}")
+        if not 0 < self.lr < float("inf"):  # also refuses NaN
+            raise ConfigError(f"learning rate (--lr) must be a positive finite number, got {self.lr}")
+        if not 0 <= self.lam < float("inf"):
+            raise ConfigError(f"L2 strength (--lam) must be a finite number >= 0, got {self.lam}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(f"unknown lr schedule {self.lr_schedule!r}; choose one of {LR_SCHEDULES}")
         if self.dtype not in DTYPES:

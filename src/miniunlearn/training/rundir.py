@@ -147,6 +147,11 @@ def train_run(config: TrainConfig, out_dir: str | os.PathLike[str], *, progress:
         started = time.perf_counter()
         w = train_loop(objective, flatten_params(model), plan, recorder=recorder, progress=progress)
         train_seconds = time.perf_counter() - started
+        if not torch.isfinite(w).all():
+            raise ConfigError(
+                f"training diverged (non-finite parameters) with lr={config.lr}, lam={config.lam}; "
+                "lower --lr and train again. Nothing was written"
+            )
         files = {CONFIG: "config", MODEL: "model", SCHEDULE: "schedule", **recorder.close()}
         curvature = record_curvature(config, objective, w, tmp, plan.total_steps, train_seconds)
         if curvature:
