@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import numpy as np
 import torch
 from matplotlib.figure import Figure
@@ -33,8 +32,6 @@ from miniunlearn.ids import random_forget_ids
 from miniunlearn.methods import UnlearnRequest, get_method
 from miniunlearn.training import cached_retrain, make_plan
 from miniunlearn.training.trainer import train_loop
-
-matplotlib.use("Agg")
 
 TOLERANCES = (3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4)
 # (label, method, options) per budget; `mini`'s budgets use its gradient rule alone (xtol 0).

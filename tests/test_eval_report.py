@@ -122,3 +122,18 @@ def test_plots_write_png(tmp_path: Path) -> None:
     assert roc.stat().st_size > 5000
     with pytest.raises(ValueError, match="ulira_auc"):
         plot_ulira_auc(recs, tmp_path / "u.png")
+
+
+def test_importing_and_plotting_leaves_the_global_backend_alone(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import matplotlib; matplotlib.use('svg'); "
+        "from miniunlearn.evaluation.plots import plot_roc; "
+        f"plot_roc({{'a': ([0, 1], [0, 1])}}, {str(tmp_path / 'roc.png')!r}); "
+        "print(matplotlib.get_backend())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "svg"
+    assert (tmp_path / "roc.png").stat().st_size > 0

@@ -81,17 +81,29 @@ def cached(
 ) -> tuple[T, bool]:
     """Return (value, True) read from the cache file ``path``, or (computed value, False).
 
-    A cache file whose ``load`` raises one of ``damaged`` is removed and recomputed,
-    never trusted. The computed value is saved atomically; a directory that cannot be
-    written (OSError) only loses the cache.
+    Every entry is written with a sidecar ``<name>.sha256`` holding its hash; an entry
+    whose sidecar is missing or disagrees (a flipped byte, a file replaced by hand, a
+    crash between the two writes), or whose ``load`` raises one of ``damaged``, is
+    removed and recomputed, never trusted. The computed value is saved atomically; a
+    directory that cannot be written (OSError) only loses the cache.
     """
     path = Path(path)
+    sidecar = path.with_name(path.name + ".sha256")
     if path.exists():
         try:
+            if not sidecar.exists() or sidecar.read_text().strip() != sha256_file(path):
+                raise _StaleCacheEntry
             return load(path), True
-        except damaged:
+        except (_StaleCacheEntry, OSError, *damaged):
             path.unlink(missing_ok=True)
+            sidecar.unlink(missing_ok=True)
     value = compute()
-    with contextlib.suppress(OSError), atomic_path(path) as tmp:
-        save(value, tmp)
+    with contextlib.suppress(OSError):
+        with atomic_path(path) as tmp:
+            save(value, tmp)
+        atomic_write_bytes(sidecar, (sha256_file(path) + "\n").encode())
     return value, False
+
+
+class _StaleCacheEntry(Exception):
+    """A cache entry that does not match its recorded sha256."""

@@ -1,4 +1,5 @@
-"""Plots of benchmark records (PNG files, matplotlib Agg backend).
+"""Plots of benchmark records (PNG files, drawn with matplotlib's object-oriented Figure API,
+so importing this module never changes the caller's global matplotlib backend).
 
 Every function takes the list of per-run records (see
 :mod:`miniunlearn.evaluation.report`) and an output path, writes one PNG and
@@ -14,12 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.ticker import (  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import (
     FixedLocator,
     FuncFormatter,
     LogLocator,
@@ -27,7 +25,7 @@ from matplotlib.ticker import (  # noqa: E402
     NullLocator,
 )
 
-from .report import summarise  # noqa: E402
+from .report import summarise
 
 __all__ = [
     "plot_all",
@@ -65,16 +63,15 @@ def _style(method: str, index: int) -> dict[str, Any]:
     """Line style of a method; the reference method is black and dashed."""
     if method == REFERENCE_METHOD:
         return {"color": "black", "linestyle": "--", "marker": "s", "zorder": 3}
-    color = plt.get_cmap("tab10")(index % 10)
+    color = matplotlib.colormaps["tab10"](index % 10)
     return {"color": color, "linestyle": "-", "marker": "o"}
 
 
 def _save(fig: Any, path: str | Path) -> Path:
-    """Write ``fig`` as a PNG to ``path`` (parents created) and close it."""
+    """Write ``fig`` as a PNG to ``path`` (parents created)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
     return path
 
 
@@ -105,7 +102,8 @@ def plot_metric_vs_ratio(
     ]
     summary = summarise(records, metrics=[metric])
     methods = sorted({str(r.get("method")) for r in records}, key=lambda m: (m != REFERENCE_METHOD, m))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), squeeze=False)
+    fig = Figure(figsize=(5.2 * len(panels), 4.0))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (dataset, model) in zip(axes[0], panels, strict=True):
         ratios: set[float] = set()
         for i, method in enumerate(methods):
@@ -232,11 +230,12 @@ def plot_roc(
     """
     if not curves:
         raise ValueError("no ROC curve to plot")
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.3))
+    fig = Figure(figsize=(10, 4.3))
+    axes = fig.subplots(1, 2)
     for i, (name, (fpr, tpr)) in enumerate(curves.items()):
         fpr, tpr = np.asarray(fpr, dtype=float), np.asarray(tpr, dtype=float)
         auc = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2)) if fpr.size > 1 else math.nan
-        style = {"color": plt.get_cmap("tab10")(i % 10), "linewidth": 1.6}
+        style = {"color": matplotlib.colormaps["tab10"](i % 10), "linewidth": 1.6}
         axes[0].plot(fpr, tpr, label=f"{name} (AUC {auc:.3f})", **style)
         axes[1].plot(fpr, tpr, **style)
     for ax, log in zip(axes, (False, True), strict=True):
