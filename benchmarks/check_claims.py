@@ -24,6 +24,12 @@ def mean(records: list[dict], key: str) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
+def cell(records: list[dict], key: str, spec: str, scale: float = 1.0) -> str:
+    """The formatted mean of ``key`` (times ``scale``), or "–" when it was not measured."""
+    value = mean(records, key)
+    return "–" if np.isnan(value) else format(scale * value, spec)
+
+
 # mini's mean distance to retraining before the curvature sketch (MNIST preset, 3 seeds;
 # the mini rows of docs/results/mnist-logreg.json)
 PREVIOUS_DISTANCE = {("mnist", 0.1): 0.000581, ("mnist", 0.5): 0.001529}
@@ -87,11 +93,11 @@ def main() -> None:
             for method in sorted({m for (q, m) in groups if q == ratio}):
                 g = groups[(ratio, method)]
                 print(
-                    f"| {ratio:.0%} | {method} | {mean(g, 'dist_to_retrain'):.4g} | "
-                    f"{100 * mean(g, 'test_acc_gap'):+.2f} | {mean(g, 'mia_auc'):.3f} "
-                    f"({mean(g, 'retrain_mia_auc'):.3f}) | {mean(g, 'ulira_auc'):.3f} | "
-                    f"{mean(g, 'speedup_vs_retrain'):.1f}x | {mean(g, 'time_s'):.2f} | "
-                    f"{mean(g, 'passes'):.1f} | {mean(g, 'history_bytes'):,.0f} |"
+                    f"| {ratio:.0%} | {method} | {cell(g, 'dist_to_retrain', '.4g')} | "
+                    f"{cell(g, 'test_acc_gap', '+.2f', 100)} | {cell(g, 'mia_auc', '.3f')} "
+                    f"({cell(g, 'retrain_mia_auc', '.3f')}) | {cell(g, 'ulira_auc', '.3f')} | "
+                    f"{cell(g, 'speedup_vs_retrain', '.1f')}x | {cell(g, 'time_s', '.2f')} | "
+                    f"{cell(g, 'passes', '.1f')} | {cell(g, 'history_bytes', ',.0f')} |"
                 )
             mini, delta = groups.get((ratio, "mini")), groups.get((ratio, "deltagrad"))
             if not mini:
