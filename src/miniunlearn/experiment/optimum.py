@@ -20,7 +20,7 @@ from ..fileio import cached
 from ..ids import ids_digest
 from ..methods.lbfgs import SecantPairs
 from ..methods.mini import contract
-from ..training.curvature import CONVEX_MODELS
+from ..training.config import CONVEX_MODELS
 from ..training.rundir import Run, model_for, objective_for
 
 OPTIMUM_DIR = "optimum"

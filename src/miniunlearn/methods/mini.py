@@ -44,13 +44,13 @@ from safetensors.torch import load_file, save_file
 
 from ..fileio import cached
 from ..objective import Objective
+from ..training.config import CONVEX_MODELS
 from ..training.rundir import Run
 from .base import UnlearningMethod, UnlearnRequest, register
 from .krylov import gd_propagator, lanczos_function_apply
 from .lbfgs import SecantPairs
 
 MODES = ("auto", "fixed-point", "trajectory")
-CONVEX_MODELS = ("logreg",)
 
 
 @dataclass

@@ -12,6 +12,8 @@ import torch
 from ..errors import ConfigError
 
 HISTORY_MODES = ("none", "mini", "full", "both")
+MINI_HISTORY_MODES = ("mini", "both")  # the modes that keep the minimal history
+CONVEX_MODELS = ("logreg",)  # models whose training objective is convex
 LR_SCHEDULES = ("constant", "step", "cosine")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -69,12 +71,12 @@ class TrainConfig:
             raise ConfigError(f"checkpoints (k) must be at least 1, got {self.checkpoints}")
         if self.curvature_rank is not None and self.curvature_rank < 0:
             raise ConfigError(f"curvature rank must be >= 0 (0 = no sketch), got {self.curvature_rank}")
-        if self.curvature_rank and self.history not in ("mini", "both"):
+        if self.curvature_rank and self.history not in MINI_HISTORY_MODES:
             raise ConfigError(
                 "the curvature sketch is part of the minimal history: use --history mini or both, "
                 "or --curvature-rank 0"
             )
-        if self.curvature_rank and self.model != "logreg":
+        if self.curvature_rank and self.model not in CONVEX_MODELS:
             raise ConfigError(
                 f"a curvature sketch needs a convex model (logreg); {self.model} has an indefinite Hessian"
             )

@@ -26,10 +26,10 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import ConfigError, HistoryError
 from ..objective import Objective
+from .config import CONVEX_MODELS, MINI_HISTORY_MODES
 from .history import read_metadata, stable_metadata
 
 CURVATURE_FILE = "history/curvature.safetensors"
-CONVEX_MODELS = ("logreg",)
 DEFAULT_RANK = 128
 MIN_RANK = 8
 HISTORY_BUDGET = 0.05  # the minimal history's bytes, as a share of a full per-step history
@@ -43,7 +43,7 @@ def default_rank(model: str, history: str, total_steps: int, checkpoints: int, i
     ``HISTORY_BUDGET`` of the full history (2 T d numbers of ``itemsize`` bytes; the
     sketch costs 2 bytes a number), and 0 when fewer than ``MIN_RANK`` would fit.
     """
-    if model not in CONVEX_MODELS or history not in ("mini", "both"):
+    if model not in CONVEX_MODELS or history not in MINI_HISTORY_MODES:
         return 0
     fits = int(itemsize * (HISTORY_BUDGET * total_steps - checkpoints)) - 1  # one spare for file headers
     rank = min(DEFAULT_RANK, fits)
@@ -99,10 +99,10 @@ def sketch_hessian(
     gen = torch.Generator().manual_seed(int(seed))
     omega = torch.randn(objective.dim, rank, generator=gen, dtype=torch.float64).to(objective.dtype)
     basis = torch.linalg.qr(omega)[0]
-    for _ in range(iters):
+    product = objective.hvp_sum_many(w, basis.T.contiguous()).T / objective.n
+    for _ in range(iters - 1):  # subspace iterations
+        basis = torch.linalg.qr(product)[0]
         product = objective.hvp_sum_many(w, basis.T.contiguous()).T / objective.n
-        if _ < iters - 1:
-            basis = torch.linalg.qr(product)[0]
     basis64, product64 = basis.to(torch.float64), product.to(torch.float64)
     # Nyström: eig of Y (Q^T Y)^-1 Y^T, stabilised by a tiny shift nu (Tropp et al. 2017)
     nu = torch.finfo(objective.dtype).eps * float(product64.norm())

@@ -26,6 +26,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from ..errors import HistoryError
+from .config import MINI_HISTORY_MODES
 from .schedule import checkpoint_steps
 
 MINI_FILE = "history/mini.safetensors"
@@ -198,7 +199,7 @@ def make_recorder(
     mode: str, run_dir: Path, *, total_steps: int, k: int, n: int, lam: float, dim: int, dtype: torch.dtype
 ) -> HistoryRecorder:
     """Return the recorder for history ``mode`` (none, mini, full, both) writing into ``run_dir``."""
-    mini = MiniRecorder(run_dir, total_steps, k, n, lam) if mode in ("mini", "both") else None
+    mini = MiniRecorder(run_dir, total_steps, k, n, lam) if mode in MINI_HISTORY_MODES else None
     full = FullRecorder(run_dir, total_steps, dim, dtype) if mode in ("full", "both") else None
     parts: list[HistoryRecorder] = [r for r in (mini, full) if r is not None]
     if not parts:
