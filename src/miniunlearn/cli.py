@@ -112,12 +112,15 @@ BENCH_OVERRIDES = ("epochs", "lr", "lam", "batch_size", "n_train", "checkpoints"
 def _overrides(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
     """TrainConfig fields given on the command line (``names`` and ``--hidden``)."""
     fields = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
-    if args.hidden is not None:
+    for name, example in (("hidden", "128,64"), ("channels", "16,32")):
+        text = getattr(args, name, None)
+        if text is None:
+            continue
         try:
-            fields["hidden"] = tuple(int(h) for h in args.hidden.split(",") if h.strip())
+            fields[name] = tuple(int(h) for h in text.split(",") if h.strip())
         except ValueError:
             raise MiniUnlearnError(
-                f"--hidden must be comma-separated integers like 128,64, got {args.hidden!r}"
+                f"--{name} must be comma-separated integers like {example}, got {text!r}"
             ) from None
     return fields
 
@@ -126,7 +129,7 @@ def _train_config(args: argparse.Namespace) -> Any:
     from .presets import preset
     from .training import TrainConfig
 
-    fields = preset(args.dataset, args.model)
+    fields = preset(args.dataset, args.model, args.preset)
     fields.update(_overrides(args, TRAIN_OVERRIDES))
     return TrainConfig(dataset=args.dataset, model=args.model, seed=args.seed, **fields)
 
@@ -300,6 +303,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         attacks=args.attacks,
         runs_dir=Path(args.runs_dir),
+        preset=args.preset,
         train_overrides=overrides,
         method_options=method_options,
         ulira_pool=args.ulira_pool,
@@ -308,17 +312,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     records, extras = run_bench(spec, progress=not args.quiet)
     metrics = [
         "test_acc",
+        "retain_acc",
         "forget_acc",
         "dist_to_retrain",
         "dist_to_optimum",
         "mia_auc",
+        "mia_efficacy",
+        "avg_gap",
         "time_s",
         "speedup_vs_retrain",
         "passes",
         "history_bytes",
     ]
     if "ulira" in args.attacks:
-        metrics.insert(4, "ulira_auc")
+        metrics.insert(metrics.index("mia_auc") + 1, "ulira_auc")
     print(markdown_table(summarise(records), metrics=metrics))
     if args.json:
         from .fileio import atomic_write_json
@@ -410,6 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``miniunlearn`` command."""
     from .data import DATASET_NAMES
     from .models import MODEL_NAMES
+    from .presets import PRESET_NAMES
     from .training.config import DTYPES, HISTORY_MODES, LR_SCHEDULES
 
     parser = argparse.ArgumentParser(
@@ -439,6 +447,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model, recording the history unlearning needs")
     p.add_argument("--dataset", required=True, choices=DATASET_NAMES)
     p.add_argument("--model", default="logreg", choices=MODEL_NAMES)
+    p.add_argument(
+        "--preset",
+        default="default",
+        choices=PRESET_NAMES,
+        help="training recipe family: default, or leaky (models that memorise their training data)",
+    )
     p.add_argument("--out", required=True, help="new run directory to create")
     p.add_argument("--epochs", type=int, help="epochs (full batch: steps); default from the preset")
     p.add_argument("--lr", type=float, help="learning rate")
@@ -446,6 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="0 = full-batch gradient descent")
     p.add_argument("--lam", type=float, help="L2 regularisation strength")
     p.add_argument("--hidden", help="MLP hidden sizes, e.g. 128,64")
+    p.add_argument("--channels", help="the CNN's two conv widths, e.g. 16,32")
     p.add_argument("--activation", choices=("relu", "tanh", "softplus", "gelu"))
     p.add_argument("--dtype", choices=tuple(DTYPES))
     p.add_argument("--history", choices=HISTORY_MODES, help="mini (default), full, both or none")
@@ -494,6 +509,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="sweep methods over unlearning ratios against retraining")
     p.add_argument("--dataset", required=True, choices=DATASET_NAMES)
     p.add_argument("--model", default="logreg", choices=MODEL_NAMES)
+    p.add_argument(
+        "--preset",
+        default="default",
+        choices=PRESET_NAMES,
+        help="training recipe family: default, or leaky (models that memorise their training data)",
+    )
     p.add_argument("--ratios", type=_floats, default=[0.01, 0.1, 0.3, 0.5])
     p.add_argument("--methods", type=_names, default=["retrain", "deltagrad", "warmstart", "mini"])
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
@@ -516,6 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p.add_argument(f"--{name}", type=kind, help="override the preset")
     p.add_argument("--hidden", help="override the preset's MLP hidden sizes")
+    p.add_argument("--channels", help="override the preset's CNN conv widths")
     p.add_argument("--dtype", choices=tuple(DTYPES))
     p.set_defaults(func=cmd_bench)
 

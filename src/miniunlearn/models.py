@@ -54,7 +54,7 @@ class MLP(nn.Module):
 
 
 class SmallCNN(nn.Module):
-    """Two conv layers (8 and 16 channels, 3x3, ReLU, 2x2 max-pool) and a linear head."""
+    """Two conv layers (``channels`` wide, default 8 and 16; 3x3, ReLU, 2x2 max-pool) and a linear head."""
 
     def __init__(self, image_shape: Sequence[int], n_classes: int, channels: Sequence[int] = (8, 16)):
         super().__init__()
@@ -84,6 +84,7 @@ def build_model(
     *,
     hidden: Sequence[int] = (128,),
     activation: str = "relu",
+    channels: Sequence[int] = (8, 16),
     image_shape: Sequence[int] | None = None,
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
@@ -91,7 +92,7 @@ def build_model(
     """Build a freshly initialised model.
 
     Takes the family ``name`` (one of ``MODEL_NAMES``), input and output sizes,
-    MLP options, the image shape (required for ``cnn``), an init ``seed`` and a
+    MLP options, the CNN's two conv widths, the image shape (required for ``cnn``), an init ``seed`` and a
     dtype. Returns the module; the same arguments always give identical weights.
     """
     generator_state = torch.random.get_rng_state()
@@ -104,7 +105,7 @@ def build_model(
         elif name == "cnn":
             if image_shape is None:
                 raise ConfigError("the cnn model needs an image dataset (mnist, fashion-mnist, digits)")
-            model = SmallCNN(image_shape, n_classes)
+            model = SmallCNN(image_shape, n_classes, channels)
         else:
             raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
     finally:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .errors import ConfigError
+
 # (dataset, model) -> TrainConfig fields. "*" matches any dataset.
 PRESETS: dict[tuple[str, str], dict[str, Any]] = {
     ("digits", "logreg"): {"epochs": 1000, "lr": 1.0, "lam": 0.01},
@@ -31,6 +33,39 @@ PRESETS: dict[tuple[str, str], dict[str, Any]] = {
 }
 
 
-def preset(dataset: str, model: str) -> dict[str, Any]:
-    """Return the default TrainConfig fields for ``dataset`` and ``model`` (a fresh dict)."""
-    return dict(PRESETS.get((dataset, model)) or PRESETS.get(("*", model)) or {})
+# Settings where the original model memorises its training data, so membership attacks can
+# tell it from a retrained one: a fixed 10,000-sample subset fitted to 100 % training
+# accuracy by plain SGD at a constant rate, no weight decay (see docs/results.md).
+LEAKY: dict[tuple[str, str], dict[str, Any]] = {
+    ("mnist", "mlp"): {
+        "n_train": 10_000,
+        "hidden": (512,),
+        "epochs": 60,
+        "batch_size": 128,
+        "lr": 0.2,
+        "lam": 0.0,
+        "lr_schedule": "constant",
+    },
+    ("fashion-mnist", "cnn"): {
+        "n_train": 10_000,
+        "epochs": 40,
+        "batch_size": 128,
+        "lr": 0.1,
+        "lam": 0.0,
+        "lr_schedule": "constant",
+    },
+}
+PRESET_NAMES = ("default", "leaky")
+
+
+def preset(dataset: str, model: str, name: str = "default") -> dict[str, Any]:
+    """Return the TrainConfig fields of preset family ``name`` ("default" or "leaky") for
+    ``dataset`` and ``model`` (a fresh dict). ConfigError when the family has no such pair."""
+    if name == "default":
+        return dict(PRESETS.get((dataset, model)) or PRESETS.get(("*", model)) or {})
+    if name != "leaky":
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESET_NAMES)}")
+    if (dataset, model) not in LEAKY:
+        pairs = ", ".join(f"--dataset {d} --model {m}" for d, m in LEAKY)
+        raise ConfigError(f"the leaky preset exists for {pairs}; not for {dataset} with {model}")
+    return dict(LEAKY[(dataset, model)])

@@ -57,6 +57,9 @@ class AttackResult:
     mean of TPR and TNR at ``threshold`` (chosen on calibration data, not on
     these samples, unless stated otherwise). ``tpr_at_1pct_fpr``: the highest TPR
     at FPR <= 1 %. ``fpr``/``tpr``: the ROC curve, for plotting.
+    ``efficacy``: the share of positives the attack calls non-members at ``threshold``; on a
+    forget set this is the "MIA efficacy" of the sparsity and SalUn papers (higher = the
+    forgotten samples look less like training members).
     """
 
     name: str
@@ -68,6 +71,7 @@ class AttackResult:
     threshold: float = math.nan
     n_pos: int = 0
     n_neg: int = 0
+    efficacy: float = math.nan
 
     def summary(self) -> dict[str, float | int | str]:
         """Return the scalar fields as a plain dict (no ROC arrays)."""
@@ -76,6 +80,7 @@ class AttackResult:
             "auc": self.auc,
             "balanced_accuracy": self.balanced_accuracy,
             "tpr_at_1pct_fpr": self.tpr_at_1pct_fpr,
+            "efficacy": self.efficacy,
             "threshold": self.threshold,
             "n_pos": self.n_pos,
             "n_neg": self.n_neg,
@@ -180,6 +185,7 @@ def score_attack(
         threshold=float(threshold),
         n_pos=int(pos.size),
         n_neg=int(neg.size),
+        efficacy=float(np.mean(pos < threshold)),
     )
 
 

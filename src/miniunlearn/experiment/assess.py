@@ -42,6 +42,7 @@ def model_metrics(
     out["mia_auc"] = report.forget["confidence"].auc
     out["mia_bacc"] = report.forget["confidence"].balanced_accuracy
     out["mia_tpr_1pct"] = report.forget["confidence"].tpr_at_1pct_fpr
+    out["mia_efficacy"] = report.forget["confidence"].efficacy
     out["mia_loss_auc"] = report.forget["loss"].auc
     out["retain_exposure_auc"] = report.retain["confidence"].auc
     return out, report.forget["confidence"]
@@ -107,9 +108,27 @@ def assess(
     }
     for split in ("retain", "forget", "test"):
         out[f"{split}_acc_gap"] = out[f"{split}_acc"] - out[f"retrain_{split}_acc"]
+    out["avg_gap"] = average_gap(out)
     if keep_curves and roc is not None:
         out["roc"] = {"unlearned": (roc.fpr, roc.tpr), "retrain_": (ref.roc.fpr, ref.roc.tpr)}
     return out
+
+
+GAP_METRICS = ("retain_acc", "forget_acc", "test_acc", "mia_efficacy")
+
+
+def average_gap(metrics: dict[str, Any]) -> float:
+    """Return the "average gap" of the deep-unlearning literature, in points: the mean of
+    |metric - retraining's metric| * 100 over retain, forget and test accuracy and MIA
+    efficacy (``GAP_METRICS``), from an :func:`assess`-style dict holding both models'
+    values (``retrain_`` prefix). Metrics absent from the dict (no population attack) are
+    left out; NaN when none is present."""
+    gaps = [
+        abs(float(metrics[k]) - float(metrics[f"retrain_{k}"])) * 100
+        for k in GAP_METRICS
+        if metrics.get(k) is not None and metrics.get(f"retrain_{k}") is not None
+    ]
+    return float(np.mean(gaps)) if gaps else float("nan")
 
 
 def split_by_model(metrics: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -43,6 +43,8 @@ RECORD_KEYS = (
     "retain_acc",
     "forget_acc",
     "mia_auc",
+    "mia_efficacy",
+    "avg_gap",
     "ulira_auc",
 )
 ATTACK_NAMES = ("population", "ulira")
@@ -52,7 +54,8 @@ ATTACK_NAMES = ("population", "ulira")
 class BenchSpec:
     """A sweep: dataset and model, ratios, methods, seeds, attacks and where to keep runs.
 
-    ``train_overrides`` replace preset TrainConfig fields; ``method_options`` maps a
+    ``preset`` names the recipe family ("default" or "leaky"); ``train_overrides`` replace
+    its TrainConfig fields; ``method_options`` maps a
     method name to its options; ``ulira_pool``/``ulira_shadows``/``ulira_targets``
     size the per-example attack.
     """
@@ -64,6 +67,7 @@ class BenchSpec:
     seeds: int = 3
     attacks: Sequence[str] = ("population",)
     runs_dir: Path = Path("runs/bench")
+    preset: str = "default"
     train_overrides: dict[str, Any] = field(default_factory=dict)
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     ulira_pool: int = 1000
@@ -93,7 +97,7 @@ class BenchSpec:
     def config(self, seed: int) -> TrainConfig:
         """The training recipe for one seed: preset, then overrides, with history for the methods."""
         history = "both" if "deltagrad" in self.methods else "mini"
-        fields = {**preset(self.dataset, self.model), "history": history, **self.train_overrides}
+        fields = {**preset(self.dataset, self.model, self.preset), "history": history, **self.train_overrides}
         return TrainConfig(dataset=self.dataset, model=self.model, seed=seed, **fields)
 
 
@@ -119,6 +123,8 @@ DIVERGED = {
     "retain_acc": float("nan"),
     "forget_acc": float("nan"),
     "mia_auc": float("nan"),
+    "mia_efficacy": float("nan"),
+    "avg_gap": float("nan"),
     "diverged": True,
 }
 

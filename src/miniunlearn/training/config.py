@@ -22,6 +22,7 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 class TrainConfig:
     """A reproducible training recipe.
 
+    ``hidden``: MLP hidden sizes; ``channels``: the CNN's two convolution widths.
     ``batch_size`` 0 means full-batch gradient descent (one step per epoch).
     ``checkpoints`` is k: the minimal history keeps k+1 geometrically spaced steps.
     ``n_train`` optionally trains on a seeded subset of the training split;
@@ -35,6 +36,7 @@ class TrainConfig:
     dataset: str
     model: str = "logreg"
     hidden: tuple[int, ...] = (128,)
+    channels: tuple[int, int] = (8, 16)
     activation: str = "relu"
     epochs: int = 100
     batch_size: int = 0
@@ -83,6 +85,9 @@ class TrainConfig:
         if self.curvature_iters < 1:
             raise ConfigError(f"curvature iters must be at least 1, got {self.curvature_iters}")
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        if len(self.channels) != 2 or min(self.channels) < 1:
+            raise ConfigError(f"channels must be two positive conv widths like 8,16, got {self.channels}")
         if self.subset_ids is not None:
             object.__setattr__(self, "subset_ids", tuple(int(i) for i in self.subset_ids))
 
@@ -100,6 +105,7 @@ class TrainConfig:
         """Return a JSON-serialisable dict of all fields."""
         out = dataclasses.asdict(self)
         out["hidden"] = list(self.hidden)
+        out["channels"] = list(self.channels)
         if self.subset_ids is not None:
             out["subset_ids"] = list(self.subset_ids)
         return out
@@ -112,8 +118,9 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown training config keys: {sorted(unknown)}")
         data = dict(data)
-        if "hidden" in data:
-            data["hidden"] = tuple(data["hidden"])
+        for name in ("hidden", "channels"):
+            if name in data:
+                data[name] = tuple(data[name])
         if data.get("subset_ids") is not None:
             data["subset_ids"] = tuple(data["subset_ids"])
         return cls(**data)

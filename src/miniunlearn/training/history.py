@@ -89,9 +89,11 @@ class NullRecorder:
 class MiniRecorder:
     """Keeps the k+1 geometrically spaced checkpoints of the minimal history."""
 
-    def __init__(self, run_dir: Path, total_steps: int, k: int, n: int, lam: float) -> None:
+    def __init__(
+        self, run_dir: Path, total_steps: int, k: int, n: int, lam: float, early: tuple[float, ...] = ()
+    ) -> None:
         self.path = run_dir / MINI_FILE
-        self.steps = checkpoint_steps(total_steps, k)
+        self.steps = checkpoint_steps(total_steps, k, early)
         self.wanted = {int(s) for s in self.steps}
         self.meta = {"n": str(n), "lam": repr(lam), "total_steps": str(total_steps), "k": str(k)}
         self.params: dict[int, torch.Tensor] = {}
@@ -196,10 +198,20 @@ class CompositeRecorder:
 
 
 def make_recorder(
-    mode: str, run_dir: Path, *, total_steps: int, k: int, n: int, lam: float, dim: int, dtype: torch.dtype
+    mode: str,
+    run_dir: Path,
+    *,
+    total_steps: int,
+    k: int,
+    n: int,
+    lam: float,
+    dim: int,
+    dtype: torch.dtype,
+    early: tuple[float, ...] = (),
 ) -> HistoryRecorder:
-    """Return the recorder for history ``mode`` (none, mini, full, both) writing into ``run_dir``."""
-    mini = MiniRecorder(run_dir, total_steps, k, n, lam) if mode in MINI_HISTORY_MODES else None
+    """Return the recorder for history ``mode`` (none, mini, full, both) writing into ``run_dir``;
+    the minimal history also keeps checkpoints at the ``early`` fractions of training."""
+    mini = MiniRecorder(run_dir, total_steps, k, n, lam, early) if mode in MINI_HISTORY_MODES else None
     full = FullRecorder(run_dir, total_steps, dim, dtype) if mode in ("full", "both") else None
     parts: list[HistoryRecorder] = [r for r in (mini, full) if r is not None]
     if not parts:

@@ -39,7 +39,7 @@ from ..errors import ConfigError, RunDirError
 from ..fileio import atomic_write_json, fsync_dir, sha256_file
 from ..models import build_model, check_replayable
 from ..objective import Objective, flatten_params
-from .config import TrainConfig
+from .config import CONVEX_MODELS, TrainConfig
 from .curvature import CURVATURE_FILE, CurvatureSketch, default_rank, load_sketch, save_sketch, sketch_hessian
 from .history import (
     FullHistory,
@@ -49,7 +49,7 @@ from .history import (
     make_recorder,
     stable_metadata,
 )
-from .schedule import StepPlan, checkpoint_steps, make_plan
+from .schedule import REWIND_FRACTIONS, StepPlan, checkpoint_steps, make_plan
 from .trainer import train_loop
 
 MANIFEST = "manifest.json"
@@ -76,6 +76,7 @@ def model_for(config: TrainConfig, dataset: Dataset) -> nn.Module:
         dataset.n_classes,
         hidden=config.hidden,
         activation=config.activation,
+        channels=config.channels,
         image_shape=dataset.image_shape,
         seed=config.seed,
         dtype=config.torch_dtype,
@@ -143,6 +144,7 @@ def train_run(config: TrainConfig, out_dir: str | os.PathLike[str], *, progress:
             lam=config.lam,
             dim=objective.dim,
             dtype=config.torch_dtype,
+            early=rewind_fractions(config),
         )
         started = time.perf_counter()
         w = train_loop(objective, flatten_params(model), plan, recorder=recorder, progress=progress)
@@ -182,6 +184,13 @@ def train_run(config: TrainConfig, out_dir: str | os.PathLike[str], *, progress:
     return open_run(out)
 
 
+def rewind_fractions(config: TrainConfig) -> tuple[float, ...]:
+    """The early checkpoints a run keeps: for non-convex models the points a rewinding
+    unlearner can return to (``REWIND_FRACTIONS``); none for convex models, whose
+    unlearning needs only the end of training."""
+    return () if config.model in CONVEX_MODELS else REWIND_FRACTIONS
+
+
 def record_curvature(
     config: TrainConfig,
     objective: Objective,
@@ -195,7 +204,7 @@ def record_curvature(
     cost relative to training), or {} when no sketch is recorded."""
     rank = config.curvature_rank
     if rank is None:
-        checkpoints = len(checkpoint_steps(total_steps, config.checkpoints))
+        checkpoints = len(checkpoint_steps(total_steps, config.checkpoints, rewind_fractions(config)))
         itemsize = torch.finfo(config.torch_dtype).bits // 8
         rank = default_rank(config.model, config.history, total_steps, checkpoints, itemsize)
     if rank == 0:

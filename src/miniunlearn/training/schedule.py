@@ -91,10 +91,17 @@ def without_ids(batch: np.ndarray | None, forget_mask: np.ndarray) -> np.ndarray
     return batch[~hit] if hit.any() else batch
 
 
-def checkpoint_steps(total_steps: int, k: int) -> np.ndarray:
-    """Return the minimal-history steps: T, T-1, T-2, T-4, ..., T-2^(k-1) (>= 0), descending.
+# Fractions of training at which non-convex runs also keep a checkpoint, the points a
+# rewinding unlearner can go back to (see methods/mini.py).
+REWIND_FRACTIONS = (0.0, 1 / 32, 1 / 16, 1 / 8)
+
+
+def checkpoint_steps(total_steps: int, k: int, early: tuple[float, ...] = ()) -> np.ndarray:
+    """Return the minimal-history steps: T, T-1, T-2, T-4, ..., T-2^(k-1) (>= 0) and, for each
+    fraction f in ``early``, step round(f T); distinct and descending.
 
     Step t means the parameters *before* update t (step T is the final model).
     """
     steps = {total_steps} | {total_steps - 2**j for j in range(k) if total_steps - 2**j >= 0}
+    steps |= {min(total_steps, round(f * total_steps)) for f in early}
     return np.array(sorted(steps, reverse=True), dtype=np.int64)
