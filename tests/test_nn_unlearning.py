@@ -174,3 +174,16 @@ def test_the_attack_sees_the_leaky_original_and_mini_hides_the_forget_set(tmp_pa
         original["mia_auc"] - original["retrain_mia_auc"]
     )
     assert ours["avg_gap"] < 0.5 * original["avg_gap"]
+
+
+def test_cnn_widths_and_head_are_configurable_and_checked(tmp_path) -> None:
+    config = TrainConfig(
+        dataset="digits", model="cnn", channels=(4, 6), head=(16,), epochs=1, batch_size=256, history="none"
+    )
+    run = train_run(config, tmp_path / "run", progress=False)
+    conv = (1 * 9 + 1) * 4 + (4 * 9 + 1) * 6  # 8x8 images: 6 channels of 2x2 after two pools
+    assert run.objective.dim == conv + (6 * 2 * 2 + 1) * 16 + (16 + 1) * 10
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    for bad in ({"channels": (4,)}, {"channels": (0, 4)}, {"head": (0,)}):
+        with pytest.raises(ConfigError):
+            TrainConfig(dataset="digits", model="cnn", **bad)

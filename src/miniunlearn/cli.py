@@ -112,7 +112,7 @@ BENCH_OVERRIDES = ("epochs", "lr", "lam", "batch_size", "n_train", "checkpoints"
 def _overrides(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
     """TrainConfig fields given on the command line (``names`` and ``--hidden``)."""
     fields = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
-    for name, example in (("hidden", "128,64"), ("channels", "16,32")):
+    for name, example in (("hidden", "128,64"), ("channels", "16,32"), ("head", "256")):
         text = getattr(args, name, None)
         if text is None:
             continue
@@ -461,6 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lam", type=float, help="L2 regularisation strength")
     p.add_argument("--hidden", help="MLP hidden sizes, e.g. 128,64")
     p.add_argument("--channels", help="the CNN's two conv widths, e.g. 16,32")
+    p.add_argument("--head", help="hidden widths of the CNN's fully connected head, e.g. 256")
     p.add_argument("--activation", choices=("relu", "tanh", "softplus", "gelu"))
     p.add_argument("--dtype", choices=tuple(DTYPES))
     p.add_argument("--history", choices=HISTORY_MODES, help="mini (default), full, both or none")
@@ -538,6 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{name}", type=kind, help="override the preset")
     p.add_argument("--hidden", help="override the preset's MLP hidden sizes")
     p.add_argument("--channels", help="override the preset's CNN conv widths")
+    p.add_argument("--head", help="override the preset's CNN head widths")
     p.add_argument("--dtype", choices=tuple(DTYPES))
     p.set_defaults(func=cmd_bench)
 

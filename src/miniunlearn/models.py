@@ -54,9 +54,16 @@ class MLP(nn.Module):
 
 
 class SmallCNN(nn.Module):
-    """Two conv layers (``channels`` wide, default 8 and 16; 3x3, ReLU, 2x2 max-pool) and a linear head."""
+    """Two conv layers (``channels`` wide, default 8 and 16; 3x3, ReLU, 2x2 max-pool) and a head:
+    one linear layer, or with ``head`` sizes a ReLU MLP of those hidden widths."""
 
-    def __init__(self, image_shape: Sequence[int], n_classes: int, channels: Sequence[int] = (8, 16)):
+    def __init__(
+        self,
+        image_shape: Sequence[int],
+        n_classes: int,
+        channels: Sequence[int] = (8, 16),
+        head: Sequence[int] = (),
+    ):
         super().__init__()
         c, h, w = image_shape
         self.image_shape = (int(c), int(h), int(w))
@@ -69,7 +76,15 @@ class SmallCNN(nn.Module):
             nn.ReLU(),
             nn.MaxPool2d(2),
         )
-        self.head = nn.Linear(c2 * (h // 4) * (w // 4), n_classes)
+        width = c2 * (h // 4) * (w // 4)
+        if not head:
+            self.head: nn.Module = nn.Linear(width, n_classes)
+        else:
+            layers: list[nn.Module] = []
+            for size in head:
+                layers += [nn.Linear(width, size), nn.ReLU()]
+                width = size
+            self.head = nn.Sequential(*layers, nn.Linear(width, n_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return logits (batch, n_classes) for flat inputs holding images in C*H*W order."""
@@ -85,6 +100,7 @@ def build_model(
     hidden: Sequence[int] = (128,),
     activation: str = "relu",
     channels: Sequence[int] = (8, 16),
+    head: Sequence[int] = (),
     image_shape: Sequence[int] | None = None,
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
@@ -92,8 +108,9 @@ def build_model(
     """Build a freshly initialised model.
 
     Takes the family ``name`` (one of ``MODEL_NAMES``), input and output sizes,
-    MLP options, the CNN's two conv widths, the image shape (required for ``cnn``), an init ``seed`` and a
-    dtype. Returns the module; the same arguments always give identical weights.
+    MLP options, the CNN's two conv widths and head widths, the image shape (required for
+    ``cnn``), an init ``seed`` and a dtype. Returns the module; the same arguments always
+    give identical weights.
     """
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
@@ -105,7 +122,7 @@ def build_model(
         elif name == "cnn":
             if image_shape is None:
                 raise ConfigError("the cnn model needs an image dataset (mnist, fashion-mnist, digits)")
-            model = SmallCNN(image_shape, n_classes, channels)
+            model = SmallCNN(image_shape, n_classes, channels, head)
         else:
             raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
     finally:

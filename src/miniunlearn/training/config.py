@@ -22,7 +22,8 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 class TrainConfig:
     """A reproducible training recipe.
 
-    ``hidden``: MLP hidden sizes; ``channels``: the CNN's two convolution widths.
+    ``hidden``: MLP hidden sizes; ``channels``: the CNN's two convolution widths; ``head``:
+    hidden widths of the CNN's fully connected head (empty = one linear layer).
     ``batch_size`` 0 means full-batch gradient descent (one step per epoch).
     ``checkpoints`` is k: the minimal history keeps k+1 geometrically spaced steps.
     ``n_train`` optionally trains on a seeded subset of the training split;
@@ -37,6 +38,7 @@ class TrainConfig:
     model: str = "logreg"
     hidden: tuple[int, ...] = (128,)
     channels: tuple[int, int] = (8, 16)
+    head: tuple[int, ...] = ()
     activation: str = "relu"
     epochs: int = 100
     batch_size: int = 0
@@ -86,6 +88,9 @@ class TrainConfig:
             raise ConfigError(f"curvature iters must be at least 1, got {self.curvature_iters}")
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        object.__setattr__(self, "head", tuple(int(h) for h in self.head))
+        if any(h < 1 for h in self.head):
+            raise ConfigError(f"head widths must be positive, got {self.head}")
         if len(self.channels) != 2 or min(self.channels) < 1:
             raise ConfigError(f"channels must be two positive conv widths like 8,16, got {self.channels}")
         if self.subset_ids is not None:
@@ -106,6 +111,7 @@ class TrainConfig:
         out = dataclasses.asdict(self)
         out["hidden"] = list(self.hidden)
         out["channels"] = list(self.channels)
+        out["head"] = list(self.head)
         if self.subset_ids is not None:
             out["subset_ids"] = list(self.subset_ids)
         return out
@@ -118,7 +124,7 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown training config keys: {sorted(unknown)}")
         data = dict(data)
-        for name in ("hidden", "channels"):
+        for name in ("hidden", "channels", "head"):
             if name in data:
                 data[name] = tuple(data[name])
         if data.get("subset_ids") is not None:

@@ -77,6 +77,7 @@ def model_for(config: TrainConfig, dataset: Dataset) -> nn.Module:
         hidden=config.hidden,
         activation=config.activation,
         channels=config.channels,
+        head=config.head,
         image_shape=dataset.image_shape,
         seed=config.seed,
         dtype=config.torch_dtype,
