@@ -176,6 +176,9 @@ def run_bench(spec: BenchSpec, *, progress: bool = True) -> tuple[list[dict[str,
             ref = reference(run, retrained, forget, attacks=spec.attacks, seed=seed)
             optimum = retain_optimum(run, forget)
             retain_size = run.n_train - forget.size
+            # what a per-step history (DeltaGrad's: w_t and the batch gradient of every step) takes
+            itemsize = torch.finfo(config.torch_dtype).bits // 8
+            full_history_bytes = 2 * run.total_steps * run.objective.dim * itemsize
             for method in spec.methods:
                 options = spec.method_options.get(method, {})
                 if method == "retrain":
@@ -197,6 +200,7 @@ def run_bench(spec: BenchSpec, *, progress: bool = True) -> tuple[list[dict[str,
                     "grad_evals": int(evals),
                     "passes": evals / retain_size,
                     "history_bytes": int(hist_bytes),
+                    "full_history_bytes": full_history_bytes,
                     "retrain_time_s": retrain_time,
                     "speedup_vs_retrain": retrain_time / max(time_s, 1e-12),
                     "ulira_auc": None,

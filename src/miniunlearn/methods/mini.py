@@ -230,6 +230,7 @@ class MiniUnlearning(UnlearningMethod):
         replay_fraction: float = 0.1
         replay_momentum: float = 0.9
         replay_lr_scale: float = 1.5
+        match_loss: bool = True
         seed: int = 0
 
         def __post_init__(self) -> None:
@@ -488,17 +489,28 @@ class MiniUnlearning(UnlearningMethod):
         batches = seeded_batches(retain, batch, opts.seed)
         peak = opts.replay_lr_scale * run.config.lr
         velocity = torch.zeros_like(w)
+        # the original run's final training objective: retraining fits the retain set about as well
+        target = float(history.values[0]) if opts.match_loss else -math.inf
+        window: list[float] = []
+        per_pass = math.ceil(retain.size / batch)
+        done, stop = 0, "budget"
         for step in range(steps):
-            _, grad = objective.value_and_grad(w, next(batches))
+            value, grad = objective.value_and_grad(w, next(batches))
+            window = (window + [float(value)])[-per_pass:]
+            if len(window) == per_pass and sum(window) / per_pass <= target:
+                stop = "loss"
+                break
             velocity = opts.replay_momentum * velocity + grad
             w = w - peak * 0.5 * (1.0 + math.cos(math.pi * step / steps)) * velocity
+            done += 1
         return (
             w,
             read,
             {
                 "rewind_step": t0,
                 "rewind_correction_norm": correction_norm,
-                "replay_steps": steps,
+                "replay_steps": done,
+                "replay_stop": stop,
                 "replay_batch": int(batch),
             },
         )
