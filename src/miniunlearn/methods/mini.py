@@ -34,15 +34,17 @@ training samples late in training and never reach a fixed point of the retain ma
 back to the stored early checkpoint at ``rewind_fraction`` of training, before the
 network has memorised individual samples, and from there contract onto the retain set
 with a short replay: heavy-ball SGD on retain batches with a cosine-decayed rate,
-``replay_fraction`` of the original run's passes. With ``correct_rewind`` the checkpoint
-is first moved by the gradient identity to where the retain-only run would have been
-(first order: w_t0 - sum_t lr_t (g_R - g_D)(w_t) over the stored checkpoints before t0);
-measured on the leaky MNIST MLP it made the result worse (average gap 10.7 against 1.8
-points at 50 %), so it is off by default. ``mode="auto"``
-uses it for non-convex models trained by mini-batch SGD (a full-batch network converges
-and the fixed point serves it: measured on the digits MLP, rewinding with 10 % of the
-passes lost 5 points of test accuracy where the fixed point lost none). See
-docs/method.md for the measurements behind these choices.
+``replay_fraction`` (15 %) of the original run's passes, or until it fits the retain
+set as well as the original run fitted its data (``match_loss``; the attacks are
+sensitive to the retain fit: an under-fitted retain set moves the attacker's threshold).
+With ``correct_rewind`` the checkpoint is first moved by the gradient identity to where
+the retain-only run would have been (first order: w_t0 - sum_t lr_t (g_R - g_D)(w_t)
+over the stored checkpoints before t0); measured on the leaky MNIST MLP it made the
+result worse (average gap 10.7 against 1.8 points at 50 %), so it is off by default.
+``mode="auto"`` uses the rewind mode for non-convex models trained by mini-batch SGD (a
+full-batch network converges and the fixed point serves it: measured on the digits MLP,
+rewinding with 10 % of the passes lost 5 points of test accuracy where the fixed point
+lost none). See docs/method.md for the measurements behind these choices.
 """
 
 from __future__ import annotations
@@ -210,7 +212,9 @@ class MiniUnlearning(UnlearningMethod):
         fraction of training (0 = the initial weights); correct_rewind: move it by the gradient
         identity; replay_fraction: replay budget as a fraction of the original run's passes over
         the data; replay_momentum, replay_lr_scale: heavy-ball momentum and peak rate (times the
-        run's base rate) of the replay; seed: retain-batch order of the replay."""
+        run's base rate) of the replay; match_loss: stop the replay once the mean batch objective
+        over the last pass is at most the original run's final objective F_D(w_T); seed:
+        retain-batch order of the replay."""
 
         max_steps: int = 50
         rtol: float = 1e-4
@@ -227,7 +231,7 @@ class MiniUnlearning(UnlearningMethod):
         converged_tol: float = 1e-3
         rewind_fraction: float = 1 / 16
         correct_rewind: bool = False
-        replay_fraction: float = 0.1
+        replay_fraction: float = 0.15
         replay_momentum: float = 0.9
         replay_lr_scale: float = 1.5
         match_loss: bool = True
