@@ -24,10 +24,10 @@ from miniunlearn.methods import UnlearnRequest, get_method
 from miniunlearn.training import retrain
 
 VARIANTS = {
-    "default (1/16, not corrected, rate 1.5x)": {},
+    "default (1/16, not corrected, rate 1.5x, 15 % of the passes)": {},
     "identity-corrected rewind point": {"correct_rewind": True},
     "rate 1x": {"replay_lr_scale": 1.0},
-    "15 % of the passes": {"replay_fraction": 0.15},
+    "10 % of the passes": {"replay_fraction": 0.1},
     "rewind to 1/8": {"rewind_fraction": 0.13},
     "from the initial weights (fast retraining)": {"rewind_fraction": 0.0},
     "momentum 0.8": {"replay_momentum": 0.8},
