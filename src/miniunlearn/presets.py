@@ -34,8 +34,8 @@ PRESETS: dict[tuple[str, str], dict[str, Any]] = {
 
 
 # Settings where the original model memorises its training data, so membership attacks can
-# tell it from a retrained one: a fixed 10,000-sample subset fitted to 100 % training
-# accuracy by plain SGD at a constant rate, no weight decay (see docs/results.md).
+# tell it from a retrained one: a fixed 10,000-sample subset fitted to (almost) 100 %
+# training accuracy by plain SGD, no weight decay (see docs/results.md).
 LEAKY: dict[tuple[str, str], dict[str, Any]] = {
     ("mnist", "mlp"): {
         "n_train": 10_000,
@@ -46,13 +46,17 @@ LEAKY: dict[tuple[str, str], dict[str, Any]] = {
         "lam": 0.0,
         "lr_schedule": "constant",
     },
+    # plain SGD at a constant rate leaves a CNN at 90-92 % training accuracy on Fashion-MNIST
+    # (measured at lr 0.05-0.1); a cosine decay from 0.2 fits 98-99 %
     ("fashion-mnist", "cnn"): {
         "n_train": 10_000,
-        "epochs": 40,
-        "batch_size": 128,
-        "lr": 0.1,
+        "channels": (16, 32),
+        "head": (256,),
+        "epochs": 30,
+        "batch_size": 64,
+        "lr": 0.2,
         "lam": 0.0,
-        "lr_schedule": "constant",
+        "lr_schedule": "cosine",
     },
 }
 PRESET_NAMES = ("default", "leaky")
