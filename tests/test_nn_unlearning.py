@@ -187,3 +187,14 @@ def test_cnn_widths_and_head_are_configurable_and_checked(tmp_path) -> None:
     for bad in ({"channels": (4,)}, {"channels": (0, 4)}, {"head": (0,)}):
         with pytest.raises(ConfigError):
             TrainConfig(dataset="digits", model="cnn", **bad)
+
+
+def test_a_diverging_replay_is_restarted_at_a_lower_rate(sgd_mlp_run) -> None:
+    forget = random_forget_ids(sgd_mlp_run.n_train, 0.1, seed=6)
+    result = get_method("mini", replay_lr_scale=100.0).unlearn(UnlearnRequest(sgd_mlp_run, forget))
+    diagnostics = result.record.diagnostics
+    assert diagnostics["replay_restarts"] >= 1 and diagnostics["replay_stop"] != "diverged"
+    assert diagnostics["replay_peak_lr"] == 100.0 * SGD_MLP.lr / 2 ** diagnostics["replay_restarts"]
+    assert torch.isfinite(result.params).all()
+    start = sgd_mlp_run.objective.value(result.params)
+    assert float(start) < 2.0  # a fitted network, not a blown-up one

@@ -490,34 +490,76 @@ class MiniUnlearning(UnlearningMethod):
         retain = request.retain_ids
         batch = run.config.batch_size if 0 < run.config.batch_size < retain.size else retain.size
         steps = max(1, math.ceil(opts.replay_fraction * run.config.epochs * retain.size / batch))
-        batches = seeded_batches(retain, batch, opts.seed)
         peak = opts.replay_lr_scale * run.config.lr
-        velocity = torch.zeros_like(w)
         # the original run's final training objective: retraining fits the retain set about as well
         target = float(history.values[0]) if opts.match_loss else -math.inf
-        window: list[float] = []
-        per_pass = math.ceil(retain.size / batch)
-        done, stop = 0, "budget"
-        for step in range(steps):
-            value, grad = objective.value_and_grad(w, next(batches))
-            window = (window + [float(value)])[-per_pass:]
-            if len(window) == per_pass and sum(window) / per_pass <= target:
-                stop = "loss"
+        restarts = 0
+        while True:
+            replay = replay_retain(
+                objective, w, retain, batch, steps, peak, opts.replay_momentum, target, opts.seed
+            )
+            if replay.stop != "diverged" or restarts == MAX_REPLAY_RESTARTS:
                 break
-            velocity = opts.replay_momentum * velocity + grad
-            w = w - peak * 0.5 * (1.0 + math.cos(math.pi * step / steps)) * velocity
-            done += 1
+            restarts, peak = restarts + 1, peak / 2  # the rate was too high for this model: halve it
         return (
-            w,
+            replay.w,
             read,
             {
                 "rewind_step": t0,
                 "rewind_correction_norm": correction_norm,
-                "replay_steps": done,
-                "replay_stop": stop,
+                "replay_steps": replay.steps,
+                "replay_stop": replay.stop,
                 "replay_batch": int(batch),
+                "replay_peak_lr": peak,
+                "replay_restarts": restarts,
             },
         )
+
+
+MAX_REPLAY_RESTARTS = 4
+
+
+@dataclass
+class _Replay:
+    """Result of one replay: parameters, steps taken and why it stopped (budget, loss, diverged)."""
+
+    w: torch.Tensor
+    steps: int
+    stop: str
+
+
+def replay_retain(
+    objective: Objective,
+    w: torch.Tensor,
+    retain: np.ndarray,
+    batch: int,
+    steps: int,
+    peak: float,
+    momentum: float,
+    target: float,
+    seed: int,
+) -> _Replay:
+    """Run heavy-ball SGD on seeded ``retain`` batches of size ``batch`` from ``w`` for ``steps``
+    steps at rate ``peak`` cosine-decayed to zero; stop early when the mean batch objective
+    over the last pass is at most ``target``, or when the objective turns non-finite or rises
+    above ten times its start (``stop="diverged"``: the caller retries at a lower rate)."""
+    batches = seeded_batches(retain, batch, seed)
+    velocity = torch.zeros_like(w)
+    window: list[float] = []
+    per_pass = math.ceil(retain.size / batch)
+    first = None
+    for step in range(steps):
+        value, grad = objective.value_and_grad(w, next(batches))
+        value = float(value)
+        first = value if first is None else first
+        if not math.isfinite(value) or value > 10 * first:
+            return _Replay(w, step, "diverged")
+        window = (window + [value])[-per_pass:]
+        if len(window) == per_pass and sum(window) / per_pass <= target:
+            return _Replay(w, step, "loss")
+        velocity = momentum * velocity + grad
+        w = w - peak * 0.5 * (1.0 + math.cos(math.pi * step / steps)) * velocity
+    return _Replay(w, steps, "budget")
 
 
 def _rewind_rows(history: MiniHistory, target: float) -> list[int]:
