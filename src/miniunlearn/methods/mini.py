@@ -39,8 +39,8 @@ set as well as the original run fitted its data (``match_loss``; the attacks are
 sensitive to the retain fit: an under-fitted retain set moves the attacker's threshold).
 With ``correct_rewind`` the checkpoint is first moved by the gradient identity to where
 the retain-only run would have been (first order: w_t0 - sum_t lr_t (g_R - g_D)(w_t)
-over the stored checkpoints before t0); measured on the leaky MNIST MLP it made the
-result worse (average gap 10.7 against 1.8 points at 50 %), so it is off by default.
+over the stored checkpoints before t0); measured on the leaky MNIST MLP it cost 2-3
+passes and did not help (benchmarks/rewind_variants.py), so it is off by default.
 ``mode="auto"`` uses the rewind mode for non-convex models trained by mini-batch SGD (a
 full-batch network converges and the fixed point serves it: measured on the digits MLP,
 rewinding with 10 % of the passes lost 5 points of test accuracy where the fixed point
