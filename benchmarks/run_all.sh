@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces every table and plot in docs/results.md (about two hours on 2 cores). Two chains run side by side, each
+# Reproduces every table and plot in docs/results.md (about three hours on 2 cores). Two chains run side by side, each
 # torch process on one thread (one core each on a 2-core machine); all methods of one
 # sweep run in the same process, so their times are comparable.
 set -euo pipefail
@@ -15,6 +15,9 @@ chain_a() {
   "$BIN/python" benchmarks/frontier.py --dataset mnist --threads 1 --out "$OUT/frontier-mnist"
   "$BIN/python" benchmarks/sketch_variants.py --dataset mnist --threads 1 > "$OUT/sketch-variants-mnist.md"
   bench mnist-logreg --dataset mnist --model logreg --ratios 0.01,0.1,0.3,0.5 --methods retrain,deltagrad,mini --seeds 3
+  bench mnist-mlp-leaky --dataset mnist --model mlp --preset leaky --ratios 0.1,0.3,0.5 --seeds 3 \
+    --methods retrain,none,finetune,neggrad,rl,salun,scrub,l1sparse,mini --attacks population,ulira --runs-dir runs/leaky
+  "$BIN/python" benchmarks/rewind_variants.py --ratios 0.1,0.3,0.5 --threads 1 > "$OUT/rewind-variants.md"
 }
 chain_b() {
   bench adult-logreg-peer --dataset adult --model logreg --ratios 0.1,0.5,0.9 \
@@ -26,7 +29,9 @@ chain_b() {
     --methods retrain,deltagrad,mini,finetune,neggrad,newton --seeds 1
   bench fashion-logreg --dataset fashion-mnist --model logreg --ratios 0.1,0.3,0.5 --methods retrain,deltagrad,mini --seeds 1
   bench adult-logreg --dataset adult --model logreg --ratios 0.01,0.1,0.3,0.5 --methods retrain,deltagrad,mini --seeds 3
-  bench mnist-mlp --dataset mnist --model mlp --ratios 0.1,0.3,0.5 --methods retrain,deltagrad,mini --seeds 1
+  bench mnist-mlp --dataset mnist --model mlp --ratios 0.1,0.3,0.5 --methods retrain,none,finetune,deltagrad,mini --seeds 3
+  bench fashion-cnn-leaky --dataset fashion-mnist --model cnn --preset leaky --ratios 0.1,0.3,0.5 --seeds 1 \
+    --methods retrain,none,finetune,neggrad,rl,salun,scrub,l1sparse,mini --runs-dir runs/leaky
   "$BIN/python" benchmarks/deletion_sequence.py | tee "$OUT/deletion-sequence.md"
   "$BIN/python" benchmarks/mini_variants.py | tee "$OUT/mini-variants.md"
 }
