@@ -541,24 +541,30 @@ def replay_retain(
 ) -> _Replay:
     """Run heavy-ball SGD on seeded ``retain`` batches of size ``batch`` from ``w`` for ``steps``
     steps at rate ``peak`` cosine-decayed to zero; stop early when the mean batch objective
-    over the last pass is at most ``target``, or when the objective turns non-finite or rises
-    above ten times its start (``stop="diverged"``: the caller retries at a lower rate)."""
+    over the last pass is at most ``target``. ``stop="diverged"`` (the caller retries at a
+    lower rate) when the objective turns non-finite or rises above ten times its start, or
+    when the replay ends with a mean batch objective over its last pass no lower than over
+    its first (a network collapsed to a constant prediction sits at log(classes) without
+    ever blowing up)."""
     batches = seeded_batches(retain, batch, seed)
     velocity = torch.zeros_like(w)
     window: list[float] = []
     per_pass = math.ceil(retain.size / batch)
-    first = None
+    first_pass: list[float] = []
     for step in range(steps):
         value, grad = objective.value_and_grad(w, next(batches))
         value = float(value)
-        first = value if first is None else first
-        if not math.isfinite(value) or value > 10 * first:
+        if len(first_pass) < per_pass:
+            first_pass.append(value)
+        if not math.isfinite(value) or value > 10 * first_pass[0]:
             return _Replay(w, step, "diverged")
         window = (window + [value])[-per_pass:]
         if len(window) == per_pass and sum(window) / per_pass <= target:
             return _Replay(w, step, "loss")
         velocity = momentum * velocity + grad
         w = w - peak * 0.5 * (1.0 + math.cos(math.pi * step / steps)) * velocity
+    if steps > per_pass and sum(window) / len(window) >= sum(first_pass) / len(first_pass):
+        return _Replay(w, steps, "diverged")
     return _Replay(w, steps, "budget")
 
 
