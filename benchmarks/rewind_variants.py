@@ -1,11 +1,14 @@
 """Variants of mini's rewind mode on a leaky network, against retraining.
 
-For each forget ratio (one random forget set of seed 0), retrains once and runs every
-variant of ``mini`` (and the do-nothing reference), printing the average gap to
-retraining in points (retain, forget and test accuracy and MIA efficacy), the gaps
-themselves and the passes over the retain set. Usage::
+For each seed (the bench's trained run of that seed) and forget ratio (the bench's forget
+set of that seed and ratio, so retrained models come from the run's cache), retrains once
+and runs every variant of ``mini`` and the do-nothing reference. Prints one row per
+variant, seed and ratio (average gap to retraining in points over retain, forget and test
+accuracy and MIA efficacy; the accuracy gaps; passes over the retain set), then the means
+over seeds. Usage::
 
-    python benchmarks/rewind_variants.py --ratios 0.1,0.3,0.5 --threads 1 > docs/results/rewind-variants.md
+    python benchmarks/rewind_variants.py --ratios 0.1,0.3,0.5 --seeds 3 --threads 1 \
+        > docs/results/rewind-variants.md
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from miniunlearn.experiment.assess import assess, reference
@@ -35,42 +40,65 @@ VARIANTS = {
 
 
 def main() -> None:
-    """Parse arguments, run the variants and print a markdown table."""
+    """Parse arguments, run the variants and print markdown tables."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="mnist")
     parser.add_argument("--model", default="mlp")
     parser.add_argument("--ratios", default="0.1,0.3,0.5")
+    parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--runs-dir", default="runs/leaky")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    ratios = [float(r) for r in args.ratios.split(",")]
     spec = BenchSpec(
-        args.dataset, args.model, [0.5], ["mini"], seeds=1, preset="leaky", runs_dir=Path(args.runs_dir)
+        args.dataset,
+        args.model,
+        ratios,
+        ["mini"],
+        seeds=args.seeds,
+        preset="leaky",
+        runs_dir=Path(args.runs_dir),
     )
-    run = trained_run(spec.config(0), spec.runs_dir, progress=False)
-    print(f"# Rewind variants: {args.dataset} {args.model}, leaky preset, seed 0\n")
+    print(f"# Rewind variants: {args.dataset} {args.model}, leaky preset, seeds 0-{args.seeds - 1}\n")
     print(
-        "| ratio | variant | avg gap | retain acc gap | forget acc gap | test acc gap "
+        "| seed | ratio | variant | avg gap | retain acc gap | forget acc gap | test acc gap "
         "| MIA efficacy (retrain) | passes |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
-    for index, ratio in enumerate(float(r) for r in args.ratios.split(",")):
-        forget = random_forget_ids(run.n_train, ratio, seed=index)
-        started = time.perf_counter()
-        ref = reference(run, retrain(run, forget), forget)
-        retrain_s = time.perf_counter() - started
-        rows = [("none", "none", {})] + [(name, "mini", opts) for name, opts in VARIANTS.items()]
-        for name, method, opts in rows:
-            result = get_method(method, **opts).unlearn(UnlearnRequest(run, forget))
-            m = assess(run, result.params, ref, forget)
-            passes = result.record.grad_evals / (run.n_train - forget.size)
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    rows = [("none", "none", {})] + [(name, "mini", opts) for name, opts in VARIANTS.items()]
+    summary: dict[tuple[float, str], list[tuple[float, float, float]]] = defaultdict(list)
+    for seed in range(args.seeds):
+        run = trained_run(spec.config(seed), spec.runs_dir, progress=False)
+        for index, ratio in enumerate(ratios):
+            forget = random_forget_ids(run.n_train, ratio, seed=1000 * seed + index)  # the bench's sets
+            started = time.perf_counter()
+            ref = reference(run, retrain(run, forget), forget)
+            retrain_s = time.perf_counter() - started
+            for name, method, opts in rows:
+                result = get_method(method, **opts).unlearn(UnlearnRequest(run, forget))
+                m = assess(run, result.params, ref, forget)
+                passes = result.record.grad_evals / (run.n_train - forget.size)
+                acc_gap = 100 * float(np.mean([abs(m[f"{k}_acc_gap"]) for k in ("retain", "forget", "test")]))
+                summary[(ratio, name)].append((m["avg_gap"], acc_gap, passes))
+                print(
+                    f"| {seed} | {ratio:.0%} | {name} | {m['avg_gap']:.2f} | "
+                    f"{100 * m['retain_acc_gap']:+.2f} | "
+                    f"{100 * m['forget_acc_gap']:+.2f} | {100 * m['test_acc_gap']:+.2f} | "
+                    f"{m['mia_efficacy']:.3f} ({m['retrain_mia_efficacy']:.3f}) | {passes:.2f} |",
+                    flush=True,
+                )
             print(
-                f"| {ratio:.0%} | {name} | {m['avg_gap']:.2f} | {100 * m['retain_acc_gap']:+.2f} | "
-                f"{100 * m['forget_acc_gap']:+.2f} | {100 * m['test_acc_gap']:+.2f} | "
-                f"{m['mia_efficacy']:.3f} ({m['retrain_mia_efficacy']:.3f}) | {passes:.2f} |",
-                flush=True,
+                f"| {seed} | {ratio:.0%} | retrain ({retrain_s:.0f} s, may be cached) | 0 | 0 | 0 | 0 "
+                "| – | "
+                f"{run.config.epochs} |"
             )
-        print(f"| {ratio:.0%} | retrain ({retrain_s:.0f} s) | 0 | 0 | 0 | 0 | – | {run.config.epochs} |")
+    print("\n## Means over seeds\n")
+    print("| ratio | variant | avg gap | accuracy gap (mean of the three) | passes |")
+    print("|---|---|---:|---:|---:|")
+    for (ratio, name), values in summary.items():
+        avg, acc, passes = np.mean(values, axis=0)
+        print(f"| {ratio:.0%} | {name} | {avg:.2f} | {acc:.2f} | {passes:.2f} |")
     print("\nOptions of each variant: " + json.dumps(VARIANTS))
 
 

@@ -17,7 +17,7 @@ chain_a() {
   bench mnist-logreg --dataset mnist --model logreg --ratios 0.01,0.1,0.3,0.5 --methods retrain,deltagrad,mini --seeds 3
   bench mnist-mlp-leaky --dataset mnist --model mlp --preset leaky --ratios 0.1,0.3,0.5 --seeds 3 \
     --methods retrain,none,finetune,neggrad,rl,salun,scrub,l1sparse,mini --attacks population,ulira --runs-dir runs/leaky
-  "$BIN/python" benchmarks/rewind_variants.py --ratios 0.1,0.3,0.5 --threads 1 > "$OUT/rewind-variants.md"
+  "$BIN/python" benchmarks/rewind_variants.py --ratios 0.1,0.3,0.5 --seeds 3 --threads 1 > "$OUT/rewind-variants.md"
 }
 chain_b() {
   bench adult-logreg-peer --dataset adult --model logreg --ratios 0.1,0.5,0.9 \

@@ -39,8 +39,10 @@ set as well as the original run fitted its data (``match_loss``; the attacks are
 sensitive to the retain fit: an under-fitted retain set moves the attacker's threshold).
 With ``correct_rewind`` the checkpoint is first moved by the gradient identity to where
 the retain-only run would have been (first order: w_t0 - sum_t lr_t (g_R - g_D)(w_t)
-over the stored checkpoints before t0); measured on the leaky MNIST MLP it cost 2-3
-passes and did not help (benchmarks/rewind_variants.py), so it is off by default.
+over the stored checkpoints before t0); measured on the leaky MNIST MLP it cost 1.5-3
+passes for 0.1-0.3 points of accuracy (benchmarks/rewind_variants.py), so it is off by
+default. The same measurement found the same replay from the initial weights (no history)
+as close to retraining: on that model the early checkpoint adds nothing measurable.
 ``mode="auto"`` uses the rewind mode for non-convex models trained by mini-batch SGD (a
 full-batch network converges and the fixed point serves it: measured on the digits MLP,
 rewinding with 10 % of the passes lost 5 points of test accuracy where the fixed point
