@@ -163,11 +163,11 @@ def test_unknown_dataset_lists_valid_names():
 def test_bad_options_are_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="takes no options"):
         load_dataset("digits", shuffle=True)
-    with pytest.raises(ConfigError, match="path="):
+    with pytest.raises(ConfigError, match="--data-path is only for"):
         load_dataset("digits", path=tmp_path)
     with pytest.raises(ConfigError, match="accepted"):
         load_dataset("libsvm", path=tmp_path / "x", label_column=0)
-    with pytest.raises(ConfigError, match="path="):
+    with pytest.raises(ConfigError, match="give the data file with --data-path"):
         load_dataset("csv")
 
 
@@ -273,6 +273,12 @@ def test_libsvm_missing_files(tmp_path):
     good.write_text("0 1:1\n1 1:2\n" * 5)
     with pytest.raises(DataMissingError, match="no such file"):
         load_dataset("libsvm", path=good, test_path=tmp_path / "nope.test")
+    with pytest.raises(DataMissingError, match="is a directory"):
+        load_dataset("libsvm", path=tmp_path)
+    with pytest.raises(ConfigError, match="--data-path"):
+        load_dataset("libsvm")
+    with pytest.raises(ConfigError, match="--data-path is only for"):
+        load_dataset("digits", path=good)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -112,7 +112,7 @@ def load_dataset(
         _check_opts(key, loader, opts)
         return loader(path, **opts)
     if path is not None:
-        raise ConfigError(f"path= is only for the libsvm and csv datasets, not {key!r}")
+        raise ConfigError(f"--data-path is only for the libsvm and csv datasets, not {key!r}")
     if opts:
         raise ConfigError(f"dataset {key!r} takes no options, got {sorted(opts)}")
     if key in _BUNDLED_LOADERS:

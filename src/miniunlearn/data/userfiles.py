@@ -13,10 +13,12 @@ from miniunlearn.errors import ConfigError, DataMissingError
 
 
 def existing_file(path: str | os.PathLike[str] | None, what: str) -> Path:
-    """Return ``path`` as a Path; raise ConfigError if None, DataMissingError if not a file."""
+    """Return ``path`` as a Path; raise ConfigError if None, DataMissingError if it names no file."""
     if path is None:
-        raise ConfigError(f"{what}: give the data file with path=...")
+        raise ConfigError(f"{what}: give the data file with --data-path (data_path= in the Python API)")
     p = Path(path)
+    if p.is_dir():
+        raise DataMissingError(f"{what}: {p} is a directory, not a data file; give the file itself")
     if not p.is_file():
         raise DataMissingError(f"{what}: no such file: {p}")
     return p
