@@ -22,7 +22,7 @@ from miniunlearn.deletion import (
     read_ids_file,
     retrain_all,
 )
-from miniunlearn.errors import ForgetRequestError, LedgerError, RunDirError
+from miniunlearn.errors import ForgetRequestError, HistoryError, LedgerError, RunDirError
 from miniunlearn.ledger import Ledger, run_lock
 from miniunlearn.training import TrainConfig, open_run, retrain, train_run
 
@@ -328,3 +328,20 @@ def test_unreadable_ids_files_get_clear_errors(tmp_path: Path) -> None:
     huge.write_text("1\n99999999999999999999999\n")
     with pytest.raises(ForgetRequestError, match="huge.txt:2"):
         read_ids_file(huge)
+
+
+def test_a_method_whose_history_the_run_lacks_is_refused_not_failed(tmp_path: Path) -> None:
+    import dataclasses
+
+    run_dir = train_run(
+        dataclasses.replace(CONFIG, epochs=20, history="mini"), tmp_path / "run", progress=False
+    ).path
+    before = snapshot(run_dir)
+    with pytest.raises(HistoryError, match="--history full"):
+        forget(run_dir, np.array([1, 2, 3]), method="deltagrad", request_id="needs-full")
+    assert snapshot(run_dir) == before
+    with Ledger.open(run_dir) as ledger:
+        entry = ledger.get("needs-full")
+        assert entry.state == "refused" and "history-full" in entry.reason
+    # mini needs only the minimal history, which the run has
+    assert forget(run_dir, np.array([1, 2, 3]), method="mini").status == "done"

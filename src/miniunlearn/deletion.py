@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import ConfigError, ForgetRequestError, RunDirError
+from .errors import ConfigError, ForgetRequestError, HistoryError, RunDirError
 from .fileio import atomic_path, atomic_write_json, sha256_file
 from .ids import ids_digest, normalize_ids, validate_forget_ids
 from .ledger import Ledger, LedgerEntry, run_lock
@@ -293,6 +293,18 @@ def forget(
             )
             run_method, run_options = "retrain", {"use_cache": True, "instead_of": method, "reason": why}
             messages.append(f"served by retraining from scratch ({why})")
+        elif previous is None:
+            try:
+                get_method(method, **options).check_run(run)
+            except HistoryError as exc:
+                ledger.refuse(
+                    asked,
+                    method,
+                    f"{exc}. Nothing was changed",
+                    request_id=request_id,
+                    model_sha256_before=current.sha256,
+                )
+                raise
 
         if previous is not None:  # failed, or left pending by a crash: same ids, checked above
             entry = ledger.retry(previous.request_id, current.sha256, method=run_method, options=run_options)

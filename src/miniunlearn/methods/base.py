@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, HistoryError
 from ..ids import validate_forget_ids
 from ..training.rundir import Run
 
@@ -100,6 +100,8 @@ class UnlearningMethod(ABC):
 
     name: ClassVar[str]
     summary: ClassVar[str] = ""
+    # manifest roles of the recorded history the method cannot run without
+    needs_history: ClassVar[tuple[str, ...]] = ()
 
     @dataclass(frozen=True)
     class Options:
@@ -136,6 +138,18 @@ class UnlearningMethod(ABC):
             f"option {key!r} of method {self.name!r} must be of type {declared} "
             f"(default {field_.default!r}), got {value!r}"
         )
+
+    def check_run(self, run: Run) -> None:
+        """Raise HistoryError when ``run`` lacks a history this method needs (``needs_history``),
+        so that a request can be refused before anything is recorded or computed."""
+        missing = [role for role in self.needs_history if not run.files(role)]
+        if missing:
+            mode = "full" if "history-full" in missing else "mini"
+            raise HistoryError(
+                f"method {self.name!r} needs the {', '.join(missing)} history, which run {run.path} was "
+                f"trained without; retrain it with `miniunlearn train ... --history {mode}` (or `both`), "
+                "or choose another method"
+            )
 
     def unlearn(self, request: UnlearnRequest) -> UnlearnResult:
         """Forget ``request.forget_ids``; return the new parameters and a record.

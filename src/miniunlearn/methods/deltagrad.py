@@ -107,6 +107,7 @@ class DeltaGrad(UnlearningMethod):
     """DeltaGrad replay of the original training plan without the forget set (needs the full history)."""
 
     name = "deltagrad"
+    needs_history = ("history-full",)
     summary = "replay training from the full history; exact gradients every T0 steps, L-BFGS in between"
 
     @dataclass(frozen=True)

@@ -192,6 +192,7 @@ class MiniUnlearning(UnlearningMethod):
     """Minimal-history, contraction-mapping unlearning (the flagship method)."""
 
     name = "mini"
+    needs_history = ("history-mini",)
     summary = (
         "stored checkpoints and curvature sketch; exact retain gradient by the gradient identity; "
         "sketch-preconditioned L-BFGS contraction"
