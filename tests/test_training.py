@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -154,6 +155,25 @@ def test_interrupted_training_leaves_nothing_behind(tmp_path: Path, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         train_run(SMALL, tmp_path / "run", progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_partials_left_by_a_killed_training_are_removed_by_the_next(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    owners = {"dead": int(dead.stdout), "alive": os.getpid()}
+    for name, pid in owners.items():
+        partial = tmp_path / f".run.partial-{name}"
+        partial.mkdir()
+        (partial / ".owner.json").write_text(json.dumps({"pid": pid, "host": socket.gethostname()}))
+    (tmp_path / ".run.partial-unknown").mkdir()  # no owner record: not ours to judge
+    run = train_run(SMALL, tmp_path / "run", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.partial-alive", ".run.partial-unknown", "run"]
+    assert not (run.path / ".owner.json").exists()
 
 
 def test_tampered_or_missing_files_are_reported(tmp_path: Path) -> None:

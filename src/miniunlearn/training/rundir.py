@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import tempfile
 import time
 from dataclasses import dataclass
@@ -134,7 +135,9 @@ def train_run(config: TrainConfig, out_dir: str | os.PathLike[str], *, progress:
     objective = objective_for(config, dataset, model)
     plan = make_plan(config, dataset.n_train)
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_abandoned_partials(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    (tmp / PARTIAL_OWNER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
     try:
         recorder = make_recorder(
             config.history,
@@ -155,6 +158,7 @@ def train_run(config: TrainConfig, out_dir: str | os.PathLike[str], *, progress:
                 f"training diverged (non-finite parameters) with lr={config.lr}, lam={config.lam}; "
                 "lower --lr and train again. Nothing was written"
             )
+        (tmp / PARTIAL_OWNER).unlink()
         files = {CONFIG: "config", MODEL: "model", SCHEDULE: "schedule", **recorder.close()}
         curvature = record_curvature(config, objective, w, tmp, plan.total_steps, train_seconds)
         if curvature:
@@ -183,6 +187,38 @@ def train_run(config: TrainConfig, out_dir: str | os.PathLike[str], *, progress:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return open_run(out)
+
+
+PARTIAL_OWNER = ".owner.json"  # pid and host of the process training into a partial directory
+
+
+def remove_abandoned_partials(out: Path) -> list[Path]:
+    """Delete the partial directories of earlier trainings into ``out`` whose process is gone
+    (killed before it could clean up); return the paths removed. A partial directory of a
+    live process, of another host, or without a readable owner record is left alone."""
+    removed = []
+    for partial in out.parent.glob(f".{out.name}.partial-*"):
+        try:
+            owner = json.loads((partial / PARTIAL_OWNER).read_text())
+            pid, host = int(owner["pid"]), str(owner["host"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if host != socket.gethostname() or _process_alive(pid):
+            continue
+        shutil.rmtree(partial, ignore_errors=True)
+        removed.append(partial)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    """True when a process with ``pid`` exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def rewind_fractions(config: TrainConfig) -> tuple[float, ...]:
