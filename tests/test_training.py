@@ -176,6 +176,25 @@ def test_partials_left_by_a_killed_training_are_removed_by_the_next(tmp_path: Pa
     assert not (run.path / ".owner.json").exists()
 
 
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda m: m.pop("n_train"),
+        lambda m: m.update(total_steps="300"),
+        lambda m: m.update(n_params=0),
+        lambda m: m["files"][0].update(bytes="12"),
+        lambda m: m["files"][0].pop("role"),
+    ],
+)
+def test_a_manifest_with_missing_or_mistyped_keys_is_reported(tmp_path: Path, damage) -> None:
+    run = train_run(SMALL, tmp_path / "run", progress=False)
+    manifest = json.loads((run.path / "manifest.json").read_text())
+    damage(manifest)
+    (run.path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(RunDirError, match="manifest.json is corrupt"):
+        open_run(run.path)
+
+
 def test_tampered_or_missing_files_are_reported(tmp_path: Path) -> None:
     run = train_run(SMALL, tmp_path / "run", progress=False)
     model = run.path / "model.safetensors"

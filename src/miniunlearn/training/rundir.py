@@ -359,6 +359,9 @@ class Run:
         return load_full_history(self.path, dim=self.objective.dim, total_steps=self.total_steps)
 
 
+MANIFEST_COUNTS = ("n_train", "n_params", "total_steps")  # integers every manifest holds
+
+
 def open_run(path: str | os.PathLike[str], *, verify_hashes: bool = True) -> Run:
     """Open the run directory at ``path`` and check it against its manifest.
 
@@ -379,9 +382,20 @@ def open_run(path: str | os.PathLike[str], *, verify_hashes: bool = True) -> Run
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
         raise RunDirError(f"{manifest_path} is corrupt ({exc})") from exc
     if not isinstance(files, list) or not all(
-        isinstance(f, dict) and {"path", "bytes", "sha256", "role"} <= set(f) for f in files
+        isinstance(f, dict)
+        and isinstance(f.get("path"), str)
+        and isinstance(f.get("sha256"), str)
+        and isinstance(f.get("role"), str)
+        and type(f.get("bytes")) is int
+        for f in files
     ):
         raise RunDirError(f"{manifest_path} is corrupt (its file list is malformed)")
+    wrong = [key for key in MANIFEST_COUNTS if type(manifest.get(key)) is not int or manifest[key] < 1]
+    if wrong:
+        raise RunDirError(
+            f"{manifest_path} is corrupt: {', '.join(wrong)} missing or not a positive integer; "
+            "it was not written by this library, or was edited"
+        )
     for entry in files:
         file_path = run_dir / entry["path"]
         if not file_path.exists():
