@@ -307,6 +307,27 @@ def test_a_failing_method_marks_the_request_failed_and_a_retry_serves_it(run_dir
     assert outcome.status == "done" and outcome.entry.method == "retrain"  # the retry's method is recorded
 
 
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (KeyboardInterrupt(), "interrupted (Ctrl-C / SIGINT)"),
+        (RuntimeError("first line\n  Traceback-like second line\n third"), "RuntimeError: first line"),
+    ],
+)
+def test_the_ledger_records_a_failure_in_one_line(run_dir: Path, monkeypatch, error, expected) -> None:
+    from miniunlearn.methods.mini import MiniUnlearning
+
+    def broken(self, request):
+        raise error
+
+    monkeypatch.setattr(MiniUnlearning, "_unlearn", broken)
+    with pytest.raises(type(error)):
+        forget(run_dir, [1, 2, 3], request_id="r")
+    with Ledger.open(run_dir) as ledger:
+        reason = ledger.get("r").reason
+    assert reason.startswith(expected) and "\n" not in reason
+
+
 def test_invalid_budget_and_option_types_are_refused_before_anything_is_written(run_dir: Path) -> None:
     from miniunlearn.errors import ConfigError
 

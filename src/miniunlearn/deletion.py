@@ -342,13 +342,22 @@ def forget(
             version = write_version(run, result.params, entry.request_id)
         except BaseException as exc:
             if current_version(run).request_id != entry.request_id:  # the new model never became current
-                ledger.fail(entry.request_id, f"{type(exc).__name__}: {exc}"[:2000])
+                ledger.fail(entry.request_id, failure_reason(exc))
             raise
         record = {**result.record.to_dict(), "skipped_already_forgotten": int(skipped.size)}
         entry = ledger.complete(
             entry.request_id, version.sha256, version.version, record, _budget_of(run, run_method, new.size)
         )
         return ForgetOutcome("done", entry, version, skipped, record, messages)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One line for the ledger saying why a request failed: the exception's type and the
+    first line of its message (at most 500 characters); an interrupt says so plainly."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (Ctrl-C / SIGINT) before the new model was written; the model is unchanged"
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:500]
 
 
 def retrain_all(
