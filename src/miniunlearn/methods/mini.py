@@ -195,7 +195,8 @@ class MiniUnlearning(UnlearningMethod):
     needs_history = ("history-mini",)
     summary = (
         "stored checkpoints and curvature sketch; exact retain gradient by the gradient identity; "
-        "sketch-preconditioned L-BFGS contraction"
+        "sketch-preconditioned L-BFGS contraction (networks trained by SGD: rewind to an early "
+        "checkpoint and replay on the retain set)"
     )
 
     @dataclass(frozen=True)
