@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from miniunlearn.data.cache import cache_dir, npz_path
 from miniunlearn.errors import ConfigError
 from miniunlearn.evaluation.attacks import score_attack
 from miniunlearn.evaluation.metrics import per_sample_loss
@@ -160,9 +161,12 @@ LEAKY_SMALL = dataclasses.replace(
 
 
 @pytest.mark.slow
+@pytest.mark.realdata
 def test_the_attack_sees_the_leaky_original_and_mini_hides_the_forget_set(tmp_path) -> None:
     """On a (smaller) leaky MNIST MLP the population attack must separate the original model
     from retraining on the forget set, or it could not judge unlearning; mini must close it."""
+    if not npz_path("mnist").is_file():
+        pytest.skip(f"mnist is not cached in {cache_dir()}; run `miniunlearn fetch mnist`")
     run = train_run(LEAKY_SMALL, tmp_path / "run", progress=False)
     forget = random_forget_ids(run.n_train, 0.3, seed=0)
     target = retrain(run, forget)
