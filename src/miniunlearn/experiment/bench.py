@@ -166,6 +166,9 @@ def run_bench(spec: BenchSpec, *, progress: bool = True) -> tuple[list[dict[str,
                 run.n_train, min(spec.ulira_pool, run.n_train), replace=False
             )
             factory = ShadowFactory(config, np.sort(pool), spec.runs_dir / "shadows")
+        # what a per-step history (DeltaGrad's: w_t and the batch gradient of every step) takes
+        itemsize = torch.finfo(config.torch_dtype).bits // 8
+        full_history_bytes = 2 * run.total_steps * run.objective.dim * itemsize
         for r_index, ratio in enumerate(spec.ratios):
             forget = random_forget_ids(run.n_train, ratio, seed=1000 * seed + r_index)
             started = time.perf_counter()
@@ -176,9 +179,6 @@ def run_bench(spec: BenchSpec, *, progress: bool = True) -> tuple[list[dict[str,
             ref = reference(run, retrained, forget, attacks=spec.attacks, seed=seed)
             optimum = retain_optimum(run, forget)
             retain_size = run.n_train - forget.size
-            # what a per-step history (DeltaGrad's: w_t and the batch gradient of every step) takes
-            itemsize = torch.finfo(config.torch_dtype).bits // 8
-            full_history_bytes = 2 * run.total_steps * run.objective.dim * itemsize
             for method in spec.methods:
                 options = spec.method_options.get(method, {})
                 if method == "retrain":

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -276,6 +277,18 @@ class MiniUnlearning(UnlearningMethod):
         opts = self.options
         run, objective = request.run, request.run.objective
         history = run.mini_history()
+        final_grad_norm = float(history.grads[0].norm())
+        residual_ratio = final_grad_norm / history.grad_norm_start if history.grad_norm_start else 0.0
+        mode = opts.mode
+        if mode == "auto":
+            unconverged = residual_ratio > opts.converged_tol  # unknown (NaN) counts as converged
+            if run.config.model in CONVEX_MODELS:
+                mode = "trajectory" if unconverged else "fixed-point"
+            else:  # a network fitted by SGD has no fixed point to contract to; full batch does
+                mode = "rewind" if run.plan.batch_size < run.n_train else "fixed-point"
+        if mode == "rewind":  # needs neither the sketch nor the final checkpoint's retain gradient
+            w, read, extra = self._rewind(request, history)
+            return w, read, {"mode": mode, "residual_ratio": residual_ratio, **extra}
         sketch = run.curvature_sketch() if opts.precondition else None
         h0 = sketch.inverse_hessian_product if sketch is not None else None
         history_bytes = history.nbytes + (sketch.nbytes if sketch is not None else 0)
@@ -285,18 +298,6 @@ class MiniUnlearning(UnlearningMethod):
         W, G = history.params[rows].to(objective.dtype), history.grads[rows].to(objective.dtype)
         V = history.values[rows]
         first_request = request.base_params is None or torch.equal(request.start_params(), W[0])
-
-        residual_ratio = float(G[0].norm()) / history.grad_norm_start if history.grad_norm_start else 0.0
-        mode = opts.mode
-        if mode == "auto":
-            unconverged = residual_ratio > opts.converged_tol  # unknown (NaN) counts as converged
-            if run.config.model in CONVEX_MODELS:
-                mode = "trajectory" if unconverged else "fixed-point"
-            else:  # a network fitted by SGD has no fixed point to contract to; full batch does
-                mode = "rewind" if run.plan.batch_size < run.n_train else "fixed-point"
-        if mode == "rewind":
-            w, read, extra = self._rewind(request, history)
-            return w, read, {"mode": mode, "residual_ratio": residual_ratio, **extra}
         diagnostics: dict[str, Any] = {
             "mode": mode,
             "residual_ratio": residual_ratio,
@@ -490,7 +491,10 @@ class MiniUnlearning(UnlearningMethod):
         opts = self.options
         run, objective = request.run, request.run.objective
         t0, w, read = rewind_point(request, history, opts.rewind_fraction, correct=opts.correct_rewind)
-        correction_norm = float((w - _checkpoint_params(request, history, t0)).norm())
+        correction_norm = 0.0
+        if opts.correct_rewind:
+            uncorrected = rewind_point(request, history, opts.rewind_fraction, correct=False)[1]
+            correction_norm = float((w - uncorrected).norm())
         retain = request.retain_ids
         batch = run.config.batch_size if 0 < run.config.batch_size < retain.size else retain.size
         steps = max(1, math.ceil(opts.replay_fraction * run.config.epochs * retain.size / batch))
@@ -552,8 +556,8 @@ def replay_retain(
     ever blowing up)."""
     batches = seeded_batches(retain, batch, seed)
     velocity = torch.zeros_like(w)
-    window: list[float] = []
     per_pass = math.ceil(retain.size / batch)
+    window: deque[float] = deque(maxlen=per_pass)
     first_pass: list[float] = []
     for step in range(steps):
         value, grad = objective.value_and_grad(w, next(batches))
@@ -562,7 +566,7 @@ def replay_retain(
             first_pass.append(value)
         if not math.isfinite(value) or value > 10 * first_pass[0]:
             return _Replay(w, step, "diverged")
-        window = (window + [value])[-per_pass:]
+        window.append(value)
         if len(window) == per_pass and sum(window) / per_pass <= target:
             return _Replay(w, step, "loss")
         velocity = momentum * velocity + grad
@@ -575,13 +579,6 @@ def replay_retain(
 def _rewind_rows(history: MiniHistory, target: float) -> list[int]:
     """Rows of the stored checkpoints at or before step ``target``, oldest first."""
     return [j for j in range(len(history.steps) - 1, -1, -1) if history.steps[j] <= target]
-
-
-def _checkpoint_params(request: UnlearnRequest, history: MiniHistory, step: int) -> torch.Tensor:
-    """The original run's parameters before update ``step`` (a stored checkpoint, or the initial model)."""
-    dtype = request.run.objective.dtype
-    rows = np.flatnonzero(history.steps == step)
-    return history.params[int(rows[0])].to(dtype) if rows.size else request.run.initial_params().to(dtype)
 
 
 def rewind_point(
