@@ -44,9 +44,8 @@ passes for 0.1-0.3 points of accuracy (benchmarks/rewind_variants.py), so it is 
 default. The same measurement found the same replay from the initial weights (no history)
 as close to retraining: on that model the early checkpoint adds nothing measurable.
 ``mode="auto"`` uses the rewind mode for non-convex models trained by mini-batch SGD (a
-full-batch network converges and the fixed point serves it: measured on the digits MLP,
-rewinding with 10 % of the passes lost 5 points of test accuracy where the fixed point
-lost none). See docs/method.md for the measurements behind these choices.
+full-batch network converges and the fixed point serves it). See docs/method.md for the
+measurements behind these choices.
 """
 
 from __future__ import annotations
