@@ -9,7 +9,7 @@ import torch
 from miniunlearn.errors import ConfigError, HistoryError
 from miniunlearn.ids import random_forget_ids
 from miniunlearn.methods import UnlearnRequest, get_method
-from miniunlearn.methods.deltagrad import compact_hessian_product
+from miniunlearn.methods.deltagrad import SIGMA_FLOOR, CompactHessian, compact_hessian_product
 from miniunlearn.methods.lbfgs import SecantPairs
 from miniunlearn.training import Run, TrainConfig, cached_retrain, train_run
 
@@ -61,19 +61,89 @@ def test_implausible_estimates_fall_back_to_exact_steps(sgd_run) -> None:
 
 
 @pytest.mark.parametrize(("ratio", "bound"), [(0.01, 0.2), (0.1, 0.25)])
-def test_default_deltagrad_is_much_closer_to_retraining(convex_run, ratio: float, bound: float) -> None:
+def test_textbook_scale_is_much_closer_to_retraining_at_a_large_rate(
+    convex_run, ratio: float, bound: float
+) -> None:
     forget = random_forget_ids(convex_run.n_train, ratio, seed=11)
     target = cached_retrain(convex_run, forget)
-    result = get_method("deltagrad").unlearn(UnlearnRequest(convex_run, forget))
+    result = get_method("deltagrad", b0="yy/sy").unlearn(UnlearnRequest(convex_run, forget))
     diag = result.record.diagnostics
     # T0 = 5, j0 = 20 on 300 steps: 20 burn-in steps + 56 periodic exact steps
     assert diag["exact_steps"] + diag["fallbacks"] == 76
     assert diag["approximate_steps"] + diag["fallbacks"] == 224
-    # measured ratios: 0.070 at 1 % and at 10 % (grad evals: 0.26 and 0.36 of retraining's)
+    assert not diag["safeguard"] and diag["j0"] == 20
+    # measured ratios: 0.16 at 1 % and 0.22 at 10 % (the authors' s.y/s.s: 0.77 and 0.94)
     assert dist(result.params, target) < bound * dist(convex_run.load_model_params(), target)
     # the retain set is passed over at exact steps only: far fewer gradients than retraining
     retrain_evals = convex_run.total_steps * (convex_run.n_train - forget.size)
     assert result.record.grad_evals < 0.5 * retrain_evals
+
+
+def test_authors_scale_is_the_default_and_stays_stable_where_the_textbook_one_diverges(convex_run) -> None:
+    forget = random_forget_ids(convex_run.n_train, 0.3, seed=11)
+    target = cached_retrain(convex_run, forget)
+    original = dist(convex_run.load_model_params(), target)
+    default = get_method("deltagrad").unlearn(UnlearnRequest(convex_run, forget))
+    textbook = get_method("deltagrad", b0="yy/sy").unlearn(UnlearnRequest(convex_run, forget))
+    assert default.record.options["b0"] == "sy/ss"
+    # measured: 0.56 of the original model's distance with s.y/s.s, 18x with y.y/s.y
+    assert dist(default.params, target) < 0.7 * original
+    assert dist(textbook.params, target) > 5 * original
+
+
+def _sgd_mlp(tmp_path) -> Run:
+    config = TrainConfig(
+        dataset="digits",
+        model="mlp",
+        hidden=(32,),
+        epochs=20,
+        batch_size=256,
+        lr=0.5,
+        lam=0.001,
+        dtype="float64",
+        history="full",
+        seed=3,
+    )
+    return train_run(config, tmp_path / "mlp", progress=False)
+
+
+def test_network_safeguard_fires_and_keeps_the_replay_from_diverging(tmp_path) -> None:
+    run = _sgd_mlp(tmp_path)
+    forget = random_forget_ids(run.n_train, 0.1, seed=11)
+    target = cached_retrain(run, forget)
+    original = dist(run.load_model_params(), target)
+    guarded = get_method("deltagrad", j0=10).unlearn(UnlearnRequest(run, forget))
+    unguarded = get_method("deltagrad", j0=10, safeguard="off").unlearn(UnlearnRequest(run, forget))
+    diag = guarded.record.diagnostics
+    assert diag["safeguard"] and diag["fallbacks"] > 0  # measured: 9 steps redone exactly
+    assert unguarded.record.diagnostics["fallbacks"] == 0
+    # measured: 0.72 of the original model's distance with the safeguard, 221x without
+    assert dist(guarded.params, target) < original
+    assert dist(unguarded.params, target) > 10 * original
+    # networks default to the authors' network burn-in
+    assert get_method("deltagrad").unlearn(UnlearnRequest(run, forget)).record.diagnostics["j0"] == 80
+
+
+def test_replay_starts_at_the_first_batch_holding_a_forgotten_sample(sgd_run) -> None:
+    forget = sgd_run.plan.batch_ids(3)[:5]  # batches 0-2 of the first epoch hold none of them
+    result = get_method("deltagrad", T0=1).unlearn(UnlearnRequest(sgd_run, forget))
+    assert result.record.diagnostics["start_step"] == 3
+    assert float((result.params - cached_retrain(sgd_run, forget)).abs().max()) <= 1e-12
+
+
+def test_float64_replay_of_a_float32_run(tmp_path) -> None:
+    config = TrainConfig(
+        dataset="digits", model="logreg", epochs=60, lr=0.5, lam=0.01, history="full", seed=0
+    )
+    run = train_run(config, tmp_path / "f32", progress=False)
+    forget = random_forget_ids(run.n_train, 0.1, seed=2)
+    target = cached_retrain(run, forget)
+    single = get_method("deltagrad", T0=1).unlearn(UnlearnRequest(run, forget))
+    double = get_method("deltagrad", T0=1, float64=True).unlearn(UnlearnRequest(run, forget))
+    assert double.params.dtype == torch.float32 and torch.equal(single.params, target)
+    assert not torch.equal(double.params, target)  # computed in another precision ...
+    assert dist(double.params, target) < 1e-4 * float(target.norm())  # ... to the same model
+    assert double.record.grad_evals == single.record.grad_evals > 0
 
 
 def test_missing_full_history_raises_history_error(tmp_path) -> None:
@@ -99,7 +169,18 @@ def test_empty_forget_set_returns_the_start_model(convex_run) -> None:
     assert result.record.diagnostics == {"empty_request": True}
 
 
-@pytest.mark.parametrize("options", [{"T1": 3}, {"T0": 0}, {"j0": -1}, {"m": 0}, {"b0": "identity"}])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"T1": 3},
+        {"T0": 0},
+        {"j0": -1},
+        {"m": 0},
+        {"b0": "identity"},
+        {"safeguard": "yes"},
+        {"fallback_ratio": float("nan")},
+    ],
+)
 def test_invalid_options_raise_config_error(options: dict) -> None:
     with pytest.raises(ConfigError):
         get_method("deltagrad", **options)
@@ -117,3 +198,11 @@ def test_compact_hessian_product_satisfies_the_newest_secant_equation(b0: str) -
     s_new, y_new, _ = pairs.pairs[-1]
     assert torch.allclose(compact_hessian_product(pairs, s_new, b0), y_new, atol=1e-10)
     assert torch.equal(compact_hessian_product(SecantPairs(2), s_new, b0), s_new)
+
+
+def test_authors_scale_is_floored() -> None:
+    pairs = SecantPairs(2)
+    s = torch.ones(4, dtype=torch.float64)
+    pairs.add(s, 1e-6 * s)  # curvature 1e-6 along s
+    assert float(CompactHessian(pairs, "sy/ss").sigma) == SIGMA_FLOOR
+    assert float(CompactHessian(pairs, "yy/sy").sigma) == pytest.approx(1e-6)

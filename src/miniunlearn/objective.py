@@ -10,6 +10,7 @@ samples to bound memory and vectorised with ``torch.func``.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import numpy as np
@@ -49,6 +50,13 @@ class Objective:
         self.lam = float(lam)
         self.chunk_size = int(chunk_size)
         self.grad_evals = 0
+
+    def cast(self, dtype: torch.dtype) -> Objective:
+        """Return this objective computed in ``dtype`` (a copy of the model and data cast to it);
+        ``self`` when it already is. Gradient evaluations are counted on the copy."""
+        if dtype == self.dtype:
+            return self
+        return Objective(copy.deepcopy(self.model).to(dtype), self.x, self.y, self.lam, self.chunk_size)
 
     # -- parameter plumbing -------------------------------------------------
     def unflatten(self, w: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -54,7 +54,7 @@ ATTACK_NAMES = ("population", "ulira")
 class BenchSpec:
     """A sweep: dataset and model, ratios, methods, seeds, attacks and where to keep runs.
 
-    ``preset`` names the recipe family ("default" or "leaky"); ``train_overrides`` replace
+    ``preset`` names the recipe family (one of presets.PRESET_NAMES); ``train_overrides`` replace
     its TrainConfig fields; ``method_options`` maps a
     method name to its options; ``ulira_pool``/``ulira_shadows``/``ulira_targets``
     size the per-example attack.

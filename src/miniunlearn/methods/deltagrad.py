@@ -3,49 +3,61 @@
 Deletion only; gradient descent and mini-batch SGD. The full history stores, for every
 step t of the original run, the parameters w_t and the batch gradient
 g_t = grad F_{B_t}(w_t) (regulariser included). DeltaGrad replays the run's own plan
-from the run's initial parameters with the forget set U removed from every batch, as
-retraining would, but computes most retain gradients without touching the retain part
-of the batch.
+with the forget set U removed from every batch, as retraining would, but computes most
+retain gradients without touching the retain part of the batch.
 
-At step t with batch B_t, retain part R_t = B_t \\ U and forget part U_t = B_t & U:
+Steps before the first batch that holds a forgotten sample are the original run's own
+(the replay starts from the stored w_t there, as the authors' code does); the burn-in
+``j0`` counts from that step. At step t with batch B_t, retain part R_t = B_t \\ U and
+forget part U_t = B_t & U:
 
 * R_t empty: the step is skipped (as retraining skips it).
-* **Exact step** (t < j0, or (t - j0) % T0 == 0): the retain gradient is computed
-  exactly, with the same call and ids as the training loop, so T0 = 1 reproduces
-  retraining bit for bit. The forget part at v_t gives the whole-batch gradient
-  grad F_{B_t}(v_t), and the secant pair s = v_t - w_t, y = grad F_{B_t}(v_t) - g_t
-  joins the last ``m`` pairs (kept only when s.y > 0, for non-convex models).
-* **Approximate step** (otherwise): grad F_{B_t}(v_t) ~ g_t + B (v_t - w_t) with B the
-  compact-form L-BFGS Hessian of the stored pairs (Byrd, Nocedal and Schnabel 1994);
-  the forget part is subtracted exactly:
+* **Exact step**: the retain gradient is computed exactly, with the same call and ids as
+  the training loop, so T0 = 1 reproduces retraining bit for bit. The forget part at v_t
+  gives the whole-batch gradient grad F_{B_t}(v_t), and the secant pair s = v_t - w_t,
+  y = grad F_{B_t}(v_t) - g_t joins the last ``m`` pairs when s.y > 0.
+* **Approximate step**: grad F_{B_t}(v_t) ~ g_t + B (v_t - w_t) with B the compact-form
+  L-BFGS Hessian of the stored pairs (Byrd, Nocedal and Schnabel 1994); the forget part
+  is subtracted exactly:
   grad F_{R_t}(v_t) = (|B_t| (approx - lam v_t) - sum_{i in U_t} grad l_i(v_t)) / |R_t| + lam v_t.
 
-Fallback rule: an approximate step becomes an exact one when there is no stored pair
-yet, when the estimate is not finite, or when the curvature it implies is
-implausible: |B d| > ``fallback_ratio`` * max_k(|y_k| / |s_k|) * |d| with d = v_t - w_t,
-i.e. the L-BFGS matrix claims far more curvature along d than any exact pair showed.
-(Comparing with |g_t| alone would misfire near convergence, where g_t -> 0 while the
-true correction H d does not.)
+Which steps are exact follows the authors' two loops:
 
-Options follow the reference implementation's example: T0 = 5, j0 = 20, m = 2; j0 and
-T0 count steps, not epochs. The initial matrix is B_0 = sigma I. The reference code takes
-sigma = s.y / s.s of the newest pair (``b0="sy/ss"``); the default here is the textbook
-sigma = y.y / s.y (``b0="yy/sy"``, Nocedal and Wright), which measured 3x closer to
-retraining on digits logistic regression (converged GD at 1 % / 10 % / 30 % deletion:
-0.0029 / 0.015 / 0.050 against 0.0095 / 0.041 / 0.136; original model 0.044 / 0.142 / 0.317)
-and about equal on a small MLP.
+* **Convex models** (their logistic-regression loop): the first ``j0`` steps, then every
+  ``T0``-th step counted from j0. An approximate step is redone exactly when there is no
+  pair yet, when the estimate is not finite, or (an addition of this port, off with
+  ``fallback_ratio=0``) when the curvature it implies is implausible:
+  |B d| > ``fallback_ratio`` * max_k(|y_k| / |s_k|) * |d| with d = v_t - w_t.
+* **Networks** (their neural-network loop, ``safeguard``; automatic for non-convex
+  models): the first ``j0`` steps are exact; an approximate step whose product is not
+  smaller than its argument, |B d| >= |d|, is thrown away and redone exactly; after any
+  exact step the replay stays exact until the store again holds ``m`` pairs (a pair with
+  s.y <= 0 is rejected, and a new pair evicts the oldest one, or, when the store was not
+  full, a pair more than two steps old); the period T0 counts from the last exact step.
+  Without it the default MNIST MLP diverges (docs/results.md).
+
+Options and the values the authors used: m = 2 everywhere; logistic regression
+(T0, j0) = (5, 20) in their README example, swept over T0 in {1, 2, 5, 10, 20} and j0 in
+{10, ..., 50}; their MNIST network scripts use (5, 80) and (3, 40), swept over T0 in
+{1, 2, 3, 5} and j0 in {1, 50, 100, 200, 300}. The defaults here: T0 = 5, m = 2, j0 = 20
+for convex models and 80 for networks. The initial matrix is B_0 = sigma I; the default,
+as in the authors' code, is sigma = s.y / s.s of the newest pair (``b0="sy/ss"``, floored
+at ``SIGMA_FLOOR``, which never binds when lam >= 0.001 since a regularised convex
+objective has s.y / s.s >= lam); ``b0="yy/sy"`` is the textbook choice (Nocedal and
+Wright). docs/results.md reports both: y.y/s.y is closer at large learning rates on
+digits, s.y/s.s at small ones and on Fashion-MNIST, where y.y/s.y diverges.
+
+``float64`` replays in double precision (the authors' code runs in float64) when the run
+was trained in float32; the result is returned in the run's precision.
 
 Cost: an exact step is one pass over R_t plus one over U_t; an approximate step is one
-pass over U_t plus an O(d m) product. Replaying T steps with the defaults makes
-j0 + (T - j0) / T0 retain passes. Where per-call overhead dominates (digits, 650
-parameters, 1 ms per full pass) the wall time equals retraining's; on MNIST logistic
-regression (20,000 samples, 100 full-batch steps, float64, one thread) it was 2.3-2.9x
-faster than retraining at 1 % / 0.1 % deletion, landing 0.0076 / 0.0021 from the
-retrained model (original model: 0.063 / 0.020).
+pass over U_t plus an O(d m) product. Replaying T steps makes about
+j0 + (T - j0) / T0 retain passes (plus the safeguard's redone steps).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,11 +66,16 @@ import torch
 
 from ..errors import ConfigError
 from ..objective import Objective
-from ..training.schedule import without_ids
+from ..training.config import CONVEX_MODELS
+from ..training.schedule import StepPlan, without_ids
 from .base import UnlearningMethod, UnlearnRequest, register
 from .lbfgs import SecantPairs
 
 B0_CHOICES = ("sy/ss", "yy/sy")
+SAFEGUARD_CHOICES = ("auto", "on", "off")
+SIGMA_FLOOR = 1e-3  # lower bound on the initial scale s.y / s.s
+J0_CONVEX, J0_NETWORK = 20, 80  # burn-in defaults: the authors' logistic-regression and MNIST-network scripts
+PAIR_MAX_AGE = 2  # the network loop drops a pair more than this many steps old (when the store is not full)
 
 
 class CompactHessian:
@@ -66,12 +83,12 @@ class CompactHessian:
     factorised once so that each product B v costs two thin matrix-vector products.
 
     Takes a :class:`SecantPairs` (oldest pair first) and the initial-matrix rule ``b0``:
-    ``"yy/sy"`` (B_0 = sigma I with sigma = y.y / s.y of the newest pair) or ``"sy/ss"``
-    (sigma = s.y / s.s, as DeltaGrad's reference code). With no pairs (or a singular middle
-    matrix) ``empty`` is True and B = I.
+    ``"sy/ss"`` (sigma = s.y / s.s of the newest pair, floored at SIGMA_FLOOR, as DeltaGrad's
+    reference code) or ``"yy/sy"`` (sigma = y.y / s.y, the textbook choice). With no pairs
+    (or a singular middle matrix) ``empty`` is True and B = I.
     """
 
-    def __init__(self, pairs: SecantPairs, b0: str = "yy/sy") -> None:
+    def __init__(self, pairs: SecantPairs, b0: str = "sy/ss") -> None:
         self.empty = len(pairs) == 0
         if self.empty:
             return
@@ -79,7 +96,10 @@ class CompactHessian:
         Y = torch.stack([p[1] for p in pairs.pairs], dim=1)
         s_new, y_new = S[:, -1], Y[:, -1]
         sy = torch.dot(s_new, y_new)
-        self.sigma = torch.dot(y_new, y_new) / sy if b0 == "yy/sy" else sy / torch.dot(s_new, s_new)
+        if b0 == "yy/sy":
+            self.sigma = torch.dot(y_new, y_new) / sy
+        else:
+            self.sigma = torch.clamp(sy / torch.dot(s_new, s_new), min=SIGMA_FLOOR)
         StY = S.T @ Y
         L = torch.tril(StY, diagonal=-1)
         D = torch.diag(torch.diagonal(StY))
@@ -97,9 +117,47 @@ class CompactHessian:
         return self.sigma * v - self.left @ (self.middle_inv @ (self.left.T @ v))
 
 
-def compact_hessian_product(pairs: SecantPairs, v: torch.Tensor, b0: str = "yy/sy") -> torch.Tensor:
+def compact_hessian_product(pairs: SecantPairs, v: torch.Tensor, b0: str = "sy/ss") -> torch.Tensor:
     """Return B v for the L-BFGS Hessian B of ``pairs`` in compact form (see :class:`CompactHessian`)."""
     return CompactHessian(pairs, b0).product(v)
+
+
+def first_affected_step(plan: StepPlan, forget_mask: np.ndarray) -> int:
+    """Return the first step of ``plan`` whose batch holds a forgotten sample (``forget_mask``);
+    before it the retrained run is the original one."""
+    for t in range(plan.total_steps):
+        batch = plan.batch_ids(t)
+        if batch is None or forget_mask[batch].any():
+            return t
+    return plan.total_steps
+
+
+class _PairStore:
+    """The secant pairs of the replay, with the step each was formed at (for the age rule)."""
+
+    def __init__(self, m: int) -> None:
+        self.pairs = SecantPairs(m)
+        self.steps: deque[int] = deque(maxlen=m)
+        self.max_curvature = 0.0  # largest |y|/|s| over the pairs kept (convex fallback rule)
+
+    def offer(self, s: torch.Tensor, y: torch.Tensor, step: int, age_rule: bool) -> bool:
+        """Add the pair (s, y) formed at ``step`` if s.y > 0; with ``age_rule``, a pair that did not
+        evict one (the store was not full) evicts the oldest when that is over PAIR_MAX_AGE steps
+        old. Return whether the pair was kept."""
+        was_full = len(self.pairs) == self.pairs.memory
+        if not self.pairs.add(s, y):
+            return False
+        self.steps.append(step)
+        self.max_curvature = max(self.max_curvature, float(y.norm() / s.norm()))
+        if age_rule and not was_full and len(self.steps) > 1 and step - self.steps[0] > PAIR_MAX_AGE:
+            self.pairs.pairs.popleft()
+            self.steps.popleft()
+        return True
+
+    @property
+    def full(self) -> bool:
+        """True when the store holds ``m`` pairs."""
+        return len(self.pairs) == self.pairs.memory
 
 
 @register
@@ -112,49 +170,62 @@ class DeltaGrad(UnlearningMethod):
 
     @dataclass(frozen=True)
     class Options:
-        """T0: an exact step every T0 steps after the burn-in (T0 = 1: every step exact, = retraining);
-        j0: burn-in steps that are all exact; m: secant pairs kept (L-BFGS memory); b0: initial
-        Hessian scale rule, "yy/sy" (textbook, measured best) or "sy/ss" (reference code);
-        fallback_ratio: an approximate step whose implied curvature |B d|/|d| exceeds this
-        multiple of the largest exact |y|/|s| is redone exactly (<= 0 disables the check).
-        T0, j0, m: the reference code's example."""
+        """T0: exact-step period (T0 = 1: every step exact, = retraining); j0: burn-in steps
+        that are all exact (None: 20 for convex models, 80 for networks, the authors' scripts);
+        m: secant pairs kept (L-BFGS memory); b0: initial Hessian scale rule, "sy/ss" (the
+        authors') or "yy/sy" (textbook); safeguard: the authors' neural-network rules (auto: on
+        for non-convex models); fallback_ratio: without the safeguard, an approximate step whose
+        implied curvature |B d|/|d| exceeds this multiple of the largest exact |y|/|s| is redone
+        exactly (<= 0 disables the check); float64: replay in double precision."""
 
         T0: int = 5
-        j0: int = 20
+        j0: int | None = None
         m: int = 2
-        b0: str = "yy/sy"
+        b0: str = "sy/ss"
+        safeguard: str = "auto"
         fallback_ratio: float = 10.0
+        float64: bool = False
 
         def __post_init__(self) -> None:
             if self.T0 < 1:
                 raise ConfigError(f"deltagrad: T0 must be at least 1, got {self.T0}")
-            if self.j0 < 0:
+            if self.j0 is not None and self.j0 < 0:
                 raise ConfigError(f"deltagrad: j0 must be >= 0, got {self.j0}")
             if self.m < 1:
                 raise ConfigError(f"deltagrad: m (L-BFGS memory) must be at least 1, got {self.m}")
             if self.b0 not in B0_CHOICES:
                 raise ConfigError(f"deltagrad: b0 must be one of {B0_CHOICES}, got {self.b0!r}")
-
-    def _is_exact_step(self, t: int) -> bool:
-        opts = self.options
-        return t < opts.j0 or (t - opts.j0) % opts.T0 == 0
+            if self.safeguard not in SAFEGUARD_CHOICES:
+                raise ConfigError(
+                    f"deltagrad: safeguard must be one of {SAFEGUARD_CHOICES}, got {self.safeguard!r}"
+                )
+            if not self.fallback_ratio == self.fallback_ratio:  # NaN
+                raise ConfigError("deltagrad: fallback_ratio must be a number, got nan")
 
     def _unlearn(self, request: UnlearnRequest) -> tuple[torch.Tensor, int, dict[str, Any]]:
         opts = self.options
         run = request.run
-        objective, plan = run.objective, run.plan
+        plan = run.plan
         history = run.full_history()  # raises HistoryError when the run has no full history
+        convex = run.config.model in CONVEX_MODELS
+        safeguard = opts.safeguard == "on" or (opts.safeguard == "auto" and not convex)
+        j0 = opts.j0 if opts.j0 is not None else (J0_CONVEX if convex else J0_NETWORK)
+        objective = run.objective.cast(torch.float64) if opts.float64 else run.objective
         dtype = objective.dtype
         forget_mask = np.zeros(run.n_train, dtype=bool)
         forget_mask[request.all_forgotten] = True
         all_forgotten = np.flatnonzero(forget_mask)
 
-        pairs = SecantPairs(opts.m)
-        hessian = CompactHessian(pairs, opts.b0)  # refactorised whenever a pair is added
-        max_curvature = 0.0  # largest |y|/|s| over the exact pairs kept
+        start = first_affected_step(plan, forget_mask)
+        if start == plan.total_steps:  # no batch held a forgotten sample: the original model stands
+            return run.load_model_params(), history.nbytes, {"start_step": start, "total_steps": start}
+        store = _PairStore(opts.m)
+        hessian = CompactHessian(store.pairs, opts.b0)  # refactorised whenever the pairs change
         exact = approx = fallbacks = skipped = 0
-        v = run.initial_params().to(dtype)
-        for t in range(plan.total_steps):
+        last_exact, refill = start, False
+        w_start = run.initial_params() if start == 0 else torch.from_numpy(np.array(history.params[start]))
+        v = w_start.to(dtype)
+        for t in range(start, plan.total_steps):
             batch = plan.batch_ids(t)
             retain_t = without_ids(batch, forget_mask)
             n_retain = run.n_train if retain_t is None else retain_t.size
@@ -165,11 +236,14 @@ class DeltaGrad(UnlearningMethod):
             w_t = torch.from_numpy(np.array(history.params[t])).to(dtype)
             g_t = torch.from_numpy(np.array(history.grads[t])).to(dtype)
 
+            if safeguard:
+                scheduled_exact = t - start <= j0 or refill or (t - last_exact) % opts.T0 == 0
+            else:
+                scheduled_exact = t - start < j0 or (t - start - j0) % opts.T0 == 0
             grad: torch.Tensor | None = None
-            scheduled_exact = self._is_exact_step(t)
             if not scheduled_exact:
                 grad = self._approximate_retain_grad(
-                    objective, hessian, max_curvature, v, w_t, g_t, forget_t, n_retain
+                    objective, hessian, store.max_curvature, v, w_t, g_t, forget_t, n_retain, safeguard
                 )
                 if grad is None:
                     fallbacks += 1
@@ -180,43 +254,48 @@ class DeltaGrad(UnlearningMethod):
                 # (not needed with T0 = 1, where no step is ever approximated).
                 _, grad = objective.value_and_grad(v, retain_t)
                 exact += int(scheduled_exact)
+                last_exact = t
                 if opts.T0 > 1:
-                    curvature = self._add_pair(objective, pairs, v, w_t, g_t, grad, n_retain, forget_t)
-                    if curvature is not None:
-                        max_curvature = max(max_curvature, curvature)
-                        hessian = CompactHessian(pairs, opts.b0)
+                    s, y = self._pair(objective, v, w_t, g_t, grad, n_retain, forget_t)
+                    kept = store.offer(s, y, t, age_rule=safeguard)
+                    refill = not (kept and store.full)
+                    if kept:
+                        hessian = CompactHessian(store.pairs, opts.b0)
             v = v - plan.lrs[t] * grad
 
+        if objective is not run.objective:  # count the double-precision copy's work on the run
+            run.objective.grad_evals += objective.grad_evals
         diagnostics = {  # fallbacks are exact steps too, counted apart from the scheduled ones
             "exact_steps": exact,
             "approximate_steps": approx,
             "fallbacks": fallbacks,
             "skipped_steps": skipped,
-            "pairs_rejected": pairs.rejected,
+            "pairs_rejected": store.pairs.rejected,
+            "start_step": start,
             "total_steps": plan.total_steps,
+            "safeguard": safeguard,
+            "j0": j0,
         }
-        return v, history.nbytes, diagnostics
+        return v.to(run.objective.dtype), history.nbytes, diagnostics
 
     @staticmethod
-    def _add_pair(
+    def _pair(
         objective: Objective,
-        pairs: SecantPairs,
         v: torch.Tensor,
         w_t: torch.Tensor,
         g_t: torch.Tensor,
         retain_grad: torch.Tensor,
         n_retain: int,
         forget_t: np.ndarray,
-    ) -> float | None:
-        """Form grad F_{B_t}(v) from the exact retain gradient and the forget part and offer the pair
-        (v - w_t, grad F_{B_t}(v) - g_t) to ``pairs``; return its |y|/|s| if kept, else None."""
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the secant pair (v - w_t, grad F_{B_t}(v) - g_t), the whole-batch gradient formed
+        from the exact retain gradient and the forget part."""
         lam = objective.lam
         data_sum = n_retain * (retain_grad - lam * v)
         if forget_t.size:
             data_sum = data_sum + objective.loss_grad_sum(v, forget_t)[1]
         batch_grad = data_sum / (n_retain + forget_t.size) + lam * v
-        s, y = v - w_t, batch_grad - g_t
-        return float(y.norm() / s.norm()) if pairs.add(s, y) else None
+        return v - w_t, batch_grad - g_t
 
     def _approximate_retain_grad(
         self,
@@ -228,8 +307,9 @@ class DeltaGrad(UnlearningMethod):
         g_t: torch.Tensor,
         forget_t: np.ndarray,
         n_retain: int,
+        safeguard: bool,
     ) -> torch.Tensor | None:
-        """Return the L-BFGS estimate of grad F_{R_t}(v), or None when it must fall back to exact."""
+        """Return the L-BFGS estimate of grad F_{R_t}(v), or None when it must be redone exactly."""
         lam = objective.lam
         n_batch = n_retain + forget_t.size
         if hessian.empty:
@@ -238,8 +318,10 @@ class DeltaGrad(UnlearningMethod):
         correction = hessian.product(d)
         if not bool(torch.isfinite(correction).all()):
             return None
-        ratio = self.options.fallback_ratio
-        if ratio > 0 and float(correction.norm()) > ratio * max_curvature * float(d.norm()):
+        size, ratio = float(correction.norm()), self.options.fallback_ratio
+        if safeguard and not size < float(d.norm()):  # the authors' network rule: |B d| < |d|
+            return None
+        if not safeguard and ratio > 0 and size > ratio * max_curvature * float(d.norm()):
             return None
         data_sum = n_batch * (g_t + correction - lam * v)
         if forget_t.size:
