@@ -148,7 +148,7 @@ def run_bench(spec: BenchSpec, *, progress: bool = True) -> tuple[list[dict[str,
     One record per (method, ratio, seed) with at least ``RECORD_KEYS``; ``passes`` is the
     per-sample gradient evaluations (a Hessian-vector product counts two) divided by the
     retain size, ``dist_to_optimum`` the distance to the float64 retain optimum (convex
-    models; None otherwise). Retraining is
+    models trained by full-batch gradient descent; None otherwise). Retraining is
     always run (timed) as the reference; methods run in the same process on the same
     machine. ``extras`` holds ROC curves of the last seed and the machine description.
     """
@@ -177,7 +177,8 @@ def run_bench(spec: BenchSpec, *, progress: bool = True) -> tuple[list[dict[str,
             retrain_time = time.perf_counter() - started
             retrain_evals = run.objective.grad_evals - evals_before
             ref = reference(run, retrained, forget, attacks=spec.attacks, seed=seed)
-            optimum = retain_optimum(run, forget)
+            # an SGD run stops wherever its batches leave it: the retain optimum is no reference there
+            optimum = retain_optimum(run, forget) if run.plan.batch_size >= run.n_train else None
             retain_size = run.n_train - forget.size
             for method in spec.methods:
                 options = spec.method_options.get(method, {})
