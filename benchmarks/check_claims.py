@@ -108,6 +108,33 @@ def leaky_checks(tag: str, ratio: float, groups: dict[tuple, list[dict]]) -> lis
     return checks
 
 
+# DeltaGrad's distances to retraining logged by its authors in their MNIST logistic-regression
+# regime (batch 16,384, 128 steps, lr 0.1, lam 0.005, float64): our `--preset deltagrad-paper`
+AUTHORS_LOGGED = {0.01: 0.00024, 0.1: 0.00104, 0.2: 0.00184}
+
+
+def paper_checks(tag: str, ratio: float, mini: list[dict], delta: list[dict]) -> list[tuple[str, bool]]:
+    """The targets in DeltaGrad's own regime (sweeps whose file name holds "dgpaper")."""
+    dist, delta_dist = mean(mini, "dist_to_retrain"), mean(delta, "dist_to_retrain")
+    checks = []
+    if ratio in AUTHORS_LOGGED:
+        logged = AUTHORS_LOGGED[ratio]
+        checks.append(
+            (
+                f"{tag}: DeltaGrad within 30 % of its authors' logged distance "
+                f"({delta_dist:.5f} vs {logged:.5f})",
+                abs(delta_dist - logged) <= 0.3 * logged,
+            )
+        )
+    if ratio >= 0.2:
+        text = f"{tag}: mini closer to retraining than DeltaGrad ({dist:.4g} vs {delta_dist:.4g})"
+        checks.append((text, dist < delta_dist))
+    else:
+        text = f"{tag}: mini within 2x of DeltaGrad's distance ({dist:.4g} vs {delta_dist:.4g})"
+        checks.append((text, dist <= 2 * delta_dist))
+    return checks
+
+
 def main() -> None:
     """Print the comparison tables and the claim checks."""
     folder = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/results")
@@ -182,6 +209,8 @@ def main() -> None:
             peer = groups.get((ratio, "warmstart"))
             if peer:
                 checks.extend(peer_checks(tag, records[0]["dataset"], ratio, mini, peer))
+            if delta and "dgpaper" in path.stem:
+                checks.extend(paper_checks(tag, ratio, mini, delta))
             if delta:
                 speed = mean(delta, "time_s") / mean(mini, "time_s")
                 if ratio >= 0.1:

@@ -11,7 +11,9 @@ from miniunlearn.ids import random_forget_ids
 from miniunlearn.methods import UnlearnRequest, get_method
 from miniunlearn.methods.deltagrad import SIGMA_FLOOR, CompactHessian, compact_hessian_product
 from miniunlearn.methods.lbfgs import SecantPairs
+from miniunlearn.presets import preset
 from miniunlearn.training import Run, TrainConfig, cached_retrain, train_run
+from miniunlearn.training.schedule import make_plan
 
 
 def dist(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -206,3 +208,19 @@ def test_authors_scale_is_floored() -> None:
     pairs.add(s, 1e-6 * s)  # curvature 1e-6 along s
     assert float(CompactHessian(pairs, "sy/ss").sigma) == SIGMA_FLOOR
     assert float(CompactHessian(pairs, "yy/sy").sigma) == pytest.approx(1e-6)
+
+
+PAPER_ROWS = [("mnist", 60_000), ("fashion-mnist", 60_000), ("adult", 32_561)]
+
+
+@pytest.mark.parametrize(("dataset", "rows"), PAPER_ROWS)
+def test_deltagrad_paper_preset_is_the_authors_regime(dataset: str, rows: int) -> None:
+    config = TrainConfig(dataset=dataset, model="logreg", **preset(dataset, "logreg", "deltagrad-paper"))
+    plan = make_plan(config, rows)
+    assert plan.total_steps == 128 and plan.batch_size == 16_384
+    assert (config.lr, config.lam, config.dtype, config.lr_schedule) == (0.1, 0.005, "float64", "constant")
+
+
+def test_deltagrad_paper_preset_refuses_other_pairs() -> None:
+    with pytest.raises(ConfigError, match="deltagrad-paper preset exists for"):
+        preset("mnist", "mlp", "deltagrad-paper")
