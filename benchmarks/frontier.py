@@ -46,7 +46,7 @@ VARIANTS: list[tuple[str, str, dict[str, Any]]] = [
     *[("warmstart", "warmstart", {"rtol": t}) for t in TOLERANCES],
     *[("newton", "newton", {"cg_iters": i}) for i in (5, 10, 20, 40, 100)],
     *[("finetune", "finetune", {"steps": s}) for s in (10, 50, 200)],
-    ("deltagrad", "deltagrad", {}),
+    ("deltagrad", "deltagrad", {"b0": "yy/sy"}),  # the scale the committed frontier was measured with
 ]
 SHORT_RETRAIN_STEPS = (50, 200, 500)
 

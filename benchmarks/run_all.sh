@@ -10,25 +10,36 @@ mkdir -p "$OUT"
 bench() { name=$1; shift; "$BIN/miniunlearn" -q bench --threads 1 --json "$OUT/$name.json" --plots "$OUT/$name" "$@" \
   | tee "$OUT/$name.md"; }
 
+# Tables recorded before DeltaGrad's default initial scale became the authors' s.y/s.s keep
+# the textbook y.y/s.y they were measured with (docs/results.md says which).
+YY=(-o deltagrad:b0=yy/sy)
+
 chain_a() {
   bench mnist-logreg-peer --dataset mnist --model logreg --ratios 0.1,0.5,0.9 --methods retrain,warmstart,mini,newton --seeds 3
   "$BIN/python" benchmarks/frontier.py --dataset mnist --threads 1 --out "$OUT/frontier-mnist"
   "$BIN/python" benchmarks/sketch_variants.py --dataset mnist --threads 1 > "$OUT/sketch-variants-mnist.md"
-  bench mnist-logreg --dataset mnist --model logreg --ratios 0.01,0.1,0.3,0.5 --methods retrain,deltagrad,mini --seeds 3
+  bench mnist-logreg --dataset mnist --model logreg --ratios 0.01,0.1,0.3,0.5 --methods retrain,deltagrad,mini --seeds 3 \
+    "${YY[@]}"
+  bench mnist-logreg-dgpaper --dataset mnist --model logreg --preset deltagrad-paper --ratios 0.01,0.1,0.2,0.5,0.7 \
+    --methods retrain,deltagrad,mini --seeds 3
+  bench mnist-logreg-dgpaper-yy --dataset mnist --model logreg --preset deltagrad-paper --ratios 0.01,0.1,0.2,0.5,0.7 \
+    --methods retrain,deltagrad --seeds 3 "${YY[@]}"
+  "$BIN/python" benchmarks/linear_response.py --ratios 0.01,0.2,0.5 --threads 1 > "$OUT/linear-response.md"
   bench mnist-mlp-leaky --dataset mnist --model mlp --preset leaky --ratios 0.1,0.3,0.5 --seeds 3 \
     --methods retrain,none,finetune,neggrad,rl,salun,scrub,l1sparse,mini --attacks population,ulira --runs-dir runs/leaky
   "$BIN/python" benchmarks/rewind_variants.py --ratios 0.1,0.3,0.5 --seeds 3 --threads 1 > "$OUT/rewind-variants.md"
 }
 chain_b() {
   bench adult-logreg-peer --dataset adult --model logreg --ratios 0.1,0.5,0.9 \
-    --methods retrain,warmstart,deltagrad,mini,newton --seeds 3
+    --methods retrain,warmstart,deltagrad,mini,newton --seeds 3 "${YY[@]}"
   "$BIN/python" benchmarks/frontier.py --dataset adult --threads 1 --out "$OUT/frontier-adult"
   bench mnist-logreg-ulira --dataset mnist --model logreg --ratios 0.1,0.3,0.5 --methods retrain,deltagrad,mini \
-    --seeds 1 --attacks population,ulira
+    --seeds 1 --attacks population,ulira "${YY[@]}"
   bench mnist-logreg-baselines --dataset mnist --model logreg --ratios 0.7 \
-    --methods retrain,deltagrad,mini,finetune,neggrad,newton --seeds 1
-  bench fashion-logreg --dataset fashion-mnist --model logreg --ratios 0.1,0.3,0.5 --methods retrain,deltagrad,mini --seeds 1
-  bench adult-logreg --dataset adult --model logreg --ratios 0.01,0.1,0.3,0.5 --methods retrain,deltagrad,mini --seeds 3
+    --methods retrain,deltagrad,mini,finetune,neggrad,newton --seeds 1 "${YY[@]}"
+  bench fashion-logreg --dataset fashion-mnist --model logreg --ratios 0.1,0.3,0.5 --methods retrain,deltagrad,mini --seeds 3
+  bench adult-logreg --dataset adult --model logreg --ratios 0.01,0.1,0.3,0.5 --methods retrain,deltagrad,mini --seeds 3 \
+    "${YY[@]}"
   bench mnist-mlp --dataset mnist --model mlp --ratios 0.1,0.3,0.5 --methods retrain,none,finetune,deltagrad,mini --seeds 3
   bench fashion-cnn-leaky --dataset fashion-mnist --model cnn --preset leaky --ratios 0.1,0.3,0.5 --seeds 1 \
     --methods retrain,none,finetune,neggrad,rl,salun,scrub,l1sparse,mini --runs-dir runs/leaky
