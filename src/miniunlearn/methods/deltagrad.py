@@ -32,9 +32,10 @@ Which steps are exact follows the authors' two loops:
   models): the first ``j0`` steps are exact; an approximate step whose product is not
   smaller than its argument, |B d| >= |d|, is thrown away and redone exactly; after any
   exact step the replay stays exact until the store again holds ``m`` pairs (a pair with
-  s.y <= 0 is rejected, and a new pair evicts the oldest one, or, when the store was not
-  full, a pair more than two steps old); the period T0 counts from the last exact step.
-  Without it the default MNIST MLP diverges (docs/results.md).
+  s.y <= 0 is rejected, and a new pair evicts the oldest one, or, at a scheduled exact
+  step when the store was not full, a pair more than two steps old); the period T0
+  counts from the last exact step. Without it the default MNIST MLP diverges
+  (docs/results.md).
 
 Options and the values the authors used: m = 2 everywhere; logistic regression
 (T0, j0) = (5, 20) in their README example, swept over T0 in {1, 2, 5, 10, 20} and j0 in
@@ -257,7 +258,7 @@ class DeltaGrad(UnlearningMethod):
                 last_exact = t
                 if opts.T0 > 1:
                     s, y = self._pair(objective, v, w_t, g_t, grad, n_retain, forget_t)
-                    kept = store.offer(s, y, t, age_rule=safeguard)
+                    kept = store.offer(s, y, t, age_rule=safeguard and scheduled_exact)
                     refill = not (kept and store.full)
                     if kept:
                         hessian = CompactHessian(store.pairs, opts.b0)
