@@ -256,6 +256,20 @@ def test_ids_file_with_junk_lines_names_the_line(tmp_path: Path) -> None:
     assert read_ids_file(crlf).tolist() == [3, 7]
 
 
+def test_ids_file_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "bom.txt"
+    path.write_bytes(b"\xef\xbb\xbf3\n7\n")  # what some Windows editors write
+    assert read_ids_file(path).tolist() == [3, 7]
+
+
+def test_a_huge_junk_line_is_not_echoed_whole(tmp_path: Path) -> None:
+    path = tmp_path / "ids.txt"
+    path.write_text("1\n" + "x" * 100_000 + "\n")
+    with pytest.raises(ForgetRequestError, match=r"ids.txt:2") as info:
+        read_ids_file(path)
+    assert len(str(info.value)) < 400 and "100000 characters" in str(info.value)
+
+
 @pytest.mark.parametrize("junk", ["1_0", "+3", "\u0663", "1\x0c2", "0x10", "1e3"])
 def test_ids_are_plain_ascii_decimals_one_per_line(tmp_path: Path, junk: str) -> None:
     path = tmp_path / "ids.txt"

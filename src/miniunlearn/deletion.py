@@ -395,13 +395,14 @@ _DECIMAL_ID = re.compile(r"-?[0-9]+")
 
 
 def read_ids_file(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read one integer sample id per line (blank lines and ``#`` comments ignored).
+    """Read one integer sample id per line (blank lines and ``#`` comments ignored; UTF-8,
+    with or without a byte-order mark).
 
     Raises ForgetRequestError naming the first line that is not an integer.
     """
     file = Path(path)
     try:
-        text = file.read_text()
+        text = file.read_text(encoding="utf-8-sig")  # a leading byte-order mark is not part of an id
     except FileNotFoundError:
         raise ForgetRequestError(f"ids file {file} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -418,8 +419,10 @@ def read_ids_file(path: str | os.PathLike[str]) -> np.ndarray:
             continue
         value = int(entry) if _DECIMAL_ID.fullmatch(entry) else None
         if value is None or not -(2**63) <= value < 2**63:
+            shown = repr(line.strip())
+            shown = shown if len(shown) <= 80 else f"{shown[:60]}... ({len(line.strip())} characters)"
             raise ForgetRequestError(
-                f"{file}:{number}: {line.strip()!r} is not an integer sample id; "
+                f"{file}:{number}: {shown} is not an integer sample id; "
                 "the file must hold one integer id per line"
             )
         ids.append(value)
