@@ -19,7 +19,7 @@ from miniunlearn.methods import UnlearnRequest, get_method
 from miniunlearn.methods.mini import rewind_point
 from miniunlearn.presets import LEAKY, preset
 from miniunlearn.training import TrainConfig, retrain, train_run
-from miniunlearn.training.schedule import REWIND_FRACTIONS
+from miniunlearn.training.schedule import RESPONSE_FRACTIONS, REWIND_FRACTIONS
 
 # A network fitted by mini-batch SGD on 8x8 digits (batch 64, 30 epochs).
 SGD_MLP = TrainConfig(
@@ -42,10 +42,14 @@ def sgd_mlp_run(tmp_path_factory: pytest.TempPathFactory):
     return train_run(SGD_MLP, tmp_path_factory.mktemp("sgdmlp") / "run", progress=False)
 
 
-def test_non_convex_runs_keep_early_checkpoints_and_convex_runs_do_not(sgd_mlp_run, convex_run) -> None:
+def test_early_checkpoints_networks_rewind_points_convex_sgd_response_knots_full_batch_none(
+    sgd_mlp_run, sgd_run, convex_run
+) -> None:
     total = sgd_mlp_run.total_steps
     steps = set(sgd_mlp_run.mini_history().steps.tolist())
     assert {round(f * total) for f in REWIND_FRACTIONS} <= steps
+    sgd_steps = set(sgd_run.mini_history().steps.tolist())
+    assert {round(f * sgd_run.total_steps) for f in RESPONSE_FRACTIONS} <= sgd_steps
     assert min(convex_run.mini_history().steps) > convex_run.total_steps // 2
 
 

@@ -29,6 +29,17 @@ RUN_DIR/cache/. ``mode="auto"`` uses it for convex models (logistic regression) 
 final gradient is above ``converged_tol`` times the first step's, and the fixed point
 otherwise.
 
+**Response mode** (convex models trained by mini-batch SGD and stopped before
+convergence, DeltaGrad's own regime): predict the retrained endpoint to first order along
+the original trajectory, d_{t+1} = d_t - lr_t (H_t d_t + e_t), with e_t the change of the
+step-t batch gradient when the forget set leaves the batch; positions and full-data
+gradients between the stored checkpoints (0, 1/16, 1/8, 1/4, 1/2 of training and the end)
+come from cubic Hermite interpolation, the forget part of each batch is exact (or, for
+forget sets of ``response_per_batch_below`` or more of the data, interpolated too), H_t d_t
+uses a fresh ``response_hvp_samples`` retain subsample of the batch each step. See
+``methods/response.py``; ``mode="auto"`` uses it for such runs when their history has the
+checkpoints (trained by this version), the trajectory mode otherwise.
+
 **Rewind mode** (non-convex models, e.g. networks trained by SGD, which memorise their
 training samples late in training and never reach a fixed point of the retain map): go
 back to the stored early checkpoint at ``rewind_fraction`` of training, before the
@@ -62,17 +73,20 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..errors import HistoryError
 from ..fileio import cached
 from ..objective import Objective
 from ..training.config import CONVEX_MODELS
 from ..training.history import MiniHistory
 from ..training.rundir import Run
+from ..training.schedule import RESPONSE_FRACTIONS, fraction_steps
 from .base import UnlearningMethod, UnlearnRequest, register
 from .finetune import seeded_batches
 from .krylov import gd_propagator, lanczos_function_apply
 from .lbfgs import SecantPairs
+from .response import linear_response
 
-MODES = ("auto", "fixed-point", "trajectory", "rewind")
+MODES = ("auto", "fixed-point", "trajectory", "rewind", "response")
 
 
 @dataclass
@@ -218,7 +232,11 @@ class MiniUnlearning(UnlearningMethod):
         the data; replay_momentum, replay_lr_scale: heavy-ball momentum and peak rate (times the
         run's base rate) of the replay; match_loss: stop the replay once the mean batch objective
         over the last pass is at most the original run's final objective F_D(w_T); seed:
-        retain-batch order of the replay."""
+        retain-batch order of the replay (and the response mode's subsamples).
+        Response mode: response_hvp_samples: retain samples of each batch in its Hessian-vector
+        product; response_slope_samples: samples in the Hessian-vector product giving the slope
+        of the mean gradient at each checkpoint; response_per_batch_below: forget sets smaller
+        than this share of the data are read batch by batch, larger ones interpolated."""
 
         max_steps: int = 50
         rtol: float = 1e-4
@@ -240,6 +258,9 @@ class MiniUnlearning(UnlearningMethod):
         replay_lr_scale: float = 1.5
         match_loss: bool = True
         seed: int = 0
+        response_hvp_samples: int = 1024
+        response_slope_samples: int = 16384
+        response_per_batch_below: float = 0.3
 
         def __post_init__(self) -> None:
             from ..errors import ConfigError
@@ -260,6 +281,12 @@ class MiniUnlearning(UnlearningMethod):
                 raise ConfigError(f"mini: replay_momentum must be in [0, 1), got {self.replay_momentum}")
             if not 0 < self.replay_lr_scale < float("inf"):
                 raise ConfigError(f"mini: replay_lr_scale must be positive, got {self.replay_lr_scale}")
+            if self.response_hvp_samples < 1 or self.response_slope_samples < 1:
+                raise ConfigError("mini: response_hvp_samples and response_slope_samples must be at least 1")
+            if not 0 <= self.response_per_batch_below <= 1:
+                raise ConfigError(
+                    f"mini: response_per_batch_below must be in [0, 1], got {self.response_per_batch_below}"
+                )
 
     def _solve_kwargs(self) -> dict[str, Any]:
         o = self.options
@@ -281,12 +308,18 @@ class MiniUnlearning(UnlearningMethod):
         mode = opts.mode
         if mode == "auto":
             unconverged = residual_ratio > opts.converged_tol  # unknown (NaN) counts as converged
-            if run.config.model in CONVEX_MODELS:
-                mode = "trajectory" if unconverged else "fixed-point"
+            if run.config.model in CONVEX_MODELS and not unconverged:
+                mode = "fixed-point"
+            elif run.config.model in CONVEX_MODELS:
+                sgd = run.plan.batch_size < run.n_train
+                mode = "response" if sgd and _response_rows(history) is not None else "trajectory"
             else:  # a network fitted by SGD has no fixed point to contract to; full batch does
                 mode = "rewind" if run.plan.batch_size < run.n_train else "fixed-point"
         if mode == "rewind":  # needs neither the sketch nor the final checkpoint's retain gradient
             w, read, extra = self._rewind(request, history)
+            return w, read, {"mode": mode, "residual_ratio": residual_ratio, **extra}
+        if mode == "response":
+            w, read, extra = self._response(request, history)
             return w, read, {"mode": mode, "residual_ratio": residual_ratio, **extra}
         sketch = run.curvature_sketch() if opts.precondition else None
         h0 = sketch.inverse_hessian_product if sketch is not None else None
@@ -479,6 +512,43 @@ class MiniUnlearning(UnlearningMethod):
             "original_correction_norm": float(correction.norm()),
         }
 
+    def _response(
+        self, request: UnlearnRequest, history: MiniHistory
+    ) -> tuple[torch.Tensor, int, dict[str, Any]]:
+        """Linear response along the stored trajectory (see ``methods/response.py``). Returns
+        (parameters, history bytes read, diagnostics). Always predicts from the original run."""
+        opts = self.options
+        run, objective = request.run, request.run.objective
+        rows = _response_rows(history)
+        if rows is None:
+            raise HistoryError(
+                f"mini's response mode needs the checkpoints at {RESPONSE_FRACTIONS} of training, which "
+                f"run {run.path} lacks (trained by an older version); retrain it, or use mode=trajectory"
+            )
+        ratio = request.all_forgotten.size / run.n_train
+        response = linear_response(
+            objective,
+            run.plan,
+            history.steps[rows],
+            history.params[rows].to(objective.dtype),
+            history.grads[rows].to(objective.dtype),
+            request.all_forgotten,
+            per_batch=ratio < opts.response_per_batch_below,
+            hvp_samples=opts.response_hvp_samples,
+            slope_samples=opts.response_slope_samples,
+            seed=opts.seed,
+        )
+        read = int(history.params[rows].nbytes + history.grads[rows].nbytes + history.values[rows].nbytes)
+        return (
+            response.w,
+            read,
+            {
+                "checkpoints_used": len(rows),
+                "forget_part": "per batch" if response.per_batch else "interpolated",
+                "hvp_steps": response.hvp_steps,
+            },
+        )
+
     def _rewind(
         self, request: UnlearnRequest, history: MiniHistory
     ) -> tuple[torch.Tensor, int, dict[str, Any]]:
@@ -573,6 +643,17 @@ def replay_retain(
     if steps > per_pass and sum(window) / len(window) >= sum(first_pass) / len(first_pass):
         return _Replay(w, steps, "diverged")
     return _Replay(w, steps, "budget")
+
+
+def _response_rows(history: MiniHistory) -> list[int] | None:
+    """Rows of the response mode's checkpoints (the RESPONSE_FRACTIONS steps and the end),
+    in ascending step order, or None when the history lacks one of them."""
+    total = int(history.steps[0])
+    wanted = sorted(fraction_steps(total, RESPONSE_FRACTIONS) | {total})
+    where = {int(step): row for row, step in enumerate(history.steps)}
+    if any(step not in where for step in wanted):
+        return None
+    return [where[step] for step in wanted]
 
 
 def _rewind_rows(history: MiniHistory, target: float) -> list[int]:

@@ -50,7 +50,7 @@ from .history import (
     make_recorder,
     stable_metadata,
 )
-from .schedule import REWIND_FRACTIONS, StepPlan, checkpoint_steps, make_plan
+from .schedule import RESPONSE_FRACTIONS, REWIND_FRACTIONS, StepPlan, checkpoint_steps, make_plan
 from .trainer import train_loop
 
 MANIFEST = "manifest.json"
@@ -148,7 +148,7 @@ def train_run(config: TrainConfig, out_dir: str | os.PathLike[str], *, progress:
             lam=config.lam,
             dim=objective.dim,
             dtype=config.torch_dtype,
-            early=rewind_fractions(config),
+            early=early_fractions(config),
         )
         started = time.perf_counter()
         w = train_loop(objective, flatten_params(model), plan, recorder=recorder, progress=progress)
@@ -221,11 +221,14 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def rewind_fractions(config: TrainConfig) -> tuple[float, ...]:
+def early_fractions(config: TrainConfig) -> tuple[float, ...]:
     """The early checkpoints a run keeps: for non-convex models the points a rewinding
-    unlearner can return to (``REWIND_FRACTIONS``); none for convex models, whose
-    unlearning needs only the end of training."""
-    return () if config.model in CONVEX_MODELS else REWIND_FRACTIONS
+    unlearner can return to (``REWIND_FRACTIONS``); for convex models trained by mini-batch
+    SGD the knots of the linear-response unlearner (``RESPONSE_FRACTIONS``); none for convex
+    models trained by full-batch gradient descent, whose unlearning needs only the end."""
+    if config.model not in CONVEX_MODELS:
+        return REWIND_FRACTIONS
+    return () if config.full_batch else RESPONSE_FRACTIONS
 
 
 def record_curvature(
@@ -241,7 +244,7 @@ def record_curvature(
     cost relative to training), or {} when no sketch is recorded."""
     rank = config.curvature_rank
     if rank is None:
-        checkpoints = len(checkpoint_steps(total_steps, config.checkpoints, rewind_fractions(config)))
+        checkpoints = len(checkpoint_steps(total_steps, config.checkpoints, early_fractions(config)))
         itemsize = torch.finfo(config.torch_dtype).bits // 8
         rank = default_rank(config.model, config.history, total_steps, checkpoints, itemsize)
     if rank == 0:

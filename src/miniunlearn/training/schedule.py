@@ -94,6 +94,15 @@ def without_ids(batch: np.ndarray | None, forget_mask: np.ndarray) -> np.ndarray
 # Fractions of training at which non-convex runs also keep a checkpoint, the points a
 # rewinding unlearner can go back to (see methods/mini.py).
 REWIND_FRACTIONS = (0.0, 1 / 32, 1 / 16, 1 / 8)
+# Fractions of training at which convex runs trained by mini-batch SGD also keep a
+# checkpoint: the knots of the linear-response unlearner's trajectory (methods/response.py),
+# dense early, where the parameters move fastest.
+RESPONSE_FRACTIONS = (0.0, 1 / 16, 1 / 8, 1 / 4, 1 / 2)
+
+
+def fraction_steps(total_steps: int, fractions: tuple[float, ...]) -> set[int]:
+    """The steps round(f T) of the given fractions of ``total_steps`` (at most T)."""
+    return {min(total_steps, round(f * total_steps)) for f in fractions}
 
 
 def checkpoint_steps(total_steps: int, k: int, early: tuple[float, ...] = ()) -> np.ndarray:
@@ -103,5 +112,5 @@ def checkpoint_steps(total_steps: int, k: int, early: tuple[float, ...] = ()) ->
     Step t means the parameters *before* update t (step T is the final model).
     """
     steps = {total_steps} | {total_steps - 2**j for j in range(k) if total_steps - 2**j >= 0}
-    steps |= {min(total_steps, round(f * total_steps)) for f in early}
+    steps |= fraction_steps(total_steps, early)
     return np.array(sorted(steps, reverse=True), dtype=np.int64)
