@@ -523,7 +523,8 @@ class MiniUnlearning(UnlearningMethod):
         if rows is None:
             raise HistoryError(
                 f"mini's response mode needs the checkpoints at {RESPONSE_FRACTIONS} of training, which "
-                f"run {run.path} lacks (trained by an older version); retrain it, or use mode=trajectory"
+                f"run {run.path} lacks (only convex runs trained by mini-batch SGD keep them, and only "
+                "since this mode exists); use mode=trajectory, or retrain the run with --batch-size"
             )
         ratio = request.all_forgotten.size / run.n_train
         response = linear_response(
