@@ -151,7 +151,7 @@ class _PairStore:
         self.steps.append(step)
         self.max_curvature = max(self.max_curvature, float(y.norm() / s.norm()))
         if age_rule and not was_full and len(self.steps) > 1 and step - self.steps[0] > PAIR_MAX_AGE:
-            self.pairs.pairs.popleft()
+            self.pairs.drop_oldest()
             self.steps.popleft()
         return True
 

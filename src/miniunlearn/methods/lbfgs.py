@@ -42,6 +42,11 @@ class SecantPairs:
         self.pairs.append((s.clone(), y.clone(), 1.0 / sy))
         return True
 
+    def drop_oldest(self) -> None:
+        """Remove the oldest pair (no-op when empty)."""
+        if self.pairs:
+            self.pairs.popleft()
+
     def gamma(self) -> float:
         """Initial inverse-Hessian scale s.y / y.y of the newest pair (1.0 without pairs)."""
         if not self.pairs:

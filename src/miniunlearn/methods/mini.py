@@ -527,22 +527,22 @@ class MiniUnlearning(UnlearningMethod):
                 "since this mode exists); use mode=trajectory, or retrain the run with --batch-size"
             )
         ratio = request.all_forgotten.size / run.n_train
+        W, G, values = history.params[rows], history.grads[rows], history.values[rows]
         response = linear_response(
             objective,
             run.plan,
             history.steps[rows],
-            history.params[rows].to(objective.dtype),
-            history.grads[rows].to(objective.dtype),
+            W.to(objective.dtype),
+            G.to(objective.dtype),
             request.all_forgotten,
             per_batch=ratio < opts.response_per_batch_below,
             hvp_samples=opts.response_hvp_samples,
             slope_samples=opts.response_slope_samples,
             seed=opts.seed,
         )
-        read = int(history.params[rows].nbytes + history.grads[rows].nbytes + history.values[rows].nbytes)
         return (
             response.w,
-            read,
+            int(W.nbytes + G.nbytes + values.nbytes),
             {
                 "checkpoints_used": len(rows),
                 "forget_part": "per batch" if response.per_batch else "interpolated",
