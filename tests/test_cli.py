@@ -146,8 +146,8 @@ def test_user_errors_exit_2_with_a_clear_message(
     assert "--ids FILE" in capsys.readouterr().err
     assert main(["-q", "forget", str(cli_run), "--ratio", "1.0"]) == 2
     assert "ratio" in capsys.readouterr().err
-    assert main(["ledger", str(cli_run)]) == 2
-    assert "no ledger" in capsys.readouterr().err
+    assert main(["ledger", str(tmp_path / "nope")]) == 2  # a trained run has an (empty) ledger
+    assert "not a run directory" in capsys.readouterr().err
     assert main(["-q", "bench", "--dataset", "digits", "--methods", "mini,nope"]) == 2
     assert "unknown method" in capsys.readouterr().err
     assert main(["-q", "forget", str(cli_run), "--ratio", "0.1", "--ids", str(tmp_path / "ids")]) == 2

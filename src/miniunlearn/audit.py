@@ -30,6 +30,7 @@ METRIC_LABELS: dict[str, str] = {
     "retain_acc": "retain-set accuracy",
     "forget_acc": "forget-set accuracy",
     "mia_auc": "membership-inference AUC",
+    "ulira_auc": "per-example (U-LiRA) attack AUC on the method",
 }
 """Known metric keys, in the order shown, with their display names."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +15,10 @@ import numpy as np
 
 from .errors import MiniUnlearnError
 
+EXIT_INTERNAL_ERROR = 1
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+DEBUG_ENV = "MINIUNLEARN_DEBUG"
 
 
 def _parse_value(text: str) -> Any:
@@ -72,12 +76,10 @@ def _print_json(obj: Any) -> None:
 
 def _existing_ledger(run_dir: str | Path) -> Any:
     """Open the ledger of ``run_dir`` read-write, refusing to create one where none exists."""
-    from .ledger import LEDGER_FILENAME, Ledger
+    from .deletion import open_ledger
+    from .training import open_run
 
-    path = Path(run_dir)
-    if not (path / LEDGER_FILENAME).exists():
-        raise MiniUnlearnError(f"{path} has no ledger: no deletion request was ever sent to it")
-    return Ledger.open(path, create=False)
+    return open_ledger(open_run(run_dir, verify_hashes=False))
 
 
 # -- commands ------------------------------------------------------------------
@@ -224,9 +226,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .ledger import run_lock
     from .training import cached_retrain, open_run
 
-    unknown = [a for a in args.attacks if a != "population"]
-    if unknown:
-        raise MiniUnlearnError(f"unknown attack(s) {unknown}; evaluate knows: population")
+    _check_attacks(args)
     run = open_run(args.run_dir)
     # under the lock, after settling interrupted requests, the ledger and the current
     # version agree: the model is compared with retraining on exactly what it forgot
@@ -234,12 +234,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         for message in recover_pending(run, ledger):
             print(message, file=sys.stderr)
         forgotten = ledger.forgotten_ids()
-        version = current_version(run)
+        version = current_version(run, ledger)
         params = load_version_params(run, version)
-    if forgotten.size == 0:
+        producer = ledger.get(version.request_id) if version.request_id else None
+    if forgotten.size == 0 or producer is None:
         raise MiniUnlearnError("nothing has been forgotten on this run yet; there is nothing to evaluate")
     retrained = cached_retrain(run, forgotten, progress=not args.quiet)
-    metrics = assess(run, params, retrained, forgotten, attacks=args.attacks, seed=args.seed)
+    metrics = assess(run, params, retrained, forgotten, attacks=_population(args), seed=args.seed)
+    metrics |= _ulira(run, producer, forgotten, args)
     metrics |= {"model_version": version.version, "n_forgotten": int(forgotten.size)}
     if args.json:
         _print_json(metrics)
@@ -267,6 +269,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                     "mia_auc",
                     "mia_tpr_1pct",
                     "retain_exposure_auc",
+                    "ulira_auc",
+                    "ulira_tpr_1pct",
                 )
                 if f"{m}_mean" in rows[0]
             ],
@@ -277,6 +281,38 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         f"mean KL on test {metrics['kl_to_retrain']:.3g}"
     )
     return 0
+
+
+def _check_attacks(args: argparse.Namespace) -> None:
+    """Refuse unknown attack names and per-example attack settings it cannot run with."""
+    unknown = [a for a in args.attacks if a not in ("population", "ulira")]
+    if unknown:
+        raise MiniUnlearnError(f"unknown attack(s) {unknown}; choose from population, ulira")
+    if "ulira" in args.attacks and (args.ulira_pool < 20 or args.ulira_shadows < 2):
+        raise MiniUnlearnError("the per-example attack needs --ulira-pool >= 20 and --ulira-shadows >= 2")
+
+
+def _population(args: argparse.Namespace) -> list[str]:
+    return [a for a in args.attacks if a == "population"]
+
+
+def _ulira(run: Any, producer: Any, forgotten: np.ndarray, args: argparse.Namespace) -> dict[str, float]:
+    """With ``ulira`` asked: the per-example attack against the method of the request that made
+    the model (``producer``) and against retraining, at the fraction forgotten so far."""
+    if "ulira" not in args.attacks:
+        return {}
+    from .experiment.shadows import ulira_metrics
+
+    options = {k: v for k, v in producer.options.items() if k not in ("instead_of", "reason", "use_cache")}
+    return ulira_metrics(
+        run,
+        {"": (producer.method, options), "retrain_": ("retrain", {})},
+        forget_fraction=forgotten.size / run.n_train,
+        pool_size=args.ulira_pool,
+        n_shadows=args.ulira_shadows,
+        n_targets=4,
+        seed=args.seed,
+    )
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -343,7 +379,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
-    """List the deletion requests of a run."""
+    """List the deletion requests of a run; or repair current.json or a lost ledger."""
+    from .ledger import run_lock
+    from .training import open_run
+    from .versions import rebuild_ledger, restore_current
+
+    if args.restore_current and args.rebuild_from_versions:
+        raise MiniUnlearnError("give --restore-current or --rebuild-from-versions, not both")
+    if args.restore_current or args.rebuild_from_versions:
+        run = open_run(args.run_dir)
+        with run_lock(run.path, timeout=args.wait):
+            if args.rebuild_from_versions:
+                for line in rebuild_ledger(run):
+                    print(line)
+            else:
+                with _existing_ledger(run.path) as ledger:
+                    version = restore_current(run, ledger)
+                print(f"current.json now names model version {version.version} ({version.path})")
+        return 0
     with _existing_ledger(args.run_dir) as ledger:
         records = ledger.to_json_records()
     if args.json:
@@ -361,44 +414,36 @@ def cmd_ledger(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     """Write the audit report (Markdown + PNG) of one request."""
     from .audit import write_audit
+    from .deletion import load_version_params
+    from .experiment.assess import assess, split_by_model
+    from .training import cached_retrain, open_run
+    from .versions import current_version, version_of
 
-    path = Path(args.run_dir)
-    with _existing_ledger(path) as ledger:
+    run = open_run(args.run_dir)
+    with _existing_ledger(run.path) as ledger:
         entry = ledger.get(args.request)
-    if entry is None:
-        raise MiniUnlearnError(
-            f"no request {args.request!r} in {path}; list them with `miniunlearn ledger {path}`"
-        )
+        if entry is None:
+            raise MiniUnlearnError(
+                f"no request {args.request!r} in {run.path}; list them with `miniunlearn ledger {run.path}`"
+            )
+        current_version(run, ledger)  # the ledger, current.json and versions must agree
+        if entry.state == "done":
+            version = version_of(run, entry)  # an audit never vouches for an altered model
+            done = [e for e in ledger.entries("done") if (e.done_seq or 0) <= (entry.done_seq or 0)]
+    _check_attacks(args)
     metrics = retrain_metrics = None
     if args.with_metrics and entry.state == "done":
-        metrics, retrain_metrics = _request_metrics(path, entry, args.seed)
+        forgotten = np.unique(np.concatenate([e.ids for e in done]))
+        params = load_version_params(run, version)
+        assessed = assess(
+            run, params, cached_retrain(run, forgotten), forgotten, attacks=_population(args), seed=args.seed
+        )
+        metrics, retrain_metrics = split_by_model(assessed | _ulira(run, entry, forgotten, args))
     md, png = write_audit(
-        entry, Path(args.out or path / "audit"), metrics=metrics, retrain_metrics=retrain_metrics
+        entry, Path(args.out or run.path / "audit"), metrics=metrics, retrain_metrics=retrain_metrics
     )
     print(f"audit written: {md}\n               {png}")
     return 0
-
-
-def _request_metrics(path: Path, entry: Any, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Assess the model version a done request produced against retraining on all ids forgotten by then."""
-    from .deletion import ModelVersion, load_version_params, version_path
-    from .experiment.assess import assess, split_by_model
-    from .fileio import sha256_file
-    from .training import cached_retrain, open_run
-
-    run = open_run(path)
-    with _existing_ledger(path) as ledger:
-        done = [e for e in ledger.entries("done") if e.done_seq is not None and e.done_seq <= entry.done_seq]
-    forgotten = np.unique(np.concatenate([e.ids for e in done])) if done else np.zeros(0, np.int64)
-    rel = version_path(int(entry.model_version or 0))
-    if not (run.path / rel).exists() or sha256_file(run.path / rel) != entry.model_sha256_after:
-        raise MiniUnlearnError(
-            f"the model version of request {entry.request_id} ({rel}) is missing or altered"
-        )
-    params = load_version_params(
-        run, ModelVersion(int(entry.model_version or 0), rel, entry.model_sha256_after)
-    )
-    return split_by_model(assess(run, params, cached_retrain(run, forgotten), forgotten, seed=seed))
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
@@ -413,6 +458,19 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 
 # -- parser --------------------------------------------------------------------
+def _attack_arguments(p: argparse.ArgumentParser) -> None:
+    """--attacks and the per-example attack's settings, shared by evaluate, audit and bench."""
+    p.add_argument(
+        "--attacks",
+        type=_names,
+        default=["population"],
+        help="comma list of population (confidence/loss attacks on the model) and ulira (per-example "
+        "attack on the method, with shadow models of the run's recipe; slow)",
+    )
+    p.add_argument("--ulira-pool", type=int, default=1000, help="pool size of the per-example attack")
+    p.add_argument("--ulira-shadows", type=int, default=16, help="shadow models of the per-example attack")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``miniunlearn`` command."""
     from .data import DATASET_NAMES
@@ -507,7 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="compare the current model with retraining on all forgotten ids")
     p.add_argument("run_dir")
-    p.add_argument("--attacks", type=_names, default=["population"], help="comma list: population")
+    _attack_arguments(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--wait", type=_seconds, default=0.0, help="seconds to wait for a running forget")
     p.add_argument("--json", action="store_true")
@@ -525,14 +583,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ratios", type=_floats, default=[0.01, 0.1, 0.3, 0.5])
     p.add_argument("--methods", type=_names, default=["retrain", "deltagrad", "warmstart", "mini"])
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
-    p.add_argument("--attacks", type=_names, default=["population"], help="comma list of population, ulira")
+    _attack_arguments(p)
     p.add_argument("--json", help="write the records to this JSON file")
     p.add_argument("--plots", help="write PNG plots into this directory")
     p.add_argument("--runs-dir", default="runs/bench", help="where trained runs are kept and reused")
     p.add_argument("--option", "-o", action="append", help="METHOD:key=value method option (repeatable)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--ulira-pool", type=int, default=1000, help="pool size of the per-example attack")
-    p.add_argument("--ulira-shadows", type=int, default=16, help="shadow models of the per-example attack")
     for name, kind in (
         ("epochs", int),
         ("lr", float),
@@ -549,9 +605,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=tuple(DTYPES))
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("ledger", help="list the deletion requests of a run")
+    p = sub.add_parser("ledger", help="list the deletion requests of a run (or repair its records)")
     p.add_argument("run_dir")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--restore-current",
+        action="store_true",
+        help="point current.json at the model version the ledger records as current "
+        "(after current.json was lost or restored from an old backup)",
+    )
+    p.add_argument(
+        "--rebuild-from-versions",
+        action="store_true",
+        help="rebuild a lost ledger.sqlite from the request records inside the model versions "
+        "(exact for every request that produced a model version)",
+    )
+    p.add_argument("--wait", type=_seconds, default=0.0, help="seconds to wait for a running forget")
     p.set_defaults(func=cmd_ledger)
 
     p = sub.add_parser("audit", help="write a report (Markdown + PNG) for one deletion request")
@@ -563,6 +632,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also compare the request's model with retraining (retrains once, cached)",
     )
+    _attack_arguments(p)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_audit)
 
@@ -578,13 +648,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except MiniUnlearnError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        for note in getattr(exc, "__notes__", ()):
+            print(f"  {note}", file=sys.stderr)
         return EXIT_USER_ERROR
     except OSError as exc:  # permissions, a full disk, a path that is a directory ...
-        print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        for note in getattr(exc, "__notes__", ()):
+            print(f"  {note}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted: nothing was left half-written", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug: say so in one line; the traceback only on request
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(
+            f"internal error: {type(exc).__name__}: {exc}. This is a bug in miniunlearn; nothing was left "
+            f"half-written. Set {DEBUG_ENV}=1 to see the traceback, and please report it",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL_ERROR
 
 
 if __name__ == "__main__":

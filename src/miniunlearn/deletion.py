@@ -19,10 +19,8 @@ request is served by retraining from scratch instead, and recorded as such.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,126 +29,43 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import ConfigError, ForgetRequestError, HistoryError, RunDirError
-from .fileio import atomic_path, atomic_write_json, sha256_file
+from .errors import ConfigError, CurrentModelLost, ForgetRequestError, HistoryError, LedgerError, RunDirError
 from .ids import ids_digest, normalize_ids, validate_forget_ids
 from .ledger import Ledger, LedgerEntry, run_lock
 from .methods import UnlearnRequest, get_method
 from .training.retrain import retrain
-from .training.rundir import MODEL, Run, load_params, open_run, save_params
+from .training.rundir import Run, open_run
+from .versions import (
+    CRASH_ENV,
+    CURRENT_FILE,
+    ModelVersion,
+    crash_point,
+    current_version,
+    expected_version,
+    load_version_params,
+    open_ledger,
+    read_pointer,
+    remove_orphans,
+    write_version,
+)
 
-CRASH_ENV = "MINIUNLEARN_CRASH_AT"
-VERSIONS_DIR = "versions"
-CURRENT_FILE = "current.json"
+__all__ = [
+    "CRASH_ENV",
+    "CURRENT_FILE",
+    "DEFAULT_MAX_APPROX_RATIO",
+    "ForgetOutcome",
+    "ModelVersion",
+    "current_version",
+    "failure_reason",
+    "forget",
+    "load_version_params",
+    "open_ledger",
+    "read_ids_file",
+    "recover_pending",
+    "retrain_all",
+]
+
 DEFAULT_MAX_APPROX_RATIO = 0.5
-
-
-def _crash_point(name: str) -> None:
-    """Kill this process (SIGKILL) when $MINIUNLEARN_CRASH_AT names this point.
-
-    Used by the crash-safety tests to stop ``forget`` between its durable steps;
-    without the variable it does nothing.
-    """
-    if os.environ.get(CRASH_ENV) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-@dataclass(frozen=True)
-class ModelVersion:
-    """A model version of a run: its number (0 = original), relative path, sha256, request."""
-
-    version: int
-    path: str
-    sha256: str
-    request_id: str | None = None
-
-
-def version_path(number: int) -> str:
-    """Relative path of model version ``number`` (0 is the original model)."""
-    return MODEL if number == 0 else f"{VERSIONS_DIR}/v{number}.safetensors"
-
-
-def _version_files(run: Run) -> dict[int, Path]:
-    """{number: path} of the version files present (temp files excluded)."""
-    folder = run.path / VERSIONS_DIR
-    if not folder.is_dir():
-        return {}
-    found = {}
-    for file in folder.glob("v*.safetensors"):
-        stem = file.name[1 : -len(".safetensors")]
-        if stem.isdigit():
-            found[int(stem)] = file
-    return found
-
-
-def current_version(run: Run) -> ModelVersion:
-    """Return the run's current model version (the original model when none was written).
-
-    Raises RunDirError when current.json is corrupt, names a missing or altered file,
-    or is missing although model versions were written.
-    """
-    pointer = run.path / CURRENT_FILE
-    if not pointer.exists():
-        if _version_files(run):
-            raise RunDirError(
-                f"{pointer} is missing but {run.path / VERSIONS_DIR} holds model versions: the run's "
-                "current model is unknown. Restore current.json from a backup (the ledger records each "
-                "version's number and sha256: `miniunlearn ledger RUN_DIR --json`)"
-            )
-        (entry,) = run.files("model")
-        return ModelVersion(0, MODEL, entry["sha256"])
-    try:
-        data = json.loads(pointer.read_text())
-        version = ModelVersion(
-            int(data["version"]), str(data["path"]), str(data["sha256"]), data.get("request_id")
-        )
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise RunDirError(
-            f"{pointer} is corrupt ({exc}); restore it from a backup (the ledger records each version's "
-            "number and sha256: `miniunlearn ledger RUN_DIR --json`)"
-        ) from exc
-    file = run.path / version.path
-    if not file.exists():
-        raise RunDirError(f"model version {version.version} ({file}) named by {pointer} is missing")
-    if sha256_file(file) != version.sha256:
-        raise RunDirError(f"model version {version.version} ({file}) fails its sha256 check: it was altered")
-    return version
-
-
-def load_version_params(run: Run, version: ModelVersion) -> torch.Tensor:
-    """Return the flat parameters of a model version."""
-    return load_params(run.path / version.path, run.objective)
-
-
-def write_version(run: Run, params: torch.Tensor, request_id: str | None) -> ModelVersion:
-    """Write ``params`` as the next model version and make it current; return it.
-
-    The number is one past every version present, so no file is ever reused; the model
-    file is complete on disk before current.json is switched to it.
-    """
-    number = max([current_version(run).version, *_version_files(run)]) + 1
-    rel = version_path(number)
-    with atomic_path(run.path / rel) as tmp:
-        save_params(tmp, run.objective, params, {"format": "miniunlearn-model", "version": str(number)})
-        _crash_point("writing-version")
-    _crash_point("after-version")
-    version = ModelVersion(number, rel, sha256_file(run.path / rel), request_id)
-    atomic_write_json(run.path / CURRENT_FILE, version.__dict__)
-    _crash_point("after-current")
-    return version
-
-
-def _remove_orphans(run: Run, current: ModelVersion, ledger: Ledger) -> None:
-    """Delete temp files and version files newer than the current one that no done request
-    produced: what a killed run left before switching current.json."""
-    kept = {int(e.model_version) for e in ledger.entries("done") if str(e.model_version).isdigit()}
-    for number, file in _version_files(run).items():
-        if number > current.version and number not in kept:
-            file.unlink(missing_ok=True)
-    folder = run.path / VERSIONS_DIR
-    if folder.is_dir():
-        for tmp in folder.glob(".*.tmp"):
-            tmp.unlink(missing_ok=True)
 
 
 def _budget_of(run: Run, method: str, new_ids: int) -> float:
@@ -159,21 +74,23 @@ def _budget_of(run: Run, method: str, new_ids: int) -> float:
 
 
 def recover_pending(run: Run, ledger: Ledger) -> list[str]:
-    """Settle requests an interrupted run left ``received``; return one message per request."""
+    """Settle requests an interrupted run left ``received``, check that current.json, the
+    model versions and the ledger agree (see :func:`current_version`), and remove files a
+    killed run left behind; return one message per settled request."""
     messages = []
-    current = current_version(run)
+    pointer = read_pointer(run)
     for entry in ledger.pending():
-        if current.request_id == entry.request_id:
+        if pointer is not None and pointer.request_id == entry.request_id:
             new = np.setdiff1d(entry.ids, ledger.forgotten_ids()).size
             ledger.complete(
                 entry.request_id,
-                current.sha256,
-                current.version,
+                pointer.sha256,
+                pointer.version,
                 {"recovered": True},
                 _budget_of(run, entry.method, new),
             )
             messages.append(
-                f"request {entry.request_id}: completed (its model version {current.version} "
+                f"request {entry.request_id}: completed (its model version {pointer.version} "
                 "was already in place when the previous run stopped)"
             )
         else:
@@ -186,7 +103,7 @@ def recover_pending(run: Run, ledger: Ledger) -> list[str]:
                 f"request {entry.request_id}: marked failed (interrupted before its model was "
                 "written; the previous model is intact)"
             )
-    _remove_orphans(run, current, ledger)
+    remove_orphans(run, current_version(run, ledger), ledger)
     return messages
 
 
@@ -241,9 +158,9 @@ def forget(
     run = open_run(run_dir)
     options = dict(options or {})
     get_method(method, **options)  # reject unknown methods and options before anything is written
-    with run_lock(run.path, timeout=lock_timeout), Ledger.open(run.path) as ledger:
+    with run_lock(run.path, timeout=lock_timeout), open_ledger(run) as ledger:
         messages = recover_pending(run, ledger)
-        current = current_version(run)
+        current = current_version(run, ledger)
         previous = ledger.get(request_id) if request_id else None
         forgotten = ledger.forgotten_ids()
         try:
@@ -327,7 +244,7 @@ def forget(
                 messages + ["every id was already forgotten; the model is unchanged"],
             )
 
-        _crash_point("after-receive")
+        crash_point("after-receive")
         try:
             method_options = {k: v for k, v in run_options.items() if k not in ("instead_of", "reason")}
             request = UnlearnRequest(
@@ -339,16 +256,35 @@ def forget(
                     f"method {run_method} produced non-finite parameters; the model "
                     "is unchanged. Try --retrain-now or another method"
                 )
-            version = write_version(run, result.params, entry.request_id)
+            record = {**result.record.to_dict(), "skipped_already_forgotten": int(skipped.size)}
+            budget = _budget_of(run, run_method, new.size)
+            version = write_version(run, ledger, result.params, entry, record, budget)
         except BaseException as exc:
-            if current_version(run).request_id != entry.request_id:  # the new model never became current
-                ledger.fail(entry.request_id, failure_reason(exc))
+            _mark_failed(run, ledger, entry, exc)
             raise
-        record = {**result.record.to_dict(), "skipped_already_forgotten": int(skipped.size)}
-        entry = ledger.complete(
-            entry.request_id, version.sha256, version.version, record, _budget_of(run, run_method, new.size)
-        )
+        entry = ledger.complete(entry.request_id, version.sha256, version.version, record, budget)
         return ForgetOutcome("done", entry, version, skipped, record, messages)
+
+
+def _mark_failed(run: Run, ledger: Ledger, entry: LedgerEntry, exc: BaseException) -> None:
+    """Record ``entry`` as failed because of ``exc`` unless its model already became current.
+
+    When the ledger cannot be written either (a full disk, a read-only file), the entry
+    stays ``received`` and the next command settles it; a note on ``exc`` says so.
+    """
+    try:
+        pointer = read_pointer(run)
+    except RunDirError:
+        pointer = None
+    if pointer is not None and pointer.request_id == entry.request_id:
+        return
+    try:
+        ledger.fail(entry.request_id, failure_reason(exc))
+    except (LedgerError, OSError) as again:
+        exc.add_note(
+            f"the ledger could not record the failure either ({again}); the request stays 'received' "
+            "and the next forget on this run marks it failed"
+        )
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -368,25 +304,34 @@ def retrain_all(
     Resets the error budget. Raises ForgetRequestError when nothing was forgotten yet.
     """
     run = open_run(run_dir)
-    with run_lock(run.path, timeout=lock_timeout), Ledger.open(run.path) as ledger:
-        messages = recover_pending(run, ledger)
-        current = current_version(run)
+    with run_lock(run.path, timeout=lock_timeout), open_ledger(run) as ledger:
+        try:
+            messages = recover_pending(run, ledger)
+            before = current_version(run, ledger).sha256
+        except CurrentModelLost as exc:
+            # retraining needs only the ledger's ids, so it is also how a lost model is rebuilt
+            messages = [f"{exc}; retraining rebuilds it from the ledger"]
+            before = expected_version(run, ledger).sha256
         forgotten = ledger.forgotten_ids()
         if forgotten.size == 0:
             raise ForgetRequestError(
                 "nothing has been forgotten on this run yet; retraining would reproduce the original model"
             )
         entry = ledger.receive_retrain(
-            current.sha256, "asked with --retrain-now", ids=forgotten, request_id=request_id
+            before, "asked with --retrain-now", ids=forgotten, request_id=request_id
         )
-        started = time.perf_counter()
-        params = retrain(run, forgotten)
-        record = {
-            "method": "retrain",
-            "n_forget": int(forgotten.size),
-            "time_s": time.perf_counter() - started,
-        }
-        version = write_version(run, params, entry.request_id)
+        try:
+            started = time.perf_counter()
+            params = retrain(run, forgotten)
+            record = {
+                "method": "retrain",
+                "n_forget": int(forgotten.size),
+                "time_s": time.perf_counter() - started,
+            }
+            version = write_version(run, ledger, params, entry, record, 0.0)
+        except BaseException as exc:
+            _mark_failed(run, ledger, entry, exc)
+            raise
         entry = ledger.complete(entry.request_id, version.sha256, version.version, record, 0.0)
         return ForgetOutcome("done", entry, version, np.zeros(0, np.int64), record, messages)
 

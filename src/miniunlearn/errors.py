@@ -37,3 +37,7 @@ class ForgetRequestError(MiniUnlearnError):
 
 class LedgerError(MiniUnlearnError):
     """The deletion-request ledger is corrupt, locked, or inconsistent."""
+
+
+class CurrentModelLost(RunDirError):
+    """The run's current model version (its file or the ``current.json`` naming it) is gone."""

@@ -8,9 +8,11 @@ either the old file or the new one, never half of either.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -56,9 +58,33 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
             os.fsync(handle.fileno())
         os.replace(tmp, target)
         fsync_dir(target.parent)
+    except OSError as exc:
+        if exc.filename is None:  # e.g. a full disk met inside a library's writer: say which file
+            raise OSError(exc.errno, exc.strerror or str(exc), str(target)) from exc
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def save_tensors(
+    tensors: dict[str, Any], path: str | os.PathLike[str], metadata: dict[str, str] | None = None
+) -> None:
+    """Write ``tensors`` (name -> torch tensor) to the safetensors file ``path``.
+
+    safetensors reports a failed write (a full disk, a read-only directory) as its own
+    error type without the file name; it is raised here as an OSError naming ``path``,
+    with the operating system's error number when the message carries one.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+    except SafetensorError as exc:
+        found = re.search(r"os error (\d+)", str(exc))
+        code = int(found.group(1)) if found else errno.EIO
+        raise OSError(code, os.strerror(code), str(path)) from exc
 
 
 def atomic_write_bytes(target: str | os.PathLike[str], data: bytes) -> None:

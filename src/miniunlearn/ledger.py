@@ -80,6 +80,7 @@ __all__ = [
     "Ledger",
     "LedgerEntry",
     "ids_digest",
+    "json_default",
     "normalize_ids",
     "run_lock",
 ]
@@ -276,7 +277,8 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
+    """``json.dumps`` fallback for numpy scalars and arrays and paths (TypeError otherwise)."""
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):
@@ -292,7 +294,7 @@ def _to_json(obj: Mapping[str, Any] | None, what: str) -> str | None:
     if not isinstance(obj, Mapping):
         raise ForgetRequestError(f"{what} must be a dict, got {type(obj).__name__}")
     try:
-        return json.dumps(dict(obj), sort_keys=True, default=_json_default)
+        return json.dumps(dict(obj), sort_keys=True, default=json_default)
     except (TypeError, ValueError) as exc:
         raise ForgetRequestError(f"{what} must be JSON-serializable: {exc}") from exc
 
@@ -438,32 +440,22 @@ class Ledger:
 
     def _create_file(self) -> None:
         """Build an empty current-version ledger in a temp file and link it into place."""
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".new", dir=self.path.parent)
-        os.close(fd)
-        tmp = Path(tmp_name)
-        try:
-            conn = sqlite3.connect(str(tmp), isolation_level=None)
-            try:
-                conn.execute("PRAGMA journal_mode = DELETE")
-                conn.execute("PRAGMA synchronous = FULL")
-                _create_schema(conn, SCHEMA_VERSION)
-            finally:
-                conn.close()
-            with open(tmp, "rb+") as handle:
-                os.fsync(handle.fileno())
-            try:
-                # link() fails when another process created the ledger meanwhile:
-                # theirs wins and nothing is overwritten.
-                os.link(tmp, self.path)
-            except FileExistsError:
-                pass
-            except OSError:
-                if not self.path.exists():
-                    os.replace(tmp, self.path)
-            fsync_dir(self.path.parent)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+        _link_new_ledger(self.path, [])
+
+    @classmethod
+    def build(cls, path: str | os.PathLike[str], records: Iterable[Mapping[str, Any]]) -> None:
+        """Create a ledger at ``path`` holding ``records`` as done requests, in that order.
+
+        Each record has the keys of :meth:`LedgerEntry.to_record` plus ``ids`` (an int
+        array whose sha256 must equal ``ids_sha256``). The file is complete before it
+        appears under ``path``; raises LedgerError when ``path`` exists or a record is bad.
+        """
+        path = Path(path)
+        if path.exists():
+            raise LedgerError(f"{path} exists; a ledger is only built where none is")
+        _link_new_ledger(path, list(records))
+        if not path.exists():
+            raise LedgerError(f"could not create {path}")
 
     def _corrupt(self, exc: BaseException, detail: str = "") -> LedgerError:
         what = detail or f"SQLite reports: {exc}"
@@ -580,17 +572,14 @@ class Ledger:
         conn = self._db()
         try:
             conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            if "locked" in str(exc) or "busy" in str(exc):
-                raise LedgerError(
-                    f"ledger {self.path} stayed locked by another process for "
-                    f"{self.busy_timeout:g} s; try again when it has finished"
-                ) from exc
-            raise self._corrupt(exc) from exc
         except sqlite3.DatabaseError as exc:
-            raise self._corrupt(exc) from exc
+            raise self._write_error(exc) from exc
         try:
             yield conn
+        except sqlite3.DatabaseError as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise self._write_error(exc) from exc
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
@@ -600,7 +589,29 @@ class Ledger:
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            raise LedgerError(f"could not commit to ledger {self.path}: {exc}") from exc
+            raise self._write_error(exc) from exc
+
+    def _write_error(self, exc: sqlite3.Error) -> LedgerError:
+        """Say in plain words why a write to the ledger failed; the transaction was rolled back."""
+        text = str(exc).lower()
+        unchanged = "the ledger is unchanged"
+        if "locked" in text or "busy" in text:
+            return LedgerError(
+                f"ledger {self.path} stayed locked by another process for "
+                f"{self.busy_timeout:g} s; try again when it has finished"
+            )
+        if "readonly" in text or "read-only" in text:
+            return LedgerError(
+                f"ledger {self.path} cannot be written: it or its directory is read-only ({exc}). Make "
+                f"both writable (e.g. `chmod u+w {self.path} {self.path.parent}`) and retry; {unchanged}"
+            )
+        if "full" in text:
+            return LedgerError(
+                f"the disk holding ledger {self.path} is full ({exc}); free some space and retry; {unchanged}"
+            )
+        if isinstance(exc, sqlite3.OperationalError) and ("disk i/o" in text or "unable to open" in text):
+            return LedgerError(f"could not write ledger {self.path} ({exc}); {unchanged}")
+        return self._corrupt(exc)
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         conn = self._db()
@@ -1102,6 +1113,76 @@ class Ledger:
                     f"{prev.model_sha256_after[:12]}"
                 )
         return problems
+
+
+def _link_new_ledger(path: Path, records: list[Mapping[str, Any]]) -> None:
+    """Write a current-schema ledger holding ``records`` (done) to a temp file, then link it
+    to ``path`` unless another process created one meanwhile (theirs wins)."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        conn = sqlite3.connect(str(tmp), isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode = DELETE")
+            conn.execute("PRAGMA synchronous = FULL")
+            _create_schema(conn, SCHEMA_VERSION)
+            if records:
+                _insert_done(conn, records)
+        finally:
+            conn.close()
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        try:
+            # link() fails when another process created the ledger meanwhile:
+            # theirs wins and nothing is overwritten.
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        except OSError:
+            if not path.exists():
+                os.replace(tmp, path)
+        fsync_dir(path.parent)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _insert_done(conn: sqlite3.Connection, records: list[Mapping[str, Any]]) -> None:
+    """Insert ``records`` as done requests (done_seq in list order) in one transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for done_seq, r in enumerate(records, start=1):
+            blob = _ids_bytes(normalize_ids(r["ids"]))
+            if hashlib.sha256(blob).hexdigest() != r["ids_sha256"]:
+                raise LedgerError(f"request {r['request_id']}: its ids do not match their recorded sha256")
+            conn.execute(
+                "INSERT INTO requests (request_id, state, method, options, ids, n_ids, ids_sha256, "
+                "received_at, completed_at, model_sha256_before, model_sha256_after, model_version, "
+                "metrics, reason, error_budget_used, done_seq) "
+                "VALUES (?, 'done', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    _check_request_id(r["request_id"]),
+                    _check_method(r["method"]),
+                    _to_json(r.get("options") or {}, "options"),
+                    blob,
+                    len(blob) // 8,
+                    r["ids_sha256"],
+                    r["received_at"],
+                    r["completed_at"],
+                    _check_sha256(r["model_sha256_before"], "model_sha256_before", required=True),
+                    _check_sha256(r["model_sha256_after"], "model_sha256_after", required=True),
+                    r["model_version"],
+                    _to_json(r.get("metrics"), "metrics"),
+                    r.get("reason"),
+                    _check_budget(r.get("error_budget_used")),
+                    done_seq,
+                ),
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 # -------------------------------------------------------------------- migrations

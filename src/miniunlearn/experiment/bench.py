@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -23,7 +22,7 @@ from ..presets import preset
 from ..training import Run, TrainConfig, open_run, retrain, train_run
 from .assess import assess, reference
 from .optimum import retain_optimum
-from .shadows import ShadowFactory, run_ulira
+from .shadows import ShadowFactory, run_ulira, shadow_pool
 
 RECORD_KEYS = (
     "dataset",
@@ -162,10 +161,9 @@ def run_bench(spec: BenchSpec, *, progress: bool = True) -> tuple[list[dict[str,
         shadow_cache: dict[Any, Any] = {}
         factory = None
         if "ulira" in spec.attacks:
-            pool = np.random.default_rng(10_000 + seed).choice(
-                run.n_train, min(spec.ulira_pool, run.n_train), replace=False
+            factory = ShadowFactory(
+                config, shadow_pool(run, spec.ulira_pool, seed), spec.runs_dir / "shadows"
             )
-            factory = ShadowFactory(config, np.sort(pool), spec.runs_dir / "shadows")
         # what a per-step history (DeltaGrad's: w_t and the batch gradient of every step) takes
         itemsize = torch.finfo(config.torch_dtype).bits // 8
         full_history_bytes = 2 * run.total_steps * run.objective.dim * itemsize

@@ -14,9 +14,9 @@ import dataclasses
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from ..fileio import cached
+from ..fileio import cached, save_tensors
 from ..ids import ids_digest
 from ..methods.lbfgs import SecantPairs
 from ..methods.mini import contract
@@ -66,7 +66,7 @@ def retain_optimum(run: Run, forget_ids: np.ndarray, *, rtol: float = 1e-9) -> t
         run.path / OPTIMUM_DIR / f"{ids_digest(ids)}.safetensors",
         load=lambda path: load_file(str(path))["optimum"],
         compute=compute,
-        save=lambda w, tmp: save_file({"optimum": w.contiguous()}, str(tmp)),
+        save=lambda w, tmp: save_tensors({"optimum": w.contiguous()}, tmp),
         damaged=(SafetensorError, OSError, KeyError),
     )
     return value

@@ -99,3 +99,46 @@ def run_ulira(
         seed=seed,
         cache=cache,
     )
+
+
+def shadow_pool(run: Run, pool_size: int, seed: int) -> np.ndarray:
+    """Return the sorted ids of the seeded pool the per-example attack draws its shadows from."""
+    rng = np.random.default_rng(10_000 + seed)
+    return np.sort(rng.choice(run.n_train, min(pool_size, run.n_train), replace=False))
+
+
+def ulira_metrics(
+    run: Run,
+    methods: dict[str, tuple[str, dict[str, Any]]],
+    *,
+    forget_fraction: float,
+    pool_size: int,
+    n_shadows: int,
+    n_targets: int,
+    seed: int,
+) -> dict[str, float]:
+    """Run the per-example attack against each of ``methods`` ({prefix: (method, options)}) on
+    shadows of ``run``'s recipe, stored under ``run.path / "shadows"``.
+
+    Returns ``{prefix + "ulira_auc" | "ulira_bacc" | "ulira_tpr_1pct": value}`` for each prefix.
+    """
+    factory = ShadowFactory(run.config, shadow_pool(run, pool_size, seed), run.path / "shadows")
+    cache: dict[Any, Any] = {}
+    out = {}
+    for prefix, (method, options) in methods.items():
+        result = run_ulira(
+            factory,
+            method,
+            options,
+            forget_fraction=forget_fraction,
+            n_shadows=n_shadows,
+            n_targets=n_targets,
+            seed=seed,
+            cache=cache,
+        )
+        out |= {
+            f"{prefix}ulira_auc": result.auc,
+            f"{prefix}ulira_bacc": result.balanced_accuracy,
+            f"{prefix}ulira_tpr_1pct": result.tpr_at_1pct_fpr,
+        }
+    return out

@@ -71,10 +71,10 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from ..errors import HistoryError
-from ..fileio import cached
+from ..fileio import cached, save_tensors
 from ..objective import Objective
 from ..training.config import CONVEX_MODELS
 from ..training.history import MiniHistory
@@ -473,7 +473,7 @@ class MiniUnlearning(UnlearningMethod):
             run.path / "cache" / f"trajectory-correction-{key}.safetensors",
             load=lambda path: load_file(str(path))["correction"].to(W.dtype),
             compute=compute,
-            save=lambda value, tmp: save_file({"correction": value.contiguous()}, str(tmp)),
+            save=lambda value, tmp: save_tensors({"correction": value.contiguous()}, tmp),
             damaged=(SafetensorError, OSError, KeyError),
         )
 

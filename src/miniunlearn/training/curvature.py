@@ -22,9 +22,10 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from ..errors import ConfigError, HistoryError
+from ..fileio import save_tensors
 from ..objective import Objective
 from .config import CONVEX_MODELS, MINI_HISTORY_MODES
 from .history import read_metadata, stable_metadata
@@ -124,7 +125,7 @@ def save_sketch(path: Path, sketch: CurvatureSketch, meta: dict[str, str]) -> No
         "vectors": sketch.vectors.to(torch.float16).contiguous(),
         "values": sketch.values.to(torch.float32).contiguous(),
     }
-    save_file(tensors, str(path), metadata=stable_metadata({**meta, "lam": repr(sketch.lam)}))
+    save_tensors(tensors, path, stable_metadata({**meta, "lam": repr(sketch.lam)}))
 
 
 def load_sketch(run_dir: Path, *, dim: int, lam: float) -> CurvatureSketch | None:

@@ -23,9 +23,10 @@ from typing import Protocol
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from ..errors import HistoryError
+from ..fileio import save_tensors
 from .config import MINI_HISTORY_MODES
 from .schedule import checkpoint_steps
 
@@ -128,7 +129,7 @@ class MiniRecorder:
             "values": torch.tensor([self.values[s] for s in order], dtype=torch.float64),
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        save_file(tensors, str(self.path), metadata=stable_metadata(self.meta))
+        save_tensors(tensors, self.path, stable_metadata(self.meta))
         return {MINI_FILE: "history-mini"}
 
 

@@ -35,12 +35,14 @@ def cached_retrain(run: Run, forget_ids: np.ndarray, *, progress: bool = False) 
     method compared on the same run and forget set meets the same retrained model.
     """
     ids = validate_forget_ids(forget_ids, run.n_train, allow_empty=True)
+    # built first: a run whose data changed is refused here, not mistaken for a damaged entry
+    objective = run.objective
     params, _ = cached(
         run.path / RETRAIN_DIR / f"{ids_digest(ids)}.safetensors",
-        load=lambda path: load_params(path, run.objective),
+        load=lambda path: load_params(path, objective),
         compute=lambda: retrain(run, ids, progress=progress),
         save=lambda w, tmp: save_params(
-            tmp, run.objective, w, {"format": "miniunlearn-model", "version": "retrain"}
+            tmp, objective, w, {"format": "miniunlearn-model", "version": "retrain"}
         ),
         damaged=(RunDirError,),
     )

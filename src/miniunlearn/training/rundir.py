@@ -24,7 +24,7 @@ import shutil
 import socket
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -32,12 +32,13 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from ..data import Dataset, load_dataset
 from ..errors import ConfigError, RunDirError
-from ..fileio import atomic_write_json, fsync_dir, sha256_file
+from ..fileio import atomic_write_json, fsync_dir, save_tensors, sha256_file
+from ..ledger import Ledger
 from ..models import build_model, check_replayable
 from ..objective import Objective, flatten_params
 from .config import CONVEX_MODELS, TrainConfig
@@ -93,7 +94,7 @@ def objective_for(config: TrainConfig, dataset: Dataset, model: nn.Module) -> Ob
 def save_params(path: Path, objective: Objective, w: torch.Tensor, metadata: dict[str, str]) -> None:
     """Write flat parameters ``w`` as a named state dict (safetensors) to ``path``."""
     tensors = {k: v.contiguous().clone() for k, v in objective.unflatten(w).items()}
-    save_file(tensors, str(path), metadata=stable_metadata(metadata))
+    save_tensors(tensors, path, stable_metadata(metadata))
 
 
 def load_params(path: Path, objective: Objective) -> torch.Tensor:
@@ -129,6 +130,10 @@ def train_run(config: TrainConfig, out_dir: str | os.PathLike[str], *, progress:
     out = Path(out_dir)
     if out.exists():
         raise RunDirError(f"{out} already exists; choose another --out or delete it first")
+    # absolute paths, so the run opens from any working directory; hashes, so a run is
+    # never unlearned or retrained against data other than it was trained on
+    config = _absolute_data_paths(config)
+    data_files = [data_file_entry(p) for p in _user_files(config) if os.path.isfile(p)]
     dataset = load_training_data(config)
     model = model_for(config, dataset)
     check_replayable(model)
@@ -175,9 +180,11 @@ def train_run(config: TrainConfig, out_dir: str | os.PathLike[str], *, progress:
             "torch_threads": torch.get_num_threads(),
             "train_seconds": round(train_seconds, 3),
             **({"curvature": curvature} if curvature else {}),
+            **({"data_files": data_files} if data_files else {}),
             "files": [manifest_entry(tmp, rel, role) for rel, role in sorted(files.items())],
         }
         atomic_write_json(tmp / MANIFEST, manifest)
+        Ledger.open(tmp).close()  # every run has its ledger from the start, so a lost one shows
         try:
             os.rename(tmp, out)
         except OSError as exc:  # another process created it meanwhile
@@ -187,6 +194,58 @@ def train_run(config: TrainConfig, out_dir: str | os.PathLike[str], *, progress:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return open_run(out)
+
+
+def _user_files(config: TrainConfig) -> list[str]:
+    """The user data files a config reads: ``data_path`` and a ``test_path`` data option."""
+    return [p for p in (config.data_path, config.data_options.get("test_path")) if p is not None]
+
+
+def _absolute_data_paths(config: TrainConfig) -> TrainConfig:
+    def absolute(path: Any) -> str:
+        return os.path.abspath(os.path.expanduser(str(path)))
+
+    options = dict(config.data_options)
+    if options.get("test_path") is not None:
+        options["test_path"] = absolute(options["test_path"])
+    data_path = absolute(config.data_path) if config.data_path is not None else None
+    return replace(config, data_path=data_path, data_options=options)
+
+
+def data_file_entry(path: str) -> dict[str, Any]:
+    """Return the manifest record {path, sha256, bytes} of the user data file at ``path``."""
+    return {"path": path, "sha256": sha256_file(path), "bytes": os.path.getsize(path)}
+
+
+def check_data_file(run_path: Path, config: TrainConfig, record: Any) -> None:
+    """Check that a user data file recorded at training (an entry of manifest key ``data_files``)
+    is still there, unchanged; raise RunDirError saying what is wrong and how to fix it."""
+    if not (
+        isinstance(record, dict)
+        and isinstance(record.get("path"), str)
+        and isinstance(record.get("sha256"), str)
+        and type(record.get("bytes")) is int
+    ):
+        raise RunDirError(f"{run_path / MANIFEST} is corrupt (its data_files record is malformed)")
+    path = record["path"]
+    if path not in _user_files(config):
+        raise RunDirError(
+            f"{run_path}: the manifest records data file {path} but config.json does not name it; "
+            "the run was altered"
+        )
+    if not os.path.isfile(path):
+        raise RunDirError(
+            f"{run_path}: the data file recorded at training, {path}, is missing; "
+            "put the original file back at that path"
+        )
+    size = os.path.getsize(path)
+    digest = sha256_file(path) if size == record["bytes"] else None  # a new size needs no hashing
+    if digest != record["sha256"]:
+        now = f"now {digest}" if digest else f"now {size} bytes, was {record['bytes']}"
+        raise RunDirError(
+            f"{run_path}: data file {path} changed since training (sha256 {record['sha256']} recorded, "
+            f"{now}); restore the original file; a run cannot be unlearned against different data"
+        )
 
 
 PARTIAL_OWNER = ".owner.json"  # pid and host of the process training into a partial directory
@@ -302,7 +361,13 @@ class Run:
 
     @cached_property
     def dataset(self) -> Dataset:
-        """The training data of the run."""
+        """The training data of the run. Raises RunDirError when the user data file recorded at
+        training (runs trained on ``libsvm``/``csv`` files) is missing or changed."""
+        records = self.manifest.get("data_files", [])
+        if not isinstance(records, list):
+            raise RunDirError(f"{self.path / MANIFEST} is corrupt (data_files is not a list)")
+        for record in records:
+            check_data_file(self.path, self.config, record)
         dataset = load_training_data(self.config)
         if dataset.n_train != self.n_train:
             raise RunDirError(
