@@ -306,3 +306,19 @@ def test_evaluate_and_audit_run_the_per_example_attack(run_dir: Path, tmp_path: 
     assert "ulira_auc" in (out / "audit_r0.md").read_text()
     assert main(["-q", "evaluate", str(run_dir), "--attacks", "lira"]) == 2
     assert "choose from population, ulira" in capsys.readouterr().err
+
+
+def test_when_the_ledger_cannot_mark_a_served_request_done_the_next_command_does(
+    run_dir: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    def cannot(self, *args, **kwargs):
+        raise LedgerError("the disk holding the ledger is full")
+
+    monkeypatch.setattr(Ledger, "complete", cannot)
+    assert _forget_cli(run_dir, _ids(tmp_path, [1, 2]), "first") == 2
+    assert "version 1 is already current" in capsys.readouterr().err
+    monkeypatch.undo()
+    assert records(run_dir)[0]["state"] == "received"
+    assert main(["-q", "evaluate", str(run_dir), "--json"]) == 0  # settles it, then evaluates v1
+    assert "request first: completed" in capsys.readouterr().err
+    assert records(run_dir)[0]["state"] == "done" and current_version(open_run(run_dir)).version == 1

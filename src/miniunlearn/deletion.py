@@ -4,7 +4,8 @@ A request goes through these steps, each durable before the next begins:
 
 1. take the run's lock (a second ``forget`` waits or fails clearly);
 2. settle requests an interrupted run left ``received`` (complete them if their model
-   version is already current, otherwise mark them ``failed``);
+   version is already current, otherwise mark them ``failed``), then check that the
+   ledger, ``current.json`` and the model versions agree (:mod:`miniunlearn.versions`);
 3. record the request as ``received`` in the ledger (or ``refused`` with the reason);
 4. unlearn from the current model version;
 5. write ``versions/vN.safetensors`` (temp file, fsync, rename), then switch
@@ -262,8 +263,23 @@ def forget(
         except BaseException as exc:
             _mark_failed(run, ledger, entry, exc)
             raise
-        entry = ledger.complete(entry.request_id, version.sha256, version.version, record, budget)
+        entry = _complete(ledger, entry, version, record, budget)
         return ForgetOutcome("done", entry, version, skipped, record, messages)
+
+
+def _complete(
+    ledger: Ledger, entry: LedgerEntry, version: ModelVersion, record: dict[str, Any], budget: float
+) -> LedgerEntry:
+    """Mark ``entry`` done with its new model ``version``; when the ledger cannot be written,
+    say that the model is already current and that the next command completes the request."""
+    try:
+        return ledger.complete(entry.request_id, version.sha256, version.version, record, budget)
+    except LedgerError as exc:
+        exc.add_note(
+            f"the new model version {version.version} is already current; the request stays 'received' "
+            "and the next command on this run marks it done"
+        )
+        raise
 
 
 def _mark_failed(run: Run, ledger: Ledger, entry: LedgerEntry, exc: BaseException) -> None:
@@ -332,7 +348,7 @@ def retrain_all(
         except BaseException as exc:
             _mark_failed(run, ledger, entry, exc)
             raise
-        entry = ledger.complete(entry.request_id, version.sha256, version.version, record, 0.0)
+        entry = _complete(ledger, entry, version, record, 0.0)
         return ForgetOutcome("done", entry, version, np.zeros(0, np.int64), record, messages)
 
 
