@@ -141,7 +141,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .training import train_run
 
     config = _train_config(args)
-    run = train_run(config, args.out, progress=not args.quiet)
+    run = train_run(config, args.out, progress=not args.quiet, device=args.device)
     print(
         f"trained {config.model} on {config.dataset} ({run.n_train} samples, "
         f"{run.total_steps} steps) -> {run.path}"
@@ -167,7 +167,9 @@ def cmd_forget(args: argparse.Namespace) -> int:
                 "give the ids to forget with --ids FILE, or --ratio X (--seed S) for a "
                 "random set, or --retrain-now alone to retrain on all remaining data"
             )
-        outcome = retrain_all(args.run_dir, request_id=args.request_id, lock_timeout=args.wait)
+        outcome = retrain_all(
+            args.run_dir, request_id=args.request_id, lock_timeout=args.wait, device=args.device
+        )
     else:
         if args.ids is not None:
             ids = read_ids_file(args.ids)
@@ -184,6 +186,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
             retrain_now=args.retrain_now,
             max_approx_ratio=args.max_approx_ratio,
             lock_timeout=args.wait,
+            device=args.device,
         )
     for message in outcome.messages:
         print(message, file=sys.stderr)
@@ -227,7 +230,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .training import cached_retrain, open_run
 
     _check_attacks(args)
-    run = open_run(args.run_dir)
+    run = open_run(args.run_dir, device=args.device)
     # under the lock, after settling interrupted requests, the ledger and the current
     # version agree: the model is compared with retraining on exactly what it forgot
     with run_lock(run.path, timeout=args.wait), _existing_ledger(run.path) as ledger:
@@ -419,7 +422,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from .training import cached_retrain, open_run
     from .versions import current_version, version_of
 
-    run = open_run(args.run_dir)
+    run = open_run(args.run_dir, device=args.device)
     with _existing_ledger(run.path) as ledger:
         entry = ledger.get(args.request)
         if entry is None:
@@ -541,6 +544,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-train", type=int, help="train on a seeded random subset of this size")
     p.add_argument("--data-path", help="data file for the libsvm and csv datasets")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="where to compute: cpu (default; the reference, bit-reproducible), cuda, cuda:N or auto",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("forget", help="serve a deletion request: unlearn ids and write a new model version")
@@ -561,6 +569,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--wait", type=_seconds, default=0.0, help="seconds to wait for another forget on the run")
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="where to compute: cpu (default; the reference, bit-reproducible), cuda, cuda:N or auto",
+    )
     p.set_defaults(func=cmd_forget)
 
     p = sub.add_parser("evaluate", help="compare the current model with retraining on all forgotten ids")
@@ -569,6 +582,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--wait", type=_seconds, default=0.0, help="seconds to wait for a running forget")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="where to compute: cpu (default; the reference, bit-reproducible), cuda, cuda:N or auto",
+    )
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("bench", help="sweep methods over unlearning ratios against retraining")
@@ -634,6 +652,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _attack_arguments(p)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="where to compute: cpu (default; the reference, bit-reproducible), cuda, cuda:N or auto",
+    )
     p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("methods", help="list unlearning methods and their options")
@@ -645,7 +668,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: parse ``argv``, run the command, print errors plainly; return the exit code."""
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        from .device import device_scope, resolve_device
+
+        with device_scope(resolve_device(getattr(args, "device", "cpu"))):
+            return int(args.func(args) or 0)
     except MiniUnlearnError as exc:
         print(f"error: {exc}", file=sys.stderr)
         for note in getattr(exc, "__notes__", ()):

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .device import device_scope
 from .errors import ConfigError, CurrentModelLost, ForgetRequestError, HistoryError, LedgerError, RunDirError
 from .ids import ids_digest, normalize_ids, validate_forget_ids
 from .ledger import Ledger, LedgerEntry, run_lock
@@ -142,6 +143,7 @@ def forget(
     retrain_now: bool = False,
     max_approx_ratio: float = DEFAULT_MAX_APPROX_RATIO,
     lock_timeout: float = 0.0,
+    device: str | torch.device = "cpu",
 ) -> ForgetOutcome:
     """Serve one deletion request on the run at ``run_dir``; return what was done.
 
@@ -150,16 +152,17 @@ def forget(
     ``retrain_now``: serve it by retraining from scratch. ``max_approx_ratio``: error
     budget in [0, 1], the fraction of the training set approximate methods may remove
     between exact retrainings. ``lock_timeout``: seconds to wait for another forget.
+    ``device``: where the unlearning computes (``cpu``, ``cuda``, ``auto``).
     Raises ForgetRequestError (recorded as ``refused``) for ids outside the training
     set, an empty request, or one that would leave no training data; a failure while
     unlearning marks the request ``failed`` and leaves the current model in place.
     """
     if not 0.0 <= max_approx_ratio <= 1.0:
         raise ConfigError(f"--max-approx-ratio must be in [0, 1], got {max_approx_ratio}")
-    run = open_run(run_dir)
+    run = open_run(run_dir, device=device)
     options = dict(options or {})
     get_method(method, **options)  # reject unknown methods and options before anything is written
-    with run_lock(run.path, timeout=lock_timeout), open_ledger(run) as ledger:
+    with device_scope(run.device), run_lock(run.path, timeout=lock_timeout), open_ledger(run) as ledger:
         messages = recover_pending(run, ledger)
         current = current_version(run, ledger)
         previous = ledger.get(request_id) if request_id else None
@@ -313,14 +316,19 @@ def failure_reason(exc: BaseException) -> str:
 
 
 def retrain_all(
-    run_dir: str | os.PathLike[str], *, request_id: str | None = None, lock_timeout: float = 0.0
+    run_dir: str | os.PathLike[str],
+    *,
+    request_id: str | None = None,
+    lock_timeout: float = 0.0,
+    device: str | torch.device = "cpu",
 ) -> ForgetOutcome:
-    """Retrain from scratch without every forgotten id, as a ledger event; return the outcome.
+    """Retrain from scratch (on ``device``) without every forgotten id, as a ledger event;
+    return the outcome.
 
     Resets the error budget. Raises ForgetRequestError when nothing was forgotten yet.
     """
-    run = open_run(run_dir)
-    with run_lock(run.path, timeout=lock_timeout), open_ledger(run) as ledger:
+    run = open_run(run_dir, device=device)
+    with device_scope(run.device), run_lock(run.path, timeout=lock_timeout), open_ledger(run) as ledger:
         try:
             messages = recover_pending(run, ledger)
             before = current_version(run, ledger).sha256

@@ -79,6 +79,7 @@ def save_tensors(
     from safetensors import SafetensorError
     from safetensors.torch import save_file
 
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}  # stored from any device
     try:
         save_file(tensors, str(path), metadata=metadata)
     except SafetensorError as exc:

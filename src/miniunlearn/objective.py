@@ -29,8 +29,9 @@ def flatten_params(model: nn.Module) -> torch.Tensor:
 class Objective:
     """Cross-entropy plus L2 over the training samples of one dataset.
 
-    Takes a model (used only for its structure), training inputs ``x`` (n, features),
-    labels ``y`` (n,), the L2 strength ``lam`` and a chunk size. Counts per-sample
+    Takes a model (used only for its structure; its device is where the data is moved
+    and every sum is computed), training inputs ``x`` (n, features), labels ``y`` (n,),
+    the L2 strength ``lam`` and a chunk size (rows per vectorised block). Counts per-sample
     gradient evaluations in ``grad_evals`` (a Hessian-vector product counts two).
     """
 
@@ -44,12 +45,18 @@ class Objective:
         self.sizes = [p.numel() for p in params.values()]
         self.dim = int(sum(self.sizes))
         self.dtype = next(iter(params.values())).dtype
-        self.x = x.to(self.dtype)
-        self.y = y.to(torch.long)
+        device = next(iter(params.values())).device  # the data joins the model's device
+        self.x = x.to(device, self.dtype)
+        self.y = y.to(device, torch.long)
         self.n = int(x.shape[0])
         self.lam = float(lam)
         self.chunk_size = int(chunk_size)
         self.grad_evals = 0
+
+    @property
+    def device(self) -> torch.device:
+        """The device the data (and so every computation) lives on."""
+        return self.x.device
 
     def cast(self, dtype: torch.dtype) -> Objective:
         """Return this objective computed in ``dtype`` (a copy of the model and data cast to it);
@@ -68,11 +75,13 @@ class Objective:
         """Return the model's logits at flat parameters ``w`` for inputs ``x`` (chunked)."""
         with torch.no_grad():
             outs = [
-                functional_call(self.model, self.unflatten(w), (x[i : i + self.chunk_size].to(self.dtype),))
+                functional_call(
+                    self.model, self.unflatten(w), (x[i : i + self.chunk_size].to(self.device, self.dtype),)
+                )
                 for i in range(0, x.shape[0], self.chunk_size)
             ]
         if not outs:
-            return torch.empty(0, 0, dtype=self.dtype)
+            return torch.empty(0, 0, dtype=self.dtype, device=self.device)
         return torch.cat(outs)
 
     def _chunks(self, ids: IdArray) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -81,7 +90,7 @@ class Objective:
                 (self.x[i : i + self.chunk_size], self.y[i : i + self.chunk_size])
                 for i in range(0, self.n, self.chunk_size)
             ]
-        idx = torch.as_tensor(np.asarray(ids), dtype=torch.long)
+        idx = torch.as_tensor(np.asarray(ids), dtype=torch.long).to(self.device)
         return [
             (self.x[idx[i : i + self.chunk_size]], self.y[idx[i : i + self.chunk_size]])
             for i in range(0, idx.numel(), self.chunk_size)
@@ -100,8 +109,8 @@ class Objective:
     # -- data terms (sums over samples, no regulariser) ---------------------
     def loss_grad_sum(self, w: torch.Tensor, ids: IdArray = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (sum of losses, sum of loss gradients) over the samples ``ids`` (all if None)."""
-        total_loss = torch.zeros((), dtype=self.dtype)
-        total_grad = torch.zeros(self.dim, dtype=self.dtype)
+        total_loss = torch.zeros((), dtype=self.dtype, device=self.device)
+        total_grad = torch.zeros(self.dim, dtype=self.dtype, device=self.device)
         for xc, yc in self._chunks(ids):
             g, v = grad_and_value(self._chunk_loss_sum(xc, yc))(w)
             total_loss += v.detach()
@@ -116,8 +125,8 @@ class Objective:
         at all stored checkpoints at once.
         """
         m = ws.shape[0]
-        total_loss = torch.zeros(m, dtype=self.dtype)
-        total_grad = torch.zeros(m, self.dim, dtype=self.dtype)
+        total_loss = torch.zeros(m, dtype=self.dtype, device=self.device)
+        total_grad = torch.zeros(m, self.dim, dtype=self.dtype, device=self.device)
         for xc, yc in self._chunks(ids):
             g, v = vmap(grad_and_value(self._chunk_loss_sum(xc, yc)))(ws)
             total_loss += v.detach()
@@ -127,7 +136,7 @@ class Objective:
 
     def loss_sum(self, w: torch.Tensor, ids: IdArray = None) -> torch.Tensor:
         """Return the sum of per-sample losses over ``ids`` (all if None); no gradient."""
-        total = torch.zeros((), dtype=self.dtype)
+        total = torch.zeros((), dtype=self.dtype, device=self.device)
         with torch.no_grad():
             for xc, yc in self._chunks(ids):
                 total += self._chunk_loss_sum(xc, yc)(w)
@@ -135,7 +144,7 @@ class Objective:
 
     def hvp_sum(self, w: torch.Tensor, v: torch.Tensor, ids: IdArray = None) -> torch.Tensor:
         """Return sum_{i in ids} Hess l_i(w) @ v (forward-over-reverse), no regulariser."""
-        total = torch.zeros(self.dim, dtype=self.dtype)
+        total = torch.zeros(self.dim, dtype=self.dtype, device=self.device)
         for xc, yc in self._chunks(ids):
             f = self._chunk_loss_sum(xc, yc)
 

@@ -26,7 +26,7 @@ def split_outputs(run: Run, params: torch.Tensor, forget_ids: np.ndarray) -> dic
         ("forget", x_train[torch.from_numpy(mask)], ds.y_train[mask]),
         ("test", torch.from_numpy(ds.x_test), ds.y_test),
     ):
-        out[name] = (run.objective.logits(params, x).numpy(), y)
+        out[name] = (run.objective.logits(params, x).cpu().numpy(), y)
     return out
 
 

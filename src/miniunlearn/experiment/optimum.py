@@ -39,7 +39,7 @@ def retain_optimum(run: Run, forget_ids: np.ndarray, *, rtol: float = 1e-9) -> t
 
     def compute() -> torch.Tensor:
         config = dataclasses.replace(run.config, dtype="float64")
-        objective = objective_for(config, run.dataset, model_for(config, run.dataset))
+        objective = objective_for(config, run.dataset, model_for(config, run.dataset, run.device))
         retain = np.setdiff1d(np.arange(run.n_train), ids)
         w = run.load_model_params().to(torch.float64)
         sketch = run.curvature_sketch()
@@ -64,7 +64,7 @@ def retain_optimum(run: Run, forget_ids: np.ndarray, *, rtol: float = 1e-9) -> t
 
     value, _ = cached(
         run.path / OPTIMUM_DIR / f"{ids_digest(ids)}.safetensors",
-        load=lambda path: load_file(str(path))["optimum"],
+        load=lambda path: load_file(str(path))["optimum"].to(run.objective.device),
         compute=compute,
         save=lambda w, tmp: save_tensors({"optimum": w.contiguous()}, tmp),
         damaged=(SafetensorError, OSError, KeyError),

@@ -70,7 +70,7 @@ class ShadowFactory:
         import torch
 
         logits = run.objective.logits(params, torch.from_numpy(self.dataset.x_train[rows]))
-        return logit_scaled_confidence(logits.numpy(), self.dataset.y_train[rows])
+        return logit_scaled_confidence(logits.cpu().numpy(), self.dataset.y_train[rows])
 
 
 def run_ulira(

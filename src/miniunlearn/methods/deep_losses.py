@@ -36,11 +36,11 @@ def logits_loss_grad_sum(
     in ``aux`` has one row per id (in the order of ``ids``) and is cut into the same chunks.
     Adds ``len(ids)`` to ``objective.grad_evals``.
     """
-    idx = torch.as_tensor(np.asarray(ids), dtype=torch.long)
+    idx = torch.as_tensor(np.asarray(ids), dtype=torch.long, device=objective.device)
     if any(a.shape[0] != idx.numel() for a in aux):
         raise ValueError("every auxiliary tensor needs one row per sample id")
-    total_loss = torch.zeros((), dtype=objective.dtype)
-    total_grad = torch.zeros(objective.dim, dtype=objective.dtype)
+    total_loss = torch.zeros((), dtype=objective.dtype, device=objective.device)
+    total_grad = torch.zeros(objective.dim, dtype=objective.dtype, device=objective.device)
     size = objective.chunk_size
     for start in range(0, idx.numel(), size):
         chunk = idx[start : start + size]
@@ -78,11 +78,11 @@ def random_wrong_labels(labels: torch.Tensor, n_classes: int, generator: torch.G
     """Return labels drawn uniformly from the ``n_classes - 1`` classes other than each true label."""
     if n_classes < 2:
         raise ValueError(f"random wrong labels need at least 2 classes, got {n_classes}")
-    offset = torch.randint(1, n_classes, labels.shape, generator=generator)
-    return (labels + offset) % n_classes
+    offset = torch.randint(1, n_classes, labels.shape, generator=generator, device=generator.device)
+    return (labels + offset.to(labels.device)) % n_classes
 
 
 def teacher_logits(objective: Objective, w: torch.Tensor, ids: np.ndarray) -> torch.Tensor:
     """Return the logits at fixed parameters ``w`` for samples ``ids`` (forward only, not counted)."""
-    idx = torch.as_tensor(np.asarray(ids), dtype=torch.long)
+    idx = torch.as_tensor(np.asarray(ids), dtype=torch.long, device=objective.device)
     return objective.logits(w, objective.x[idx])

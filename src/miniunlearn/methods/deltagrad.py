@@ -224,7 +224,11 @@ class DeltaGrad(UnlearningMethod):
         hessian = CompactHessian(store.pairs, opts.b0)  # refactorised whenever the pairs change
         exact = approx = fallbacks = skipped = 0
         last_exact, refill = start, False
-        w_start = run.initial_params() if start == 0 else torch.from_numpy(np.array(history.params[start]))
+        w_start = (
+            run.initial_params()
+            if start == 0
+            else torch.from_numpy(np.array(history.params[start])).to(objective.device)
+        )
         v = w_start.to(dtype)
         for t in range(start, plan.total_steps):
             batch = plan.batch_ids(t)
@@ -234,8 +238,8 @@ class DeltaGrad(UnlearningMethod):
                 skipped += 1
                 continue
             forget_t = all_forgotten if batch is None else batch[forget_mask[batch]]
-            w_t = torch.from_numpy(np.array(history.params[t])).to(dtype)
-            g_t = torch.from_numpy(np.array(history.grads[t])).to(dtype)
+            w_t = torch.from_numpy(np.array(history.params[t])).to(objective.device, dtype)
+            g_t = torch.from_numpy(np.array(history.grads[t])).to(objective.device, dtype)
 
             if safeguard:
                 scheduled_exact = t - start <= j0 or refill or (t - last_exact) % opts.T0 == 0

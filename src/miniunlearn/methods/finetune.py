@@ -44,7 +44,7 @@ def seeded_batches(ids: np.ndarray, batch_size: int, seed: int) -> Iterator[np.n
             yield ids
     gen = torch.Generator().manual_seed(int(seed))
     while True:
-        perm = ids[torch.randperm(ids.size, generator=gen).numpy()]
+        perm = ids[torch.randperm(ids.size, generator=gen, device="cpu").numpy()]
         for start in range(0, perm.size, batch_size):
             yield perm[start : start + batch_size]
 

@@ -63,7 +63,7 @@ def gd_propagator(lrs: np.ndarray) -> Callable[[torch.Tensor], torch.Tensor]:
 
     def f(x: torch.Tensor) -> torch.Tensor:
         x64 = x.to(torch.float64).clamp(min=0.0)
-        factors = 1.0 - rates[None, :] * x64[:, None]
+        factors = 1.0 - rates.to(x.device)[None, :] * x64[:, None]
         log_mag = torch.log(factors.abs().clamp(min=1e-300)).sum(dim=1)
         sign = torch.where((factors < 0).sum(dim=1) % 2 == 1, -1.0, 1.0)
         return (sign * torch.exp(log_mag)).clamp(-1.0, 1.0).to(x.dtype)

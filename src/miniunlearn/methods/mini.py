@@ -471,7 +471,7 @@ class MiniUnlearning(UnlearningMethod):
 
         return cached(
             run.path / "cache" / f"trajectory-correction-{key}.safetensors",
-            load=lambda path: load_file(str(path))["correction"].to(W.dtype),
+            load=lambda path: load_file(str(path))["correction"].to(W.device, W.dtype),
             compute=compute,
             save=lambda value, tmp: save_tensors({"correction": value.contiguous()}, tmp),
             damaged=(SafetensorError, OSError, KeyError),
@@ -690,6 +690,7 @@ def rewind_point(
     rates = torch.tensor(
         [float(plan.lrs[int(history.steps[j]) : end].sum()) for j, end in zip(rows, ends, strict=True)],
         dtype=objective.dtype,
+        device=objective.device,
     )
     w = w - rates @ (grad_r - G)
     return t0, w, int(W.nbytes + G.nbytes + history.values[rows].nbytes)

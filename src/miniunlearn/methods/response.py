@@ -104,7 +104,7 @@ def linear_response(
     rng = np.random.default_rng(seed)
     forget_mask = np.zeros(n, dtype=bool)
     forget_mask[forget] = True
-    rates = torch.tensor([plan.lrs[min(int(s), total - 1)] for s in steps], dtype=W.dtype)
+    rates = torch.tensor([plan.lrs[min(int(s), total - 1)] for s in steps], dtype=W.dtype, device=W.device)
     V = -rates[:, None] * G  # dw/dt at the checkpoints
     data_means = G - lam * W
     slope_ids = np.sort(rng.choice(n, min(slope_samples, n), replace=False))

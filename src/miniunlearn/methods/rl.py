@@ -51,7 +51,9 @@ def random_label_steps(
     for _ in range(steps):
         retain_b, forget_b = next(retain_batches), next(forget_batches)
         _, grad_r = objective.loss_grad_sum(w, retain_b)
-        wrong = random_wrong_labels(objective.y[torch.as_tensor(forget_b)], n_classes, labels_gen)
+        wrong = random_wrong_labels(
+            objective.y[torch.as_tensor(forget_b, device=objective.device)], n_classes, labels_gen
+        )
         _, grad_u = logits_loss_grad_sum(
             objective, w, forget_b, lambda logits, _y, target: cross_entropy_sum(logits, target), (wrong,)
         )

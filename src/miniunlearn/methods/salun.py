@@ -29,7 +29,7 @@ def saliency_mask(request: UnlearnRequest, w: torch.Tensor, ratio: float) -> tor
     _, grad_u = objective.loss_grad_sum(w, request.all_forgotten)
     keep = max(1, int(ratio * objective.dim))
     order = torch.argsort(grad_u.abs(), descending=True, stable=True)
-    mask = torch.zeros(objective.dim, dtype=torch.bool)
+    mask = torch.zeros(objective.dim, dtype=torch.bool, device=objective.device)
     mask[order[:keep]] = True
     return mask
 

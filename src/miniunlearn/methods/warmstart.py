@@ -49,7 +49,7 @@ class WarmStart(UnlearningMethod):
         opts = self.options
         run, objective = request.run, request.run.objective
         retain = request.retain_ids
-        c, history_bytes = torch.zeros(objective.dim, dtype=objective.dtype), 0
+        c, history_bytes = torch.zeros(objective.dim, dtype=objective.dtype, device=objective.device), 0
         if opts.match_residual:
             try:
                 history = run.mini_history()

@@ -70,6 +70,10 @@ class CurvatureSketch:
         """Bytes of the sketch as stored (float16 vectors, float32 values): what a method reads."""
         return int(2 * self.vectors.numel() + 4 * self.values.numel())
 
+    def to(self, device: torch.device) -> CurvatureSketch:
+        """Return this sketch with its tensors on ``device``."""
+        return CurvatureSketch(self.vectors.to(device), self.values.to(device), self.lam)
+
     def inverse_hessian_product(self, g: torch.Tensor) -> torch.Tensor:
         """Return P^(-1) g for the Nyström preconditioner P of the regularised Hessian.
 
@@ -97,8 +101,9 @@ def sketch_hessian(
     if rank < 1 or iters < 1:
         raise ConfigError(f"a curvature sketch needs rank >= 1 and iters >= 1, got {rank} and {iters}")
     rank = min(rank, objective.dim)
-    gen = torch.Generator().manual_seed(int(seed))
-    omega = torch.randn(objective.dim, rank, generator=gen, dtype=torch.float64).to(objective.dtype)
+    gen = torch.Generator().manual_seed(int(seed))  # drawn on the CPU: the same sketch on every device
+    omega = torch.randn(objective.dim, rank, generator=gen, dtype=torch.float64, device="cpu")
+    omega = omega.to(objective.device, objective.dtype)
     basis = torch.linalg.qr(omega)[0]
     product = objective.hvp_sum_many(w, basis.T.contiguous()).T / objective.n
     for _ in range(iters - 1):  # subspace iterations

@@ -16,7 +16,7 @@ Batch ids, learning rates and RNG states of every step are in the schedule file
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -153,8 +153,8 @@ class FullRecorder:
 
     def record_step(self, step: int, w: torch.Tensor, batch_grad: torch.Tensor, lr: float) -> None:
         """Write row ``step`` of both files."""
-        self.params[step] = w.numpy()
-        self.grads[step] = batch_grad.numpy()
+        self.params[step] = w.cpu().numpy()
+        self.grads[step] = batch_grad.cpu().numpy()
         self.seen += 1
 
     def record_full_gradient(self, step: int, w: torch.Tensor, grad: torch.Tensor, value: float) -> None:
@@ -238,6 +238,14 @@ class MiniHistory:
     def nbytes(self) -> int:
         """Bytes of the arrays held (what a method reads)."""
         return int(self.params.nbytes + self.grads.nbytes + self.values.nbytes + self.steps.nbytes)
+
+    def to(self, device: torch.device) -> MiniHistory:
+        """Return this history with its tensors on ``device`` (itself when they already are)."""
+        if self.params.device == device:
+            return self
+        return replace(
+            self, params=self.params.to(device), grads=self.grads.to(device), values=self.values.to(device)
+        )
 
 
 def load_mini_history(run_dir: Path, *, dim: int, n: int, lam: float, total_steps: int) -> MiniHistory:

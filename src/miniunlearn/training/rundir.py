@@ -24,6 +24,7 @@ import shutil
 import socket
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
@@ -36,6 +37,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..data import Dataset, load_dataset
+from ..device import device_scope, resolve_device
 from ..errors import ConfigError, RunDirError
 from ..fileio import atomic_write_json, fsync_dir, save_tensors, sha256_file
 from ..ledger import Ledger
@@ -58,6 +60,7 @@ MANIFEST = "manifest.json"
 CONFIG = "config.json"
 MODEL = "model.safetensors"
 SCHEDULE = "schedule.npz"
+CPU = torch.device("cpu")
 
 
 def load_training_data(config: TrainConfig) -> Dataset:
@@ -70,8 +73,9 @@ def load_training_data(config: TrainConfig) -> Dataset:
     return dataset
 
 
-def model_for(config: TrainConfig, dataset: Dataset) -> nn.Module:
-    """Build the config's model for ``dataset``, initialised from the config's seed."""
+def model_for(config: TrainConfig, dataset: Dataset, device: torch.device = CPU) -> nn.Module:
+    """Build the config's model for ``dataset``, initialised from the config's seed (on the CPU,
+    so every device starts from the same weights), then moved to ``device``."""
     return build_model(
         config.model,
         dataset.n_features,
@@ -83,17 +87,31 @@ def model_for(config: TrainConfig, dataset: Dataset) -> nn.Module:
         image_shape=dataset.image_shape,
         seed=config.seed,
         dtype=config.torch_dtype,
-    )
+    ).to(device)
+
+
+def chunk_rows(n: int, n_features: int) -> int:
+    """Rows per vectorised block of a full pass: 8,192 up to a million rows (every result on
+    smaller data stays as it was); above, blocks of about 8 MB of features (at most 262,144
+    rows), since on narrow data a block's fixed cost otherwise dominates (3.8 s against 1.2 s
+    a pass over 10.5 million rows of 28 features on one core)."""
+    if n <= 1_000_000:
+        return 8192
+    return int(min(262_144, max(8192, 2**21 // max(n_features, 1))))
 
 
 def objective_for(config: TrainConfig, dataset: Dataset, model: nn.Module) -> Objective:
-    """Return the training objective of ``config`` on the dataset's training split."""
-    return Objective(model, torch.from_numpy(dataset.x_train), torch.from_numpy(dataset.y_train), config.lam)
+    """Return the training objective of ``config`` on the dataset's training split, on the
+    model's device."""
+    with warnings.catch_warnings():  # memory-mapped data is read-only; nothing here writes to it
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        x, y = torch.from_numpy(dataset.x_train), torch.from_numpy(dataset.y_train)
+    return Objective(model, x, y, config.lam, chunk_size=chunk_rows(dataset.n_train, dataset.n_features))
 
 
 def save_params(path: Path, objective: Objective, w: torch.Tensor, metadata: dict[str, str]) -> None:
     """Write flat parameters ``w`` as a named state dict (safetensors) to ``path``."""
-    tensors = {k: v.contiguous().clone() for k, v in objective.unflatten(w).items()}
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in objective.unflatten(w).items()}
     save_tensors(tensors, path, stable_metadata(metadata))
 
 
@@ -112,7 +130,7 @@ def load_params(path: Path, objective: Objective) -> torch.Tensor:
     for name, shape in zip(objective.names, objective.shapes, strict=True):
         if name not in tensors or tuple(tensors[name].shape) != tuple(shape):
             raise RunDirError(f"model file {path} does not fit this model (parameter {name!r})")
-        pieces.append(tensors[name].to(objective.dtype).reshape(-1))
+        pieces.append(tensors[name].to(objective.device, objective.dtype).reshape(-1))
     return torch.cat(pieces)
 
 
@@ -122,12 +140,24 @@ def manifest_entry(run_dir: Path, rel: str, role: str) -> dict[str, Any]:
     return {"path": rel, "sha256": sha256_file(path), "bytes": path.stat().st_size, "role": role}
 
 
-def train_run(config: TrainConfig, out_dir: str | os.PathLike[str], *, progress: bool = True) -> Run:
-    """Train ``config`` and write a complete run directory at ``out_dir``; return it opened.
+def train_run(
+    config: TrainConfig,
+    out_dir: str | os.PathLike[str],
+    *,
+    progress: bool = True,
+    device: str | torch.device = "cpu",
+) -> Run:
+    """Train ``config`` on ``device`` and write a complete run directory at ``out_dir``; return
+    it opened on that device.
 
     Raises RunDirError if ``out_dir`` exists already; nothing is written in that case.
     """
-    out = Path(out_dir)
+    device = resolve_device(device)
+    with device_scope(device):
+        return _train_run(config, Path(out_dir), progress, device)
+
+
+def _train_run(config: TrainConfig, out: Path, progress: bool, device: torch.device) -> Run:
     if out.exists():
         raise RunDirError(f"{out} already exists; choose another --out or delete it first")
     # absolute paths, so the run opens from any working directory; hashes, so a run is
@@ -135,7 +165,7 @@ def train_run(config: TrainConfig, out_dir: str | os.PathLike[str], *, progress:
     config = _absolute_data_paths(config)
     data_files = [data_file_entry(p) for p in _user_files(config) if os.path.isfile(p)]
     dataset = load_training_data(config)
-    model = model_for(config, dataset)
+    model = model_for(config, dataset, device)
     check_replayable(model)
     objective = objective_for(config, dataset, model)
     plan = make_plan(config, dataset.n_train)
@@ -193,7 +223,7 @@ def train_run(config: TrainConfig, out_dir: str | os.PathLike[str], *, progress:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return open_run(out)
+    return open_run(out, device=device)
 
 
 def _user_files(config: TrainConfig) -> list[str]:
@@ -335,11 +365,13 @@ def save_schedule(path: Path, plan: StepPlan) -> None:
 
 @dataclass
 class Run:
-    """An opened, verified run directory. Data and model are loaded lazily on first use."""
+    """An opened, verified run directory. Data and model are loaded lazily on first use, on
+    ``device`` (the CPU unless :func:`open_run` is told otherwise)."""
 
     path: Path
     config: TrainConfig
     manifest: dict[str, Any]
+    device: torch.device = CPU
 
     @property
     def n_train(self) -> int:
@@ -379,7 +411,7 @@ class Run:
     @cached_property
     def objective(self) -> Objective:
         """The run's training objective (model structure, data, lam)."""
-        return objective_for(self.config, self.dataset, model_for(self.config, self.dataset))
+        return objective_for(self.config, self.dataset, model_for(self.config, self.dataset, self.device))
 
     @cached_property
     def plan(self) -> StepPlan:
@@ -402,7 +434,7 @@ class Run:
 
     def initial_params(self) -> torch.Tensor:
         """The parameters before training (same seed gives the same init)."""
-        return flatten_params(model_for(self.config, self.dataset))
+        return flatten_params(model_for(self.config, self.dataset, self.device))
 
     def load_model_params(self, rel: str = MODEL) -> torch.Tensor:
         """The flat parameters stored in model file ``rel`` (default: the original model)."""
@@ -416,11 +448,12 @@ class Run:
             n=self.n_train,
             lam=self.config.lam,
             total_steps=self.total_steps,
-        )
+        ).to(self.device)
 
     def curvature_sketch(self) -> CurvatureSketch | None:
         """The curvature sketch recorded with the minimal history (None when there is none)."""
-        return load_sketch(self.path, dim=self.objective.dim, lam=self.config.lam)
+        sketch = load_sketch(self.path, dim=self.objective.dim, lam=self.config.lam)
+        return sketch.to(self.device) if sketch is not None else None
 
     def full_history(self) -> FullHistory:
         """The full history, memory-mapped (raises HistoryError when absent or mismatched)."""
@@ -430,8 +463,11 @@ class Run:
 MANIFEST_COUNTS = ("n_train", "n_params", "total_steps")  # integers every manifest holds
 
 
-def open_run(path: str | os.PathLike[str], *, verify_hashes: bool = True) -> Run:
-    """Open the run directory at ``path`` and check it against its manifest.
+def open_run(
+    path: str | os.PathLike[str], *, verify_hashes: bool = True, device: str | torch.device = "cpu"
+) -> Run:
+    """Open the run directory at ``path`` and check it against its manifest; its data and
+    model will be loaded on ``device`` (see :mod:`miniunlearn.device`).
 
     Checks that every listed file exists with the recorded size (and sha256 when
     ``verify_hashes``). Raises RunDirError naming the first problem.
@@ -478,4 +514,4 @@ def open_run(path: str | os.PathLike[str], *, verify_hashes: bool = True) -> Run
         config = TrainConfig.from_dict(json.loads((run_dir / CONFIG).read_text()))
     except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ConfigError) as exc:
         raise RunDirError(f"{run_dir / CONFIG} is invalid ({exc})") from exc
-    return Run(run_dir, config, manifest)
+    return Run(run_dir, config, manifest, resolve_device(device))

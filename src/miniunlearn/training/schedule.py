@@ -71,7 +71,7 @@ def make_plan(config: TrainConfig, n: int) -> StepPlan:
         perms, state_rows = [], []
         for _ in range(config.epochs):
             state_rows.append(gen.get_state().numpy().copy())
-            perms.append(torch.randperm(n, generator=gen).numpy())
+            perms.append(torch.randperm(n, generator=gen, device="cpu").numpy())
         order = np.stack(perms).astype(np.int64)
         states = np.stack(state_rows)
     total = config.epochs * steps_per_epoch
