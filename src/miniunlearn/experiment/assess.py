@@ -13,21 +13,32 @@ from ..evaluation.attacks import population_mia
 from ..evaluation.metrics import accuracy, mean_kl, param_distance
 from ..training.rundir import Run
 
+ROWS_PER_BLOCK = 262_144
+
+
+def _logits(run: Run, params: torch.Tensor, x: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """Logits of ``params`` on ``x`` (the ``rows`` of it, all when None), gathered a block of
+    rows at a time so that no copy of a whole split is made."""
+    n = x.shape[0] if rows is None else rows.size
+    blocks = []
+    for start in range(0, n, ROWS_PER_BLOCK):
+        part = slice(start, start + ROWS_PER_BLOCK)
+        block = np.ascontiguousarray(x[part] if rows is None else x[rows[part]])
+        blocks.append(run.objective.logits(params, torch.from_numpy(block)).cpu().numpy())
+    return np.concatenate(blocks) if blocks else np.zeros((0, 0), np.float32)
+
 
 def split_outputs(run: Run, params: torch.Tensor, forget_ids: np.ndarray) -> dict[str, tuple[Any, Any]]:
     """Return {"retain"|"forget"|"test": (logits, labels)} of ``params`` on the run's data."""
     ds = run.dataset
     mask = np.zeros(run.n_train, dtype=bool)
     mask[forget_ids] = True
-    x_train = torch.from_numpy(ds.x_train)
-    out = {}
-    for name, x, y in (
-        ("retain", x_train[torch.from_numpy(~mask)], ds.y_train[~mask]),
-        ("forget", x_train[torch.from_numpy(mask)], ds.y_train[mask]),
-        ("test", torch.from_numpy(ds.x_test), ds.y_test),
-    ):
-        out[name] = (run.objective.logits(params, x).cpu().numpy(), y)
-    return out
+    retain, forget = np.flatnonzero(~mask), np.flatnonzero(mask)
+    return {
+        "retain": (_logits(run, params, ds.x_train, retain), ds.y_train[retain]),
+        "forget": (_logits(run, params, ds.x_train, forget), ds.y_train[forget]),
+        "test": (_logits(run, params, ds.x_test), ds.y_test),
+    }
 
 
 def model_metrics(
