@@ -322,3 +322,91 @@ def test_when_the_ledger_cannot_mark_a_served_request_done_the_next_command_does
     assert main(["-q", "evaluate", str(run_dir), "--json"]) == 0  # settles it, then evaluates v1
     assert "request first: completed" in capsys.readouterr().err
     assert records(run_dir)[0]["state"] == "done" and current_version(open_run(run_dir)).version == 1
+
+
+# -- backups restored out of step: forgotten samples must never come back ---------------------
+
+
+@pytest.fixture
+def three_requests(run_dir: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """The run after requests r0 and r1, and a backup of its ledger and pointer taken after r0."""
+    served(run_dir, [1, 2])
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    for name in ("ledger.sqlite", CURRENT_FILE):
+        shutil.copy(run_dir / name, backup / name)
+    forget(run_dir, [3, 4], request_id="r1", method="finetune", options={"steps": 2})
+    forget(run_dir, [5, 6], request_id="r2", method="finetune", options={"steps": 2})
+    return run_dir, backup
+
+
+@pytest.mark.parametrize("restored", [["ledger.sqlite"], ["ledger.sqlite", CURRENT_FILE]])
+def test_an_older_ledger_is_refused_while_the_versions_hold_its_missing_requests(
+    three_requests, restored
+) -> None:
+    run_dir, backup = three_requests
+    versions = sorted(p.name for p in (run_dir / "versions").iterdir())
+    for name in restored:
+        shutil.copy(backup / name, run_dir / name)
+    with pytest.raises(RunDirError, match="ledger is older than the model versions") as info:
+        forget(run_dir, [9], method="finetune", options={"steps": 2})
+    assert "v2 (request r1), v3 (request r2)" in str(info.value)
+    with pytest.raises(RunDirError, match="ledger is older"):
+        retrain_all(run_dir)
+    assert main(["-q", "ledger", str(run_dir), "--restore-current"]) == 2
+    assert sorted(p.name for p in (run_dir / "versions").iterdir()) == versions  # nothing deleted
+    (run_dir / "ledger.sqlite").unlink()  # the way out the message gives
+    if CURRENT_FILE in restored:
+        with pytest.raises(LedgerError, match="newer than v1"):
+            rebuild_ledger(open_run(run_dir))  # an old pointer would silently drop v2 and v3
+        assert main(["-q", "ledger", str(run_dir), "--rebuild-from-versions"]) == 2
+    else:
+        rebuild_ledger(open_run(run_dir))
+        with Ledger.open(run_dir, create=False) as ledger:
+            assert ledger.forgotten_ids().tolist() == [1, 2, 3, 4, 5, 6]
+
+
+def test_an_emptied_ledger_cannot_point_the_run_back_at_the_original_model(three_requests) -> None:
+    run_dir, _ = three_requests
+    (run_dir / "ledger.sqlite").unlink()
+    Ledger.open(run_dir).close()  # an empty ledger, as a fresh run has
+    assert main(["-q", "ledger", str(run_dir), "--restore-current"]) == 2
+    assert '"version": 3' in (run_dir / CURRENT_FILE).read_text()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("path", "../elsewhere.safetensors"),
+        ("path", "versions/v1.safetensors"),
+        ("version", 2.7),
+        ("request_id", None),
+    ],
+)
+def test_a_hand_edited_pointer_is_refused_as_corrupt(three_requests, field, value) -> None:
+    import json
+
+    run_dir, _ = three_requests
+    pointer = json.loads((run_dir / CURRENT_FILE).read_text())
+    pointer[field] = value
+    (run_dir / CURRENT_FILE).write_text(json.dumps(pointer))
+    with pytest.raises(RunDirError, match="corrupt") as info:
+        current_version(open_run(run_dir))
+    assert "--restore-current" in str(info.value)
+    assert main(["-q", "ledger", str(run_dir), "--restore-current"]) == 0
+    assert current_version(open_run(run_dir)).version == 3
+
+
+def test_a_first_request_killed_and_a_lost_ledger_are_rebuilt_with_a_concrete_hint(
+    run_dir: Path, tmp_path
+) -> None:
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text("1\n2\n")
+    assert _cli(run_dir, ids_file, crash_at="after-version").returncode == -signal.SIGKILL
+    (run_dir / "ledger.sqlite").unlink()
+    with pytest.raises(LedgerError, match="ever became current") as info:
+        rebuild_ledger(open_run(run_dir))
+    assert "delete" in str(info.value) and '"version": 1' in str(info.value)
+    (run_dir / "versions" / "v1.safetensors").unlink()
+    rebuild_ledger(open_run(run_dir))
+    assert records(run_dir) == [] and current_version(open_run(run_dir)).version == 0

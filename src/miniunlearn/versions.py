@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import signal
 import zlib
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ CRASH_ENV = "MINIUNLEARN_CRASH_AT"
 VERSIONS_DIR = "versions"
 CURRENT_FILE = "current.json"
 _RECORD_KEY = "request"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def crash_point(name: str) -> None:
@@ -90,16 +92,27 @@ def read_pointer(run: Run) -> ModelVersion | None:
     pointer = run.path / CURRENT_FILE
     if not pointer.exists():
         return None
+    fix = f"point it at the version the ledger records with `miniunlearn ledger {run.path} --restore-current`"
     try:
         data = json.loads(pointer.read_text())
-        return ModelVersion(
-            int(data["version"]), str(data["path"]), str(data["sha256"]), data.get("request_id")
-        )
+        version = ModelVersion(data["version"], data["path"], data["sha256"], data.get("request_id"))
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise RunDirError(
-            f"{pointer} is corrupt ({exc}); point it back at the version the ledger records with "
-            f"`miniunlearn ledger {run.path} --restore-current`"
-        ) from exc
+        raise RunDirError(f"{pointer} is corrupt ({exc}); {fix}") from exc
+    number = version.version
+    problem = (
+        "its version is not a whole number >= 0"
+        if type(number) is not int or number < 0
+        else f"its path {version.path!r} is not {version_path(number)!r}, the file of version {number}"
+        if version.path != version_path(number)
+        else "its sha256 is not 64 hex digits"
+        if not isinstance(version.sha256, str) or not _SHA256.fullmatch(version.sha256)
+        else "its request_id is missing"
+        if number > 0 and not isinstance(version.request_id, str)
+        else ""
+    )
+    if problem:
+        raise RunDirError(f"{pointer} is corrupt ({problem}); {fix}")
+    return version
 
 
 def _check_file(run: Run, version: ModelVersion) -> ModelVersion:
@@ -150,7 +163,48 @@ def expected_version(run: Run, ledger: Ledger) -> ModelVersion:
         return original_version(run)
     last = max(done, key=lambda e: e.done_seq or 0)
     number = int(last.model_version)  # type: ignore[arg-type]
-    return ModelVersion(number, version_path(number), str(last.model_sha256_after), last.request_id)
+    if number == 0:
+        return original_version(run)
+    made = [
+        e for e in done if int(e.model_version) == number and e.model_sha256_after == last.model_sha256_after
+    ]
+    producer = min(made, key=lambda e: e.done_seq or 0)  # not a later request that changed nothing
+    return ModelVersion(number, version_path(number), str(last.model_sha256_after), producer.request_id)
+
+
+def unrecorded_versions(run: Run, ledger: Ledger) -> list[tuple[int, str]]:
+    """Return (number, request id) of every version file whose request the ledger does not
+    record as having made it: what a ledger older than the model versions misses.
+
+    A file the ledger records (a done request with that version number) is fine, and so is
+    one left by a request the ledger holds as ``received`` or ``failed`` (killed before its
+    model became current). Files written before versions carried their request are skipped.
+    """
+    known = {str(e.model_version) for e in ledger.entries("done")}
+    missing = []
+    for number, file in sorted(version_files(run).items()):
+        if str(number) in known:
+            continue
+        try:
+            request_id = str(version_record(file)["request_id"])
+        except LedgerError:
+            continue
+        entry = ledger.get(request_id)
+        if entry is None or entry.state not in ("received", "failed"):
+            missing.append((number, request_id))
+    return missing
+
+
+def _refuse_unrecorded(run: Run, ledger: Ledger) -> None:
+    missing = unrecorded_versions(run, ledger)
+    if missing:
+        listed = ", ".join(f"v{n} (request {r})" for n, r in missing[:5])
+        raise RunDirError(
+            f"model version(s) {listed} hold requests that the ledger does not record as done: the "
+            "ledger is older than the model versions (restored from a backup?) and would let forgotten "
+            "samples come back. Restore the newest ledger backup, or move ledger.sqlite aside and rebuild "
+            f"it from the versions with `miniunlearn ledger {run.path} --rebuild-from-versions`"
+        )
 
 
 def current_version(run: Run, ledger: Ledger | None = None) -> ModelVersion:
@@ -158,13 +212,15 @@ def current_version(run: Run, ledger: Ledger | None = None) -> ModelVersion:
     (``ledger``, or the run's own opened for the check).
 
     ``current.json`` must name the version the ledger's last done request left (or,
-    right after a crash, the version of a request still ``received``), and that
-    file must exist with its sha256. Raises CurrentModelLost when the pointer or the
-    file is gone, RunDirError for any other disagreement; both say how to recover.
+    right after a crash, the version of a request still ``received``), that file must
+    exist with its sha256, and every version file must be a request the ledger knows.
+    Raises CurrentModelLost when the pointer or the file is gone, RunDirError for any
+    other disagreement; both say how to recover.
     """
     if ledger is None:
         with open_ledger(run) as own:
             return current_version(run, own)
+    _refuse_unrecorded(run, ledger)
     expected = expected_version(run, ledger)
     pointer = read_pointer(run)
     hint = f"`miniunlearn ledger {run.path} --restore-current`"
@@ -176,7 +232,7 @@ def current_version(run: Run, ledger: Ledger | None = None) -> ModelVersion:
             f"request {expected.request_id} left model version {expected.version} current. Point "
             f"current.json at it with {hint}"
         )
-    if (pointer.version, pointer.sha256) == (expected.version, expected.sha256):
+    if pointer == expected:
         return _check_file(run, pointer)
     pending = {e.request_id for e in ledger.pending()}
     if pointer.request_id in pending and pointer.version > expected.version:
@@ -201,11 +257,14 @@ def version_of(run: Run, entry: LedgerEntry) -> ModelVersion:
     version = ModelVersion(number, version_path(number), entry.model_sha256_after, entry.request_id)
     file = run.path / version.path
     if not file.exists():
-        raise RunDirError(f"model version {number} ({file}) of request {entry.request_id} is missing")
+        raise RunDirError(
+            f"model version {number} ({file}) of request {entry.request_id} is missing; restore it from a "
+            "backup (the ledger records its sha256, so a restored file is checked)"
+        )
     if sha256_file(file) != version.sha256:
         raise RunDirError(
             f"model version {number} ({file}) of request {entry.request_id} fails the sha256 the ledger "
-            "recorded: it was altered after the request was served"
+            "recorded: it was altered after the request was served; restore it from a backup"
         )
     return version
 
@@ -216,6 +275,7 @@ def restore_current(run: Run, ledger: Ledger) -> ModelVersion:
     Raises CurrentModelLost when that version's file is missing or RunDirError when it
     was altered (nothing is written then).
     """
+    _refuse_unrecorded(run, ledger)
     version = _check_file(run, expected_version(run, ledger))
     atomic_write_json(run.path / CURRENT_FILE, version.__dict__)
     return version
@@ -299,7 +359,7 @@ def remove_orphans(run: Run, current: ModelVersion, ledger: Ledger) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def _version_record(file: Path) -> dict[str, Any]:
+def version_record(file: Path) -> dict[str, Any]:
     try:
         with safe_open(str(file), framework="pt") as handle:
             meta = read_metadata(handle.metadata())
@@ -331,14 +391,30 @@ def rebuild_ledger(run: Run) -> list[str]:
     files = version_files(run)
     pointer = read_pointer(run)
     if files and pointer is None:
+        last = max(files)
+        record = version_record(files[last])
+        named = {"version": last, "path": version_path(last), "sha256": sha256_file(files[last])}
+        named["request_id"] = record["request_id"]
         raise LedgerError(
-            f"{run.path / CURRENT_FILE} is missing too, so it cannot be told which model versions became "
-            "current; restore current.json or the ledger from a backup"
+            f"{run.path / CURRENT_FILE} is missing too, so it cannot be told whether the last version, "
+            f"v{last} (request {record['request_id']}), ever became current. If it did (current.json was "
+            f"lost), write current.json as {json.dumps(named)} and run this again; if that request was "
+            "killed "
+            f"before its model became current (the run's first request, say), delete {files[last]} and run "
+            "this again"
         )
     top = pointer.version if pointer is not None else 0
+    beyond = [n for n in files if n > top]
+    if beyond:
+        raise LedgerError(
+            f"model version(s) {', '.join(f'v{n}' for n in sorted(beyond))} are newer than v{top}, the one "
+            "current.json names: current.json is older than the versions (restored from a backup?), or the "
+            f"newest request was killed before its model became current. Restore the newest current.json, "
+            f"or delete {files[max(beyond)]} if that request was interrupted, and run this again"
+        )
     records, before = [], original_version(run).sha256
     for number in sorted(n for n in files if n <= top):
-        record = _version_record(files[number])
+        record = version_record(files[number])
         if record["model_sha256_before"] != before:
             raise LedgerError(
                 f"model version {number} was made from model {str(record['model_sha256_before'])[:12]}, "
