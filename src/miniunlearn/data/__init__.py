@@ -7,7 +7,11 @@ split (``0 .. n_train - 1``).
 * ``mnist``, ``fashion-mnist``, ``adult`` (``FETCHABLE``): run ``miniunlearn fetch NAME`` once;
   the parsed arrays are cached under :func:`cache_dir` (``$MINIUNLEARN_CACHE`` or ``./.cache``).
 * ``digits``, ``breast-cancer``: bundled with scikit-learn.
-* ``libsvm``, ``csv``: your own files, ``load_dataset("libsvm", path="train.svm")``.
+* ``synthetic-higgs``, ``synthetic-covtype``: HIGGS- and Covtype-shaped sets generated on
+  first load (options ``seed``, ``rows``) and cached as memory-mapped ``.npy`` files.
+* ``libsvm``, ``csv``: your own files, ``load_dataset("libsvm", path="train.svm")``; large or
+  compressed (``.gz``, ``.bz2``, ``.xz``) files are parsed in blocks into the cache once and
+  memory-mapped afterwards.
 """
 
 from __future__ import annotations

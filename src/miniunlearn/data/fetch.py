@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from miniunlearn.data.adult import parse_adult_wheel
 from miniunlearn.data.cache import cache_dir, downloads_dir, load_npz, npz_path, save_npz
 from miniunlearn.data.mnist import parse_fashion_deb, parse_mnist_tarball
-from miniunlearn.data.names import BUNDLED, FETCHABLE, canonical_name
+from miniunlearn.data.names import BUNDLED, FETCHABLE, SYNTHETIC, canonical_name
 from miniunlearn.errors import ConfigError, DataCorruptError, DataMissingError
 from miniunlearn.fileio import sha256_file
 
@@ -177,7 +177,13 @@ def get_source(name: str) -> Source:
     """
     key = canonical_name(name)
     if key not in SOURCES:
-        why = "is bundled with scikit-learn" if key in BUNDLED else "reads your own files (path=)"
+        why = (
+            "is bundled with scikit-learn"
+            if key in BUNDLED
+            else "is generated on first load"
+            if key in SYNTHETIC
+            else "reads your own files (path=)"
+        )
         raise ConfigError(f"dataset {key!r} {why}: nothing to fetch; fetchable: {', '.join(FETCHABLE)}")
     return SOURCES[key]
 

@@ -4,15 +4,22 @@ Rows are ``<label> <index>:<value> ...``; indices are read as 1-based (the LIBSV
 unless index 0 occurs in the train or test file, then as 0-based. Features are densified to
 float32 and are NOT scaled unless ``standardize=True``. Labels are mapped to ``0 .. K-1`` in
 sorted order over both files.
+
+Compressed files (``.gz``, ``.bz2``, ``.xz``) and plain files of at least 64 MiB together are
+parsed in blocks into a cache of memory-mapped arrays (:mod:`miniunlearn.data.svmstream`,
+which also shows how to load covtype); smaller plain files are parsed in memory. Both give
+identical arrays.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 
 from miniunlearn.data.base import Dataset
+from miniunlearn.data.streamed import should_stream
 from miniunlearn.data.userfiles import assemble, existing_file
 from miniunlearn.errors import DataCorruptError
 
@@ -34,10 +41,21 @@ def load_libsvm(
     indices of its train split. Raises DataMissingError if a file does not exist and
     DataCorruptError if one cannot be parsed.
     """
-    from sklearn.datasets import load_svmlight_files
-
     train = existing_file(path, "libsvm")
     files = [train] + ([existing_file(test_path, "libsvm test_path")] if test_path else [])
+    if should_stream(*files):
+        from miniunlearn.data.svmstream import load_libsvm_streamed
+
+        test = files[1] if test_path else None
+        return load_libsvm_streamed(train, test, n_features=n_features, standardize=standardize)
+    return _load_in_memory(files, n_features, standardize)
+
+
+def _load_in_memory(files: list[Path], n_features: int | None, standardize: bool) -> Dataset:
+    """Parse small plain LIBSVM files with scikit-learn, all at once (train file first)."""
+    from sklearn.datasets import load_svmlight_files
+
+    train, test_path = files[0], (files[1] if len(files) > 1 else None)
     names = " / ".join(str(f) for f in files)
     try:
         # Read the indices as written; decide 0- or 1-based over all files afterwards.

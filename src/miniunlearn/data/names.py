@@ -8,10 +8,12 @@ from miniunlearn.errors import ConfigError
 FETCHABLE: tuple[str, ...] = ("mnist", "fashion-mnist", "adult")
 #: Datasets bundled with scikit-learn (no fetch needed).
 BUNDLED: tuple[str, ...] = ("digits", "breast-cancer")
+#: Synthetic sets generated on first load (options ``seed``, ``rows``; no download).
+SYNTHETIC: tuple[str, ...] = ("synthetic-higgs", "synthetic-covtype")
 #: Loaders of user-supplied files (need ``path=``).
 USER_FILES: tuple[str, ...] = ("libsvm", "csv")
 #: Every name :func:`miniunlearn.data.load_dataset` accepts.
-DATASET_NAMES: tuple[str, ...] = FETCHABLE + BUNDLED + USER_FILES
+DATASET_NAMES: tuple[str, ...] = FETCHABLE + BUNDLED + SYNTHETIC + USER_FILES
 
 
 def canonical_name(name: str) -> str:

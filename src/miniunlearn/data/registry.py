@@ -15,6 +15,7 @@ from miniunlearn.data.fetch import SOURCES
 from miniunlearn.data.libsvm import load_libsvm
 from miniunlearn.data.names import canonical_name
 from miniunlearn.data.sklearn_sets import load_breast_cancer_dataset, load_digits_dataset
+from miniunlearn.data.synthetic import RECIPES, load_synthetic, load_synthetic_higgs
 from miniunlearn.data.tabular import load_csv
 from miniunlearn.errors import ConfigError, DataCorruptError, DataMissingError
 
@@ -93,12 +94,14 @@ def load_dataset(
     """Load a registered dataset by name.
 
     Takes a name from ``DATASET_NAMES`` (case-insensitive; ``_`` may replace ``-``), an
-    optional cache directory for the fetched sets, ``path`` (the data file; only for
+    optional cache directory for the fetched and synthetic sets, ``path`` (the data file; only for
     ``libsvm`` and ``csv``) and loader options:
 
     * ``libsvm``: ``test_path``, ``n_features``, ``standardize`` (see :func:`load_libsvm`);
     * ``csv``: ``test_path``, ``label_column``, ``header``, ``delimiter``, ``standardize``
       (see :func:`load_csv`);
+    * ``synthetic-higgs``, ``synthetic-covtype``: ``seed``, ``rows``, ``standardize`` (see
+      :mod:`miniunlearn.data.synthetic`; generated into the cache on first load);
     * the others take none.
 
     Returns a :class:`Dataset` whose training ids are the row indices of its training split.
@@ -113,6 +116,9 @@ def load_dataset(
         return loader(path, **opts)
     if path is not None:
         raise ConfigError(f"--data-path is only for the libsvm and csv datasets, not {key!r}")
+    if key in RECIPES:
+        _check_opts(key, load_synthetic_higgs, opts)  # both synthetic loaders take seed and rows
+        return load_synthetic(key, cache=cache, **opts)
     if opts:
         raise ConfigError(f"dataset {key!r} takes no options, got {sorted(opts)}")
     if key in _BUNDLED_LOADERS:

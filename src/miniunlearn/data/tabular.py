@@ -4,6 +4,11 @@ The label column is the last one unless ``label_column=`` names another (by 0-ba
 negative counting from the end, or by header name). Labels may be numbers or strings and are
 mapped to ``0 .. K-1`` in sorted order. Every other column must be numeric. A header line is
 detected when a feature field of the first line is not a number, or set with ``header=``.
+
+Compressed files (``.gz``, ``.bz2``, ``.xz``) and plain files of at least 64 MiB together are
+parsed in blocks into a cache of memory-mapped arrays (:mod:`miniunlearn.data.csvstream`, which
+also shows how to load HIGGS); smaller plain files are parsed in memory. Both give identical
+arrays.
 """
 
 from __future__ import annotations
@@ -17,19 +22,23 @@ from pathlib import Path
 import numpy as np
 
 from miniunlearn.data.base import Dataset
+from miniunlearn.data.blocks import READ_ERRORS, open_text
+from miniunlearn.data.streamed import should_stream
 from miniunlearn.data.userfiles import assemble, existing_file
 from miniunlearn.errors import ConfigError, DataCorruptError
 
 
 def _first_line(path: Path, delimiter: str) -> list[str]:
-    """Return the fields of the first non-blank line of ``path``."""
+    """Return the fields of the first non-blank line of ``path`` (decompressed by suffix)."""
     try:
-        with open(path, encoding="utf-8", newline="") as handle:
+        with open_text(path) as handle:
             for line in handle:
                 if line.strip():
                     return next(csv.reader(io.StringIO(line), delimiter=delimiter))
     except UnicodeDecodeError as exc:
         raise DataCorruptError(f"{path}: not a UTF-8 text file ({exc})") from exc
+    except READ_ERRORS as exc:
+        raise DataCorruptError(f"{path}: cannot read or decompress the file ({exc})") from exc
     raise DataCorruptError(f"{path}: empty file")
 
 
@@ -56,10 +65,15 @@ def _resolve_label(label_column: int | str, fields: list[str], has_header: bool,
     return label_column % n
 
 
-def _read(
+def csv_layout(
     path: Path, label_column: int | str, header: bool | None, delimiter: str, n_cols: int | None
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Parse one CSV file; return ``(features float32, raw labels str, n_columns)``."""
+) -> tuple[int, bool, int]:
+    """Read the first line of a CSV file and return ``(label index, has header, n columns)``.
+
+    Takes the file, the ``label_column``, ``header`` and ``delimiter`` options of
+    :func:`load_csv`, and the column count the file must have (None: any, at least 2). Raises
+    DataCorruptError for an empty file or a wrong column count, ConfigError for a bad label column.
+    """
     fields = _first_line(path, delimiter)
     if n_cols is not None and len(fields) != n_cols:
         raise DataCorruptError(f"{path}: has {len(fields)} columns, the train file has {n_cols}")
@@ -73,8 +87,15 @@ def _read(
             has_header = not all(_is_number(f) for i, f in enumerate(fields) if i != label)
     else:
         has_header = bool(header)
-    label = _resolve_label(label_column, fields, has_header, path)
-    feature_cols = [i for i in range(len(fields)) if i != label]
+    return _resolve_label(label_column, fields, has_header, path), has_header, len(fields)
+
+
+def _read(
+    path: Path, label_column: int | str, header: bool | None, delimiter: str, n_cols: int | None
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Parse one CSV file in memory; return ``(features float32, raw labels str, n_columns)``."""
+    label, has_header, n_fields = csv_layout(path, label_column, header, delimiter, n_cols)
+    feature_cols = [i for i in range(n_fields) if i != label]
     common = dict(
         delimiter=delimiter, skiprows=int(has_header), ndmin=2, quotechar='"', encoding="utf-8", comments=None
     )
@@ -89,7 +110,7 @@ def _read(
         raise DataCorruptError(f"{path}: cannot parse as CSV of numeric features ({exc})") from exc
     if x.shape[0] == 0:
         raise DataCorruptError(f"{path}: no data rows")
-    return x, y, len(fields)
+    return x, y, n_fields
 
 
 def load_csv(
@@ -111,9 +132,20 @@ def load_csv(
     for a missing file, DataCorruptError for an unparsable one, ConfigError for a bad option.
     """
     train = existing_file(path, "csv")
+    test = existing_file(test_path, "csv test_path") if test_path else None
+    if should_stream(train, test):
+        from miniunlearn.data.csvstream import load_csv_streamed
+
+        return load_csv_streamed(
+            train,
+            test,
+            label_column=label_column,
+            header=header,
+            delimiter=delimiter,
+            standardize=standardize,
+        )
     x_train, y_train, n_cols = _read(train, label_column, header, delimiter, None)
     x_test = y_test = None
-    if test_path:
-        test = existing_file(test_path, "csv test_path")
+    if test is not None:
         x_test, y_test, _ = _read(test, label_column, header, delimiter, n_cols)
     return assemble("csv", str(train), x_train, y_train, x_test, y_test, standardize)
