@@ -42,7 +42,7 @@ def _parse_options(pairs: Sequence[str]) -> dict[str, Any]:
     for pair in pairs or ():
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise MiniUnlearnError(f"method option {pair!r} must look like key=value (e.g. max_steps=30)")
+            raise MiniUnlearnError(f"option {pair!r} must look like key=value (e.g. max_steps=30)")
         options[key.replace("-", "_")] = _parse_value(value)
     return options
 
@@ -133,6 +133,8 @@ def _train_config(args: argparse.Namespace) -> Any:
 
     fields = preset(args.dataset, args.model, args.preset)
     fields.update(_overrides(args, TRAIN_OVERRIDES))
+    if args.data_option:
+        fields["data_options"] = {**fields.get("data_options", {}), **_parse_options(args.data_option)}
     return TrainConfig(dataset=args.dataset, model=args.model, seed=args.seed, **fields)
 
 
@@ -330,10 +332,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise MiniUnlearnError(f"bench option {pair!r} must look like METHOD:key=value")
         method_options.setdefault(method, {}).update(_parse_options([rest]))
     overrides = _overrides(args, BENCH_OVERRIDES)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     spec = BenchSpec(
         dataset=args.dataset,
         model=args.model,
@@ -347,6 +345,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         method_options=method_options,
         ulira_pool=args.ulira_pool,
         ulira_shadows=args.ulira_shadows,
+        jobs=args.jobs,
+        threads=args.threads,
+        backend=args.backend,
+        address=args.address,
+        device=args.device,
+        data_options=_parse_options(args.data_option),
     )
     records, extras = run_bench(spec, progress=not args.quiet)
     metrics = [
@@ -543,6 +547,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--n-train", type=int, help="train on a seeded random subset of this size")
     p.add_argument("--data-path", help="data file for the libsvm and csv datasets")
+    p.add_argument(
+        "--data-option",
+        action="append",
+        help="dataset option key=value (repeatable): label_column=0, header=false, standardize=true, "
+        "test_path=FILE (csv, libsvm); seed=N, rows=N, standardize=true (synthetic-*)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--device",
@@ -606,7 +616,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plots", help="write PNG plots into this directory")
     p.add_argument("--runs-dir", default="runs/bench", help="where trained runs are kept and reused")
     p.add_argument("--option", "-o", action="append", help="METHOD:key=value method option (repeatable)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--data-option", action="append", help="dataset option key=value (repeatable; see train)")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="where each cell computes: cpu (default; the reference, bit-reproducible), cuda, cuda:N or auto",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads of each task (default: 1 with --jobs > 1, else torch's choice); "
+        "results are reproducible for a given thread count",
+    )
+    p.add_argument(
+        "--jobs",
+        "-j",
+        type=int,
+        default=1,
+        help="(seed, ratio) cells and shadow models run as this many parallel tasks (default 1); "
+        "the records do not change, apart from timings",
+    )
+    p.add_argument(
+        "--backend",
+        choices=("joblib", "ray"),
+        default="joblib",
+        help="run the tasks on local joblib workers, or on Ray (pip install 'miniunlearn[cluster]')",
+    )
+    p.add_argument(
+        "--address",
+        help="with --backend ray: join this Ray cluster (e.g. ray://head:10001 or auto) instead of "
+        "starting a local runtime with --jobs CPUs; its nodes need miniunlearn and the data",
+    )
     for name, kind in (
         ("epochs", int),
         ("lr", float),

@@ -62,7 +62,7 @@ from sklearn.metrics import roc_auc_score
 
 from .attacks import AttackResult, best_balanced_threshold, score_attack
 
-__all__ = ["ULiRAResult", "member_set_hash", "ulira_attack"]
+__all__ = ["ULiRAResult", "member_set_hash", "planned_trainings", "ulira_attack"]
 
 TrainFn = Callable[[np.ndarray, int], Any]
 UnlearnFn = Callable[[Any, np.ndarray, np.ndarray, int], Any]
@@ -153,6 +153,23 @@ def _plan_models(
         counts[chosen] += 1
     seeds = np.random.default_rng(ss_seeds).integers(0, 2**31 - 1, size=(n_models, 2))
     return keep, forget, seeds
+
+
+def planned_trainings(
+    n_pool: int, *, n_shadows: int, n_targets: int, seed: int
+) -> list[tuple[np.ndarray, int]]:
+    """The ``(member_ids, train_seed)`` of every model :func:`ulira_attack` with these
+    arguments will ask ``train_fn`` for (shadows, then targets), whatever its
+    ``forget_fraction``. Train them ahead (e.g. as parallel tasks into a disk cache that
+    ``train_fn`` reads) and the attack finds them trained; the attack's results do not change.
+    """
+    ss_shadow, ss_target = np.random.SeedSequence(seed).spawn(2)
+    out = []
+    for n_models, ss in ((n_shadows, ss_shadow), (n_targets, ss_target)):
+        # memberships and seeds do not depend on the forget fraction
+        keep, _, seeds = _plan_models(n_pool, n_models, 0.5, ss)
+        out += [(np.flatnonzero(keep[m]), int(seeds[m, 0])) for m in range(n_models)]
+    return out
 
 
 def _run_models(

@@ -1,28 +1,34 @@
-"""Ratio sweeps: every method against retraining, over ratios and seeds, in one process."""
+"""Ratio sweeps: every method against retraining, over ratios and seeds, as parallel tasks."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import platform
+import resource
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import ConfigError, RunDirError
+from ..device import device_scope, resolve_device
+from ..errors import ConfigError
 from ..evaluation.metrics import param_distance
+from ..evaluation.ulira import ULiRAResult
 from ..ids import random_forget_ids
 from ..methods import UnlearnRequest, available_methods, get_method
 from ..presets import preset
-from ..training import Run, TrainConfig, open_run, retrain, train_run
+from ..training import Run, TrainConfig, retrain
+from ..training.rundir import load_training_data
 from .assess import assess, reference
 from .optimum import retain_optimum
-from .shadows import ShadowFactory, run_ulira, shadow_pool
+from .parallel import ParallelOptions, TaskRunner, open_or_train
+from .shadows import ShadowFactory, build_shadow, run_ulira, shadow_pool, shadow_tasks
 
 RECORD_KEYS = (
     "dataset",
@@ -56,7 +62,8 @@ class BenchSpec:
     ``preset`` names the recipe family (one of presets.PRESET_NAMES); ``train_overrides`` replace
     its TrainConfig fields; ``method_options`` maps a
     method name to its options; ``ulira_pool``/``ulira_shadows``/``ulira_targets``
-    size the per-example attack.
+    size the per-example attack. ``jobs``/``backend``/``address``/``threads`` say how its
+    tasks run (see :class:`.parallel.ParallelOptions`); they do not change the records.
     """
 
     dataset: str
@@ -72,8 +79,15 @@ class BenchSpec:
     ulira_pool: int = 1000
     ulira_shadows: int = 16
     ulira_targets: int = 4
+    jobs: int = 1
+    threads: int | None = None
+    backend: str = "joblib"
+    address: str | None = None
+    device: str = "cpu"
+    data_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.parallel_options()  # checks jobs, threads, backend, address
         unknown = [m for m in self.methods if m not in available_methods()]
         if unknown:
             raise ConfigError(f"unknown method(s) {unknown}; available: {', '.join(available_methods())}")
@@ -93,25 +107,27 @@ class BenchSpec:
                 "at least one target model"
             )
 
+    def parallel_options(self) -> ParallelOptions:
+        """How the sweep's tasks run: ``jobs`` workers on ``backend``, ``threads`` torch threads each."""
+        return ParallelOptions(
+            jobs=self.jobs, backend=self.backend, address=self.address, threads=self.threads
+        )
+
     def config(self, seed: int) -> TrainConfig:
         """The training recipe for one seed: preset, then overrides, with history for the methods."""
         history = "both" if "deltagrad" in self.methods else "mini"
         fields = {**preset(self.dataset, self.model, self.preset), "history": history, **self.train_overrides}
+        if self.data_options:
+            fields["data_options"] = {**fields.get("data_options", {}), **self.data_options}
         return TrainConfig(dataset=self.dataset, model=self.model, seed=seed, **fields)
 
 
-def trained_run(config: TrainConfig, runs_dir: Path, *, progress: bool = True) -> Run:
-    """Return the run of ``config`` under ``runs_dir``, training it on first use."""
+def trained_run(config: TrainConfig, runs_dir: Path, *, progress: bool = True, device: str = "cpu") -> Run:
+    """Return the run of ``config`` under ``runs_dir``, training it on first use (safe when
+    concurrent sweeps or workers build the same recipe at once)."""
     key = hashlib.sha256(config.to_json().encode()).hexdigest()[:12]
     path = Path(runs_dir) / f"{config.dataset}-{config.model}-seed{config.seed}-{key}"
-    if path.exists():
-        return open_run(path)
-    try:
-        return train_run(config, path, progress=progress)
-    except RunDirError:
-        if path.exists():  # a concurrent sweep trained the same recipe first
-            return open_run(path)
-        raise
+    return open_or_train(config, path, progress=progress, device=device)
 
 
 # Quality metrics of a method whose parameters are not finite (it diverged).
@@ -128,14 +144,18 @@ DIVERGED = {
 }
 
 
-def machine_info() -> dict[str, Any]:
-    """Describe where a sweep ran: CPU, cores, torch threads, versions."""
+def machine_info(options: ParallelOptions | None = None) -> dict[str, Any]:
+    """Describe where a sweep ran: CPU, cores, torch threads of each task, workers and
+    backend (from ``options``; default: one task at a time here), versions."""
     import os
 
+    options = options or ParallelOptions()
     return {
         "processor": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": options.worker_threads or torch.get_num_threads(),
+        "jobs": options.jobs,
+        "backend": options.backend,
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
@@ -148,92 +168,216 @@ def run_bench(spec: BenchSpec, *, progress: bool = True) -> tuple[list[dict[str,
     per-sample gradient evaluations (a Hessian-vector product counts two) divided by the
     retain size, ``dist_to_optimum`` the distance to the float64 retain optimum (convex
     models trained by full-batch gradient descent; None otherwise). Retraining is
-    always run (timed) as the reference; methods run in the same process on the same
-    machine. ``extras`` holds ROC curves of the last seed and the machine description.
+    always run (timed) as the reference; the methods of one (seed, ratio) cell run in the
+    same process, one after another, so their times compare. ``extras`` holds ROC curves of
+    the last seed and the machine description.
+
+    Tasks run on ``spec.jobs`` workers (see :mod:`.parallel`) in two waves: the trained run
+    of each seed and every shadow model of the per-example attack, then each (seed, ratio)
+    cell and each per-example attack on a (seed, ratio, method). Records are the same, and
+    in the same order, for any number of workers, apart from the timing fields.
     """
+    options = spec.parallel_options()
+    # absolute, so workers started anywhere find the runs
+    spec = dataclasses.replace(spec, runs_dir=Path(spec.runs_dir).resolve())
+    inner_progress = progress and options.in_process
+    ulira = "ulira" in spec.attacks
+    seeds = range(spec.seeds)
+    pools = (
+        {seed: shadow_pool(_n_train(spec, seed), spec.ulira_pool, seed) for seed in seeds} if ulira else {}
+    )
+    train_tasks: list[tuple] = [(_train_seed, (spec, seed, inner_progress)) for seed in seeds]
+    for seed, pool in pools.items():
+        shadows = shadow_tasks(
+            spec.config(seed),
+            pool,
+            _shadow_root(spec),
+            n_shadows=spec.ulira_shadows,
+            n_targets=spec.ulira_targets,
+            seed=seed,
+        )
+        train_tasks += [(build_shadow, args) for args in shadows]
+    # the most expensive first: retraining costs more at small ratios
+    cells = sorted(
+        ((seed, r) for seed in seeds for r in range(len(spec.ratios))), key=lambda c: spec.ratios[c[1]]
+    )
+    cell_tasks: list[tuple] = [(_bench_cell, (spec, seed, r, inner_progress)) for seed, r in cells]
+    if ulira:
+        cell_tasks += [
+            (_ulira_task, (spec, seed, r, m, pools[seed])) for seed, r in cells for m in spec.methods
+        ]
+
+    bar = tqdm(
+        total=len(train_tasks) + len(cell_tasks),
+        desc=f"bench {spec.dataset}/{spec.model}",
+        disable=not progress,
+    )
+    cell_results: dict[tuple[int, int], tuple[list[dict[str, Any]], dict[str, Any]]] = {}
+    attacks: dict[tuple[int, int, str], Any] = {}
+    with TaskRunner(options) as runner:
+        bar.set_postfix_str("training")
+        for _ in runner.map(_run_task, train_tasks):
+            bar.update()
+        bar.set_postfix_str("cells")
+        for (fn, args), result in zip(cell_tasks, runner.map(_run_task, cell_tasks), strict=True):
+            if fn is _bench_cell:
+                cell_results[args[1], args[2]] = result
+            else:
+                attacks[args[1], args[2], args[3]] = result
+            bar.update()
+    bar.close()
+
     records: list[dict[str, Any]] = []
     curves: dict[str, Any] = {}
-    total = spec.seeds * len(spec.ratios) * len(spec.methods)
-    bar = tqdm(total=total, desc=f"bench {spec.dataset}/{spec.model}", disable=not progress)
-    for seed in range(spec.seeds):
-        config = spec.config(seed)
-        run = trained_run(config, spec.runs_dir, progress=progress)
-        shadow_cache: dict[Any, Any] = {}
-        factory = None
-        if "ulira" in spec.attacks:
-            factory = ShadowFactory(
-                config, shadow_pool(run, spec.ulira_pool, seed), spec.runs_dir / "shadows"
-            )
-        # what a per-step history (DeltaGrad's: w_t and the batch gradient of every step) takes
-        itemsize = torch.finfo(config.torch_dtype).bits // 8
-        full_history_bytes = 2 * run.total_steps * run.objective.dim * itemsize
-        for r_index, ratio in enumerate(spec.ratios):
-            forget = random_forget_ids(run.n_train, ratio, seed=1000 * seed + r_index)
-            started = time.perf_counter()
-            evals_before = run.objective.grad_evals
-            retrained = retrain(run, forget, progress=False)
-            retrain_time = time.perf_counter() - started
-            retrain_evals = run.objective.grad_evals - evals_before
-            ref = reference(run, retrained, forget, attacks=spec.attacks, seed=seed)
-            # an SGD run stops wherever its batches leave it: the retain optimum is no reference there
-            optimum = retain_optimum(run, forget) if run.plan.batch_size >= run.n_train else None
-            retain_size = run.n_train - forget.size
-            for method in spec.methods:
-                options = spec.method_options.get(method, {})
-                if method == "retrain":
-                    params, time_s, evals, hist_bytes, diag = retrained, retrain_time, retrain_evals, 0, {}
-                else:
-                    result = get_method(method, **options).unlearn(UnlearnRequest(run, forget))
-                    params, time_s = result.params, result.record.time_s
-                    evals, hist_bytes = result.record.grad_evals, result.record.history_bytes
-                    diag = result.record.diagnostics
-                record = {
-                    "dataset": spec.dataset,
-                    "model": spec.model,
-                    "method": method,
-                    "ratio": float(ratio),
-                    "seed": seed,
-                    "n_train": run.n_train,
-                    "n_forget": int(forget.size),
-                    "time_s": time_s,
-                    "grad_evals": int(evals),
-                    "passes": evals / retain_size,
-                    "history_bytes": int(hist_bytes),
-                    "full_history_bytes": full_history_bytes,
-                    "retrain_time_s": retrain_time,
-                    "speedup_vs_retrain": retrain_time / max(time_s, 1e-12),
-                    "ulira_auc": None,
-                    **{f"diag_{k}": v for k, v in diag.items() if isinstance(v, int | float | bool | str)},
-                }
-                if not torch.isfinite(params).all():  # a diverged method is reported, not fatal
-                    records.append({**record, **DIVERGED})
-                    bar.update()
-                    continue
-                metrics = assess(run, params, ref, forget, attacks=spec.attacks, seed=seed, keep_curves=True)
-                metrics["dist_to_optimum"] = param_distance(params, optimum) if optimum is not None else None
-                roc = metrics.pop("roc", {})
-                if roc:
-                    curves[f"{method} @ {ratio:.0%}"] = roc["unlearned"]
-                    curves[f"retrain @ {ratio:.0%}"] = roc["retrain_"]
-                if factory is not None:
-                    result_u = run_ulira(
-                        factory,
-                        method,
-                        options,
-                        forget_fraction=ratio,
-                        n_shadows=spec.ulira_shadows,
-                        n_targets=spec.ulira_targets,
-                        seed=seed,
-                        cache=shadow_cache,
-                    )
-                    record["ulira_auc"] = result_u.auc
-                    metrics["ulira_bacc"] = result_u.balanced_accuracy
-                    metrics["ulira_tpr_1pct"] = result_u.tpr_at_1pct_fpr
-                records.append({**record, **metrics})
-                bar.update()
-    bar.close()
+    for seed in seeds:
+        for r in range(len(spec.ratios)):
+            cell_records, cell_curves = cell_results[seed, r]
+            curves |= cell_curves
+            for record in cell_records:
+                if ulira and not record.get("diverged"):
+                    _add_ulira(record, attacks[seed, r, record["method"]])
+                records.append(record)
     return records, {
         "roc": curves,
-        "machine": machine_info(),
+        "machine": machine_info(options),
         "config": dataclasses.asdict(spec.config(0)) | {"seed": "0.." + str(spec.seeds - 1)},
     }
+
+
+def _run_task(fn: Callable[..., Any], args: tuple) -> Any:
+    """Run one task of a wave (the waves mix task kinds): ``fn(*args)``."""
+    return fn(*args)
+
+
+def _n_train(spec: BenchSpec, seed: int) -> int:
+    """The number of training samples of the seed's run, without training it."""
+    return load_training_data(spec.config(seed)).n_train
+
+
+def _shadow_root(spec: BenchSpec) -> Path:
+    """Where the sweep keeps its shadow runs."""
+    return Path(spec.runs_dir) / "shadows"
+
+
+def _train_seed(spec: BenchSpec, seed: int, progress: bool) -> Path:
+    """Task: train (or find) the run of ``seed``; return its directory."""
+    return trained_run(spec.config(seed), spec.runs_dir, progress=progress, device=spec.device).path
+
+
+def _forget_ids(spec: BenchSpec, run: Run, seed: int, r_index: int) -> np.ndarray:
+    """The forget set of a (seed, ratio) cell."""
+    return random_forget_ids(run.n_train, spec.ratios[r_index], seed=1000 * seed + r_index)
+
+
+def _bench_cell(
+    spec: BenchSpec, seed: int, r_index: int, progress: bool
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Task: retraining and every method on one (seed, ratio) cell, in this process.
+
+    Returns (one record per method without the per-example attack's fields, ROC curves).
+    """
+    with device_scope(resolve_device(spec.device)):
+        return _cell(spec, seed, r_index, progress)
+
+
+OPTIMUM_MAX_ROWS = 1_000_000
+"""Above this many training rows the float64 retain optimum (``dist_to_optimum``) is not computed:
+its solve costs more than the rest of the sweep, and retraining is the reference there."""
+
+
+def _cell(
+    spec: BenchSpec, seed: int, r_index: int, progress: bool
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    config = spec.config(seed)
+    run = trained_run(config, spec.runs_dir, progress=progress, device=spec.device)
+    ratio = spec.ratios[r_index]
+    # what a per-step history (DeltaGrad's: w_t and the batch gradient of every step) takes;
+    # also builds the objective (loads the data) before anything is timed
+    itemsize = torch.finfo(config.torch_dtype).bits // 8
+    full_history_bytes = 2 * run.total_steps * run.objective.dim * itemsize
+    forget = _forget_ids(spec, run, seed, r_index)
+    started = time.perf_counter()
+    evals_before = run.objective.grad_evals
+    retrained = retrain(run, forget, progress=False)
+    retrain_time = time.perf_counter() - started
+    retrain_evals = run.objective.grad_evals - evals_before
+    ref = reference(run, retrained, forget, attacks=spec.attacks, seed=seed)
+    # an SGD run stops wherever its batches leave it: the retain optimum is no reference there
+    full_batch = run.plan.batch_size >= run.n_train
+    optimum = retain_optimum(run, forget) if full_batch and run.n_train <= OPTIMUM_MAX_ROWS else None
+    retain_size = run.n_train - forget.size
+    records: list[dict[str, Any]] = []
+    curves: dict[str, Any] = {}
+    for method in spec.methods:
+        options = spec.method_options.get(method, {})
+        if method == "retrain":
+            params, time_s, evals, hist_bytes, diag = retrained, retrain_time, retrain_evals, 0, {}
+        else:
+            result = get_method(method, **options).unlearn(UnlearnRequest(run, forget))
+            params, time_s = result.params, result.record.time_s
+            evals, hist_bytes = result.record.grad_evals, result.record.history_bytes
+            diag = result.record.diagnostics
+        record = {
+            "dataset": spec.dataset,
+            "model": spec.model,
+            "method": method,
+            "ratio": float(ratio),
+            "seed": seed,
+            "n_train": run.n_train,
+            "n_forget": int(forget.size),
+            "time_s": time_s,
+            "grad_evals": int(evals),
+            "passes": evals / retain_size,
+            "history_bytes": int(hist_bytes),
+            "full_history_bytes": full_history_bytes,
+            "retrain_time_s": retrain_time,
+            "speedup_vs_retrain": retrain_time / max(time_s, 1e-12),
+            "train_time_s": run.manifest.get("train_seconds"),
+            # of this worker process so far: the data, the run and every method of the cell
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+            "ulira_auc": None,
+            **{f"diag_{k}": v for k, v in diag.items() if isinstance(v, int | float | bool | str)},
+        }
+        if not torch.isfinite(params).all():  # a diverged method is reported, not fatal
+            records.append({**record, **DIVERGED})
+            continue
+        metrics = assess(run, params, ref, forget, attacks=spec.attacks, seed=seed, keep_curves=True)
+        metrics["dist_to_optimum"] = param_distance(params, optimum) if optimum is not None else None
+        roc = metrics.pop("roc", {})
+        if roc:
+            curves[f"{method} @ {ratio:.0%}"] = roc["unlearned"]
+            curves[f"retrain @ {ratio:.0%}"] = roc["retrain_"]
+        records.append({**record, **metrics})
+    return records, curves
+
+
+def _ulira_task(
+    spec: BenchSpec, seed: int, r_index: int, method: str, pool: np.ndarray
+) -> ULiRAResult | Exception:
+    """Task: the per-example attack against ``method`` at one (seed, ratio), on shadows of the
+    seed's ``pool`` trained before. Returns the result, or the exception it raised: that is
+    raised when the record is merged, unless the method diverged on the run itself (then, as
+    in a serial sweep, the attack is not reported)."""
+    factory = ShadowFactory(spec.config(seed), pool, _shadow_root(spec))
+    try:
+        return run_ulira(
+            factory,
+            method,
+            spec.method_options.get(method, {}),
+            forget_fraction=spec.ratios[r_index],
+            n_shadows=spec.ulira_shadows,
+            n_targets=spec.ulira_targets,
+            seed=seed,
+            cache={},
+        )
+    except Exception as exc:  # deferred: raised at merge time, when the record needs it
+        return exc
+
+
+def _add_ulira(record: dict[str, Any], result: ULiRAResult | Exception) -> None:
+    """Put the per-example attack's result into ``record`` (raise the attack's error, if any)."""
+    if isinstance(result, Exception):
+        raise result
+    record["ulira_auc"] = result.auc
+    record["ulira_bacc"] = result.balanced_accuracy
+    record["ulira_tpr_1pct"] = result.tpr_at_1pct_fpr

@@ -9,16 +9,55 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..data import Dataset
 from ..evaluation.metrics import logit_scaled_confidence
-from ..evaluation.ulira import ULiRAResult, ulira_attack
+from ..evaluation.ulira import ULiRAResult, planned_trainings, ulira_attack
 from ..methods import UnlearnRequest, get_method
-from ..training import Run, TrainConfig, open_run, train_run
+from ..training import Run, TrainConfig
 from ..training.rundir import load_training_data
+from .parallel import TaskRunner, open_or_train
+
+
+def shadow_config(config: TrainConfig, pool_ids: np.ndarray, members: np.ndarray, seed: int) -> TrainConfig:
+    """The recipe of one shadow: ``config`` trained on pool members ``members`` (sorted local
+    indices into ``pool_ids``) with training seed ``seed``."""
+    return dataclasses.replace(
+        config,
+        subset_ids=tuple(int(i) for i in np.asarray(pool_ids, dtype=np.int64)[members]),
+        n_train=None,
+        seed=int(seed),
+    )
+
+
+def shadow_path(root: Path, config: TrainConfig) -> Path:
+    """Where the shadow run of ``config`` (from :func:`shadow_config`) is kept under ``root``."""
+    return Path(root) / f"shadow-{hashlib.sha256(config.to_json().encode()).hexdigest()[:16]}"
+
+
+def build_shadow(
+    config: TrainConfig, pool_ids: np.ndarray, root: Path, members: np.ndarray, seed: int
+) -> Path:
+    """Train (or find already trained) the shadow of ``config`` on pool members ``members`` with
+    ``seed``; return its run directory. Safe to call from several processes at once."""
+    shadow = shadow_config(config, pool_ids, np.sort(np.asarray(members, dtype=np.int64)), seed)
+    path = shadow_path(root, shadow)
+    open_or_train(shadow, path, progress=False, verify_hashes=False)
+    return path
+
+
+def shadow_tasks(
+    config: TrainConfig, pool_ids: np.ndarray, root: Path, *, n_shadows: int, n_targets: int, seed: int
+) -> list[tuple]:
+    """Arguments of :func:`build_shadow` for every shadow and target model the per-example
+    attack with ``seed`` will ask for: train them as parallel tasks before the attack."""
+    plans = planned_trainings(len(pool_ids), n_shadows=n_shadows, n_targets=n_targets, seed=seed)
+    return [(config, pool_ids, Path(root), members, train_seed) for members, train_seed in plans]
 
 
 class ShadowFactory:
@@ -32,22 +71,21 @@ class ShadowFactory:
         self.config = config
         self.pool_ids = np.asarray(pool_ids, dtype=np.int64)
         self.root = Path(root)
-        self.dataset = load_training_data(dataclasses.replace(config, subset_ids=None, n_train=None))
+
+    @cached_property
+    def dataset(self) -> Dataset:
+        """The full training data of the recipe (loaded on first use)."""
+        return load_training_data(dataclasses.replace(self.config, subset_ids=None, n_train=None))
 
     def train(self, member_ids: np.ndarray, seed: int) -> tuple[Run, np.ndarray]:
-        """Return (a run trained on pool members ``member_ids`` with ``seed``, its sorted members)."""
+        """Return (a run trained on pool members ``member_ids`` with ``seed``, its sorted members).
+
+        Opens the run when it is on disk already; trains it otherwise (safe when another
+        process trains the same shadow at the same time).
+        """
         members = np.sort(np.asarray(member_ids, dtype=np.int64))
-        config = dataclasses.replace(
-            self.config,
-            subset_ids=tuple(int(i) for i in self.pool_ids[members]),
-            n_train=None,
-            seed=int(seed),
-        )
-        key = hashlib.sha256(config.to_json().encode()).hexdigest()[:16]
-        path = self.root / f"shadow-{key}"
-        run = (
-            open_run(path, verify_hashes=False) if path.exists() else train_run(config, path, progress=False)
-        )
+        config = shadow_config(self.config, self.pool_ids, members, seed)
+        run = open_or_train(config, shadow_path(self.root, config), progress=False, verify_hashes=False)
         return run, members
 
     def unlearn(self, method: str, options: dict[str, Any]) -> Any:
@@ -101,10 +139,14 @@ def run_ulira(
     )
 
 
-def shadow_pool(run: Run, pool_size: int, seed: int) -> np.ndarray:
-    """Return the sorted ids of the seeded pool the per-example attack draws its shadows from."""
+def shadow_pool(run: Run | int, pool_size: int, seed: int) -> np.ndarray:
+    """Return the sorted ids of the seeded pool the per-example attack draws its shadows from.
+
+    ``run``: the run under attack, or its number of training samples.
+    """
+    n_train = run if isinstance(run, int) else run.n_train
     rng = np.random.default_rng(10_000 + seed)
-    return np.sort(rng.choice(run.n_train, min(pool_size, run.n_train), replace=False))
+    return np.sort(rng.choice(n_train, min(pool_size, n_train), replace=False))
 
 
 def ulira_metrics(
@@ -116,13 +158,26 @@ def ulira_metrics(
     n_shadows: int,
     n_targets: int,
     seed: int,
+    runner: TaskRunner | None = None,
 ) -> dict[str, float]:
     """Run the per-example attack against each of ``methods`` ({prefix: (method, options)}) on
-    shadows of ``run``'s recipe, stored under ``run.path / "shadows"``.
+    shadows of ``run``'s recipe, stored under ``run.path / "shadows"``. With a ``runner``, the
+    shadows are first trained as parallel tasks on it (same results as without).
 
     Returns ``{prefix + "ulira_auc" | "ulira_bacc" | "ulira_tpr_1pct": value}`` for each prefix.
     """
     factory = ShadowFactory(run.config, shadow_pool(run, pool_size, seed), run.path / "shadows")
+    if runner is not None:
+        tasks = shadow_tasks(
+            factory.config,
+            factory.pool_ids,
+            factory.root,
+            n_shadows=n_shadows,
+            n_targets=n_targets,
+            seed=seed,
+        )
+        for _ in runner.map(build_shadow, tasks):
+            pass
     cache: dict[Any, Any] = {}
     out = {}
     for prefix, (method, options) in methods.items():
