@@ -98,21 +98,24 @@ def read_pointer(run: Run) -> ModelVersion | None:
         version = ModelVersion(data["version"], data["path"], data["sha256"], data.get("request_id"))
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
         raise RunDirError(f"{pointer} is corrupt ({exc}); {fix}") from exc
-    number = version.version
-    problem = (
-        "its version is not a whole number >= 0"
-        if type(number) is not int or number < 0
-        else f"its path {version.path!r} is not {version_path(number)!r}, the file of version {number}"
-        if version.path != version_path(number)
-        else "its sha256 is not 64 hex digits"
-        if not isinstance(version.sha256, str) or not _SHA256.fullmatch(version.sha256)
-        else "its request_id is missing"
-        if number > 0 and not isinstance(version.request_id, str)
-        else ""
-    )
+    problem = _pointer_problem(version)
     if problem:
         raise RunDirError(f"{pointer} is corrupt ({problem}); {fix}")
     return version
+
+
+def _pointer_problem(version: ModelVersion) -> str:
+    """What is wrong with the fields of a parsed current.json ('' when nothing is)."""
+    number = version.version
+    if type(number) is not int or number < 0:
+        return "its version is not a whole number >= 0"
+    if version.path != version_path(number):
+        return f"its path {version.path!r} is not {version_path(number)!r}, the file of version {number}"
+    if not isinstance(version.sha256, str) or not _SHA256.fullmatch(version.sha256):
+        return "its sha256 is not 64 hex digits"
+    if number > 0 and not isinstance(version.request_id, str):
+        return "its request_id is missing"
+    return ""
 
 
 def _check_file(run: Run, version: ModelVersion) -> ModelVersion:
