@@ -32,6 +32,9 @@ chain_a() {
   "$BIN/python" benchmarks/rewind_variants.py --ratios 0.1,0.3,0.5 --seeds 3 --threads 1 > "$OUT/rewind-variants.md"
 }
 chain_b() {
+  # HIGGS scale: 10.5 million training rows generated on first use (about 35 minutes on one core)
+  bench synthetic-higgs --dataset synthetic-higgs --model logreg --ratios 0.1,0.5 \
+    --methods retrain,warmstart,mini --seeds 1
   bench adult-logreg-peer --dataset adult --model logreg --ratios 0.1,0.5,0.9 \
     --methods retrain,warmstart,deltagrad,mini,newton --seeds 3 "${YY[@]}"
   "$BIN/python" benchmarks/frontier.py --dataset adult --threads 1 --out "$OUT/frontier-adult"
