@@ -225,7 +225,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Compare the current model version with retraining on everything forgotten so far."""
-    from .deletion import current_version, load_version_params, recover_pending
+    from .deletion import load_version_params, open_ledger, recover_pending
     from .evaluation.report import markdown_table
     from .experiment.assess import assess, split_by_model
     from .ledger import run_lock
@@ -235,11 +235,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     run = open_run(args.run_dir, device=args.device)
     # under the lock, after settling interrupted requests, the ledger and the current
     # version agree: the model is compared with retraining on exactly what it forgot
-    with run_lock(run.path, timeout=args.wait), _existing_ledger(run.path) as ledger:
-        for message in recover_pending(run, ledger):
+    with run_lock(run.path, timeout=args.wait), open_ledger(run) as ledger:
+        messages, version = recover_pending(run, ledger)
+        for message in messages:
             print(message, file=sys.stderr)
         forgotten = ledger.forgotten_ids()
-        version = current_version(run, ledger)
         params = load_version_params(run, version)
         producer = ledger.get(version.request_id) if version.request_id else None
     if forgotten.size == 0 or producer is None:
@@ -290,11 +290,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _check_attacks(args: argparse.Namespace) -> None:
     """Refuse unknown attack names and per-example attack settings it cannot run with."""
-    unknown = [a for a in args.attacks if a not in ("population", "ulira")]
-    if unknown:
-        raise MiniUnlearnError(f"unknown attack(s) {unknown}; choose from population, ulira")
-    if "ulira" in args.attacks and (args.ulira_pool < 20 or args.ulira_shadows < 2):
-        raise MiniUnlearnError("the per-example attack needs --ulira-pool >= 20 and --ulira-shadows >= 2")
+    from .experiment.shadows import check_attacks
+
+    check_attacks(args.attacks, args.ulira_pool, args.ulira_shadows)
 
 
 def _population(args: argparse.Namespace) -> list[str]:
@@ -306,7 +304,7 @@ def _ulira(run: Any, producer: Any, forgotten: np.ndarray, args: argparse.Namesp
     the model (``producer``) and against retraining, at the fraction forgotten so far."""
     if "ulira" not in args.attacks:
         return {}
-    from .experiment.shadows import ulira_metrics
+    from .experiment.shadows import ULIRA_TARGETS, ulira_metrics
 
     options = {k: v for k, v in producer.options.items() if k not in ("instead_of", "reason", "use_cache")}
     return ulira_metrics(
@@ -315,7 +313,7 @@ def _ulira(run: Any, producer: Any, forgotten: np.ndarray, args: argparse.Namesp
         forget_fraction=forgotten.size / run.n_train,
         pool_size=args.ulira_pool,
         n_shadows=args.ulira_shadows,
-        n_targets=4,
+        n_targets=ULIRA_TARGETS,
         seed=args.seed,
     )
 
@@ -389,7 +387,7 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     """List the deletion requests of a run; or repair current.json or a lost ledger."""
     from .ledger import run_lock
     from .training import open_run
-    from .versions import rebuild_ledger, restore_current
+    from .versions import open_ledger, rebuild_ledger, restore_current
 
     if args.restore_current and args.rebuild_from_versions:
         raise MiniUnlearnError("give --restore-current or --rebuild-from-versions, not both")
@@ -400,7 +398,7 @@ def cmd_ledger(args: argparse.Namespace) -> int:
                 for line in rebuild_ledger(run):
                     print(line)
             else:
-                with _existing_ledger(run.path) as ledger:
+                with open_ledger(run) as ledger:
                     version = restore_current(run, ledger)
                 print(f"current.json now names model version {version.version} ({version.path})")
         return 0
@@ -424,10 +422,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from .deletion import load_version_params
     from .experiment.assess import assess, split_by_model
     from .training import cached_retrain, open_run
-    from .versions import current_version, version_of
+    from .versions import current_version, open_ledger, version_of
 
+    _check_attacks(args)
     run = open_run(args.run_dir, device=args.device)
-    with _existing_ledger(run.path) as ledger:
+    with open_ledger(run) as ledger:
         entry = ledger.get(args.request)
         if entry is None:
             raise MiniUnlearnError(
@@ -437,7 +436,6 @@ def cmd_audit(args: argparse.Namespace) -> int:
         if entry.state == "done":
             version = version_of(run, entry)  # an audit never vouches for an altered model
             done = [e for e in ledger.entries("done") if (e.done_seq or 0) <= (entry.done_seq or 0)]
-    _check_attacks(args)
     metrics = retrain_metrics = None
     if args.with_metrics and entry.state == "done":
         forgotten = np.unique(np.concatenate([e.ids for e in done]))

@@ -75,10 +75,11 @@ def _budget_of(run: Run, method: str, new_ids: int) -> float:
     return 0.0 if method == "retrain" else new_ids / run.n_train
 
 
-def recover_pending(run: Run, ledger: Ledger) -> list[str]:
+def recover_pending(run: Run, ledger: Ledger) -> tuple[list[str], ModelVersion]:
     """Settle requests an interrupted run left ``received``, check that current.json, the
     model versions and the ledger agree (see :func:`current_version`), and remove files a
-    killed run left behind; return one message per settled request."""
+    killed run left behind; return (one message per settled request, the checked current
+    version)."""
     messages = []
     pointer = read_pointer(run)
     for entry in ledger.pending():
@@ -105,8 +106,9 @@ def recover_pending(run: Run, ledger: Ledger) -> list[str]:
                 f"request {entry.request_id}: marked failed (interrupted before its model was "
                 "written; the previous model is intact)"
             )
-    remove_orphans(run, current_version(run, ledger), ledger)
-    return messages
+    current = current_version(run, ledger)
+    remove_orphans(run, current, ledger)
+    return messages, current
 
 
 @dataclass
@@ -163,8 +165,7 @@ def forget(
     options = dict(options or {})
     get_method(method, **options)  # reject unknown methods and options before anything is written
     with device_scope(run.device), run_lock(run.path, timeout=lock_timeout), open_ledger(run) as ledger:
-        messages = recover_pending(run, ledger)
-        current = current_version(run, ledger)
+        messages, current = recover_pending(run, ledger)
         previous = ledger.get(request_id) if request_id else None
         forgotten = ledger.forgotten_ids()
         try:
@@ -330,8 +331,8 @@ def retrain_all(
     run = open_run(run_dir, device=device)
     with device_scope(run.device), run_lock(run.path, timeout=lock_timeout), open_ledger(run) as ledger:
         try:
-            messages = recover_pending(run, ledger)
-            before = current_version(run, ledger).sha256
+            messages, current = recover_pending(run, ledger)
+            before = current.sha256
         except CurrentModelLost as exc:
             # retraining needs only the ledger's ids, so it is also how a lost model is rebuilt
             messages = [f"{exc}; retraining rebuilds it from the ledger"]

@@ -155,24 +155,33 @@ def open_ledger(run: Run) -> Ledger:
     return Ledger.open(run.path, create=False)
 
 
+def version_number(entry: LedgerEntry) -> int | None:
+    """The model version number a ledger entry records (None when it records none)."""
+    return int(entry.model_version) if str(entry.model_version).isdigit() else None
+
+
+def recorded_numbers(ledger: Ledger) -> set[int]:
+    """The version numbers the ledger's done requests record."""
+    return {n for e in ledger.entries("done") if (n := version_number(e)) is not None}
+
+
 def expected_version(run: Run, ledger: Ledger) -> ModelVersion:
     """Return the version the ledger says is current: the one its last done request left.
 
     Version 0 (the original model) when no request is done. Requests that changed
     nothing record the version that was already current, so they agree too.
     """
-    done = [e for e in ledger.entries("done") if str(e.model_version).isdigit() and e.model_sha256_after]
+    done = [e for e in ledger.entries("done") if version_number(e) is not None and e.model_sha256_after]
     if not done:
         return original_version(run)
     last = max(done, key=lambda e: e.done_seq or 0)
-    number = int(last.model_version)  # type: ignore[arg-type]
-    if number == 0:
+    number = version_number(last)
+    if not number:
         return original_version(run)
-    made = [
-        e for e in done if int(e.model_version) == number and e.model_sha256_after == last.model_sha256_after
-    ]
+    after = last.model_sha256_after
+    made = [e for e in done if version_number(e) == number and e.model_sha256_after == after]
     producer = min(made, key=lambda e: e.done_seq or 0)  # not a later request that changed nothing
-    return ModelVersion(number, version_path(number), str(last.model_sha256_after), producer.request_id)
+    return ModelVersion(number, version_path(number), str(after), producer.request_id)
 
 
 def unrecorded_versions(run: Run, ledger: Ledger) -> list[tuple[int, str]]:
@@ -183,10 +192,10 @@ def unrecorded_versions(run: Run, ledger: Ledger) -> list[tuple[int, str]]:
     one left by a request the ledger holds as ``received`` or ``failed`` (killed before its
     model became current). Files written before versions carried their request are skipped.
     """
-    known = {str(e.model_version) for e in ledger.entries("done")}
+    known = recorded_numbers(ledger)
     missing = []
     for number, file in sorted(version_files(run).items()):
-        if str(number) in known:
+        if number in known:
             continue
         try:
             request_id = str(version_record(file)["request_id"])
@@ -254,9 +263,9 @@ def version_of(run: Run, entry: LedgerEntry) -> ModelVersion:
     Raises RunDirError when the request is not done, or its version file is missing or
     fails the sha256 the ledger recorded.
     """
-    if entry.state != "done" or not str(entry.model_version).isdigit() or not entry.model_sha256_after:
+    number = version_number(entry)
+    if entry.state != "done" or number is None or not entry.model_sha256_after:
         raise RunDirError(f"request {entry.request_id} is {entry.state}; it left no model version")
-    number = int(entry.model_version)  # type: ignore[arg-type]
     version = ModelVersion(number, version_path(number), entry.model_sha256_after, entry.request_id)
     file = run.path / version.path
     if not file.exists():
@@ -292,7 +301,7 @@ def load_version_params(run: Run, version: ModelVersion) -> torch.Tensor:
 def next_version_number(run: Run, ledger: Ledger) -> int:
     """One past every version number ever used: on disk, in current.json or in the ledger."""
     used = [0, *version_files(run)]
-    used += [int(e.model_version) for e in ledger.entries() if str(e.model_version).isdigit()]
+    used += recorded_numbers(ledger)
     try:
         pointer = read_pointer(run)
     except RunDirError:
@@ -352,7 +361,7 @@ def write_version(
 def remove_orphans(run: Run, current: ModelVersion, ledger: Ledger) -> None:
     """Delete temp files and version files newer than the current one that no done request
     produced: what a killed run left before switching current.json."""
-    kept = {int(e.model_version) for e in ledger.entries("done") if str(e.model_version).isdigit()}
+    kept = recorded_numbers(ledger)
     for number, file in version_files(run).items():
         if number > current.version and number not in kept:
             file.unlink(missing_ok=True)

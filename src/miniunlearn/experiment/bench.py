@@ -28,7 +28,15 @@ from ..training.rundir import load_training_data
 from .assess import assess, reference
 from .optimum import retain_optimum
 from .parallel import ParallelOptions, TaskRunner, open_or_train
-from .shadows import ShadowFactory, build_shadow, run_ulira, shadow_pool, shadow_tasks
+from .shadows import (
+    ULIRA_TARGETS,
+    ShadowFactory,
+    build_shadow,
+    check_attacks,
+    run_ulira,
+    shadow_pool,
+    shadow_tasks,
+)
 
 RECORD_KEYS = (
     "dataset",
@@ -52,7 +60,6 @@ RECORD_KEYS = (
     "avg_gap",
     "ulira_auc",
 )
-ATTACK_NAMES = ("population", "ulira")
 
 
 @dataclass
@@ -78,7 +85,7 @@ class BenchSpec:
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     ulira_pool: int = 1000
     ulira_shadows: int = 16
-    ulira_targets: int = 4
+    ulira_targets: int = ULIRA_TARGETS
     jobs: int = 1
     threads: int | None = None
     backend: str = "joblib"
@@ -91,21 +98,12 @@ class BenchSpec:
         unknown = [m for m in self.methods if m not in available_methods()]
         if unknown:
             raise ConfigError(f"unknown method(s) {unknown}; available: {', '.join(available_methods())}")
-        bad_attacks = [a for a in self.attacks if a not in ATTACK_NAMES]
-        if bad_attacks:
-            raise ConfigError(f"unknown attack(s) {bad_attacks}; choose from {', '.join(ATTACK_NAMES)}")
         for r in self.ratios:
             if not 0 < r < 1:
                 raise ConfigError(f"ratios must be in (0, 1), got {r}")
         if self.seeds < 1:
             raise ConfigError("--seeds must be at least 1")
-        if "ulira" in self.attacks and (
-            self.ulira_pool < 20 or self.ulira_shadows < 2 or self.ulira_targets < 1
-        ):
-            raise ConfigError(
-                "the per-example attack needs --ulira-pool >= 20, --ulira-shadows >= 2 and "
-                "at least one target model"
-            )
+        check_attacks(self.attacks, self.ulira_pool, self.ulira_shadows, self.ulira_targets)
 
     def parallel_options(self) -> ParallelOptions:
         """How the sweep's tasks run: ``jobs`` workers on ``backend``, ``threads`` torch threads each."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,30 @@ from typing import Any
 import numpy as np
 
 from ..data import Dataset
+from ..errors import ConfigError
 from ..evaluation.metrics import logit_scaled_confidence
 from ..evaluation.ulira import ULiRAResult, planned_trainings, ulira_attack
 from ..methods import UnlearnRequest, get_method
 from ..training import Run, TrainConfig
 from ..training.rundir import load_training_data
 from .parallel import TaskRunner, open_or_train
+
+ATTACK_NAMES = ("population", "ulira")
+ULIRA_TARGETS = 4
+"""Target models per forget fraction of the per-example attack (``bench``, ``evaluate``, ``audit``)."""
+
+
+def check_attacks(attacks: Sequence[str], pool: int, shadows: int, targets: int = ULIRA_TARGETS) -> None:
+    """Raise ConfigError for an attack name not in ATTACK_NAMES, or, with ``ulira`` asked, a pool,
+    shadow count or target count the per-example attack cannot run with."""
+    unknown = [a for a in attacks if a not in ATTACK_NAMES]
+    if unknown:
+        raise ConfigError(f"unknown attack(s) {unknown}; choose from {', '.join(ATTACK_NAMES)}")
+    if "ulira" in attacks and (pool < 20 or shadows < 2 or targets < 1):
+        raise ConfigError(
+            "the per-example attack needs --ulira-pool >= 20, --ulira-shadows >= 2 and "
+            "at least one target model"
+        )
 
 
 def shadow_config(config: TrainConfig, pool_ids: np.ndarray, members: np.ndarray, seed: int) -> TrainConfig:
