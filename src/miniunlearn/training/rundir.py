@@ -90,7 +90,7 @@ def model_for(config: TrainConfig, dataset: Dataset, device: torch.device = CPU)
     ).to(device)
 
 
-def chunk_rows(n: int, n_features: int) -> int:
+def pass_block_rows(n: int, n_features: int) -> int:
     """Rows per vectorised block of a full pass: 8,192 up to a million rows (every result on
     smaller data stays as it was); above, blocks of about 8 MB of features (at most 262,144
     rows), since on narrow data a block's fixed cost otherwise dominates (3.8 s against 1.2 s
@@ -106,7 +106,7 @@ def objective_for(config: TrainConfig, dataset: Dataset, model: nn.Module) -> Ob
     with warnings.catch_warnings():  # memory-mapped data is read-only; nothing here writes to it
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         x, y = torch.from_numpy(dataset.x_train), torch.from_numpy(dataset.y_train)
-    return Objective(model, x, y, config.lam, chunk_size=chunk_rows(dataset.n_train, dataset.n_features))
+    return Objective(model, x, y, config.lam, chunk_size=pass_block_rows(dataset.n_train, dataset.n_features))
 
 
 def save_params(path: Path, objective: Objective, w: torch.Tensor, metadata: dict[str, str]) -> None:
