@@ -402,13 +402,13 @@ def _user_version(path: Path) -> int:
         conn.close()
 
 
-def test_migrate_v1_to_v2_in_place(run_dir: Path) -> None:
+def test_migrate_v1_to_the_current_schema_in_place(run_dir: Path) -> None:
     path = run_dir / LEDGER_FILENAME
     _make_v1_ledger(path)
     original = path.read_bytes()
     assert _user_version(path) == 1
     with Ledger.open(run_dir) as led:
-        assert led.schema_version == 2
+        assert led.schema_version == SCHEMA_VERSION
         entries = {e.request_id: e for e in led.entries()}
         assert set(entries) == {"old-a", "old-b", "old-c"}
         assert entries["old-a"].ids.tolist() == [1, 2]
@@ -424,7 +424,7 @@ def test_migrate_v1_to_v2_in_place(run_dir: Path) -> None:
         led.complete("old-c", H3, 3, {}, 0.25)
         assert led.get("old-c").done_seq == 3  # type: ignore[union-attr]
         assert led.error_budget_since_last_retrain() == pytest.approx(0.25)
-    assert _user_version(path) == 2
+    assert _user_version(path) == SCHEMA_VERSION
     backup = run_dir / f"{LEDGER_FILENAME}.v1.bak"
     assert backup.read_bytes() == original
     # reopening does not migrate again or make another backup
@@ -452,7 +452,7 @@ def test_failed_migration_leaves_v1_intact(run_dir: Path, monkeypatch: pytest.Mo
     assert "error_budget_used" not in cols and n == 3
     monkeypatch.undo()
     with Ledger.open(run_dir) as led:
-        assert led.schema_version == 2 and len(led.entries()) == 3
+        assert led.schema_version == SCHEMA_VERSION and len(led.entries()) == 3
 
 
 # ------------------------------------------------------------ corrupt files

@@ -4,16 +4,33 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from .errors import MiniUnlearnError
+
+# Only the standard library is imported before main() runs: the console script imports this
+# module outside main's error handling, so a Ctrl-C there would print a traceback. Everything
+# else is imported inside main (numpy on first use, through this stand-in).
+if TYPE_CHECKING:
+    import numpy as np
+else:
+
+    class _LazyModule:
+        """A module imported on first attribute access."""
+
+        def __init__(self, name: str) -> None:
+            self._name = name
+
+        def __getattr__(self, attr: str) -> Any:
+            return getattr(importlib.import_module(self._name), attr)
+
+    np = _LazyModule("numpy")
 
 EXIT_INTERNAL_ERROR = 1
 EXIT_USER_ERROR = 2
@@ -74,15 +91,6 @@ def _print_json(obj: Any) -> None:
     )
 
 
-def _existing_ledger(run_dir: str | Path) -> Any:
-    """Open the ledger of ``run_dir`` read-write, refusing to create one where none exists."""
-    from .deletion import open_ledger
-    from .training import open_run
-
-    return open_ledger(open_run(run_dir, verify_hashes=False))
-
-
-# -- commands ------------------------------------------------------------------
 def cmd_fetch(args: argparse.Namespace) -> int:
     """Fetch datasets into the cache."""
     from .data import FETCHABLE, fetch_dataset
@@ -108,7 +116,17 @@ TRAIN_OVERRIDES = (
     "n_train",
     "data_path",
 )
-BENCH_OVERRIDES = ("epochs", "lr", "lam", "batch_size", "n_train", "checkpoints", "curvature_rank", "dtype")
+BENCH_OVERRIDES = (
+    "epochs",
+    "lr",
+    "lam",
+    "batch_size",
+    "n_train",
+    "checkpoints",
+    "curvature_rank",
+    "dtype",
+    "data_path",
+)
 
 
 def _overrides(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
@@ -225,23 +243,23 @@ def cmd_forget(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Compare the current model version with retraining on everything forgotten so far."""
-    from .deletion import load_version_params, open_ledger, recover_pending
+    from .deletion import open_session
     from .evaluation.report import markdown_table
     from .experiment.assess import assess, split_by_model
-    from .ledger import run_lock
     from .training import cached_retrain, open_run
 
     _check_attacks(args)
     run = open_run(args.run_dir, device=args.device)
+    _ulira_pool(run, args)  # refuse a pool the run cannot give before any work
     # under the lock, after settling interrupted requests, the ledger and the current
     # version agree: the model is compared with retraining on exactly what it forgot
-    with run_lock(run.path, timeout=args.wait), open_ledger(run) as ledger:
-        messages, version = recover_pending(run, ledger)
-        for message in messages:
+    with open_session(run, write=True, lock_timeout=args.wait) as session:
+        for message in session.messages:
             print(message, file=sys.stderr)
-        forgotten = ledger.forgotten_ids()
-        params = load_version_params(run, version)
-        producer = ledger.get(version.request_id) if version.request_id else None
+        version = session.current
+        forgotten = session.forgotten_ids()
+        params = session.current_params()
+        producer = session.ledger.get(version.request_id) if version.request_id else None
     if forgotten.size == 0 or producer is None:
         raise MiniUnlearnError("nothing has been forgotten on this run yet; there is nothing to evaluate")
     retrained = cached_retrain(run, forgotten, progress=not args.quiet)
@@ -290,9 +308,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _check_attacks(args: argparse.Namespace) -> None:
     """Refuse unknown attack names and per-example attack settings it cannot run with."""
+    from .experiment.bench import ULIRA_POOL
     from .experiment.shadows import check_attacks
 
-    check_attacks(args.attacks, args.ulira_pool, args.ulira_shadows)
+    pool = ULIRA_POOL if args.ulira_pool is None else args.ulira_pool
+    check_attacks(args.attacks, pool, args.ulira_shadows)
+
+
+def _ulira_pool(run: Any, args: argparse.Namespace) -> int | None:
+    """The per-example attack's pool size on ``run`` (None without ``ulira``); ConfigError when
+    --ulira-pool is larger than the run's training set."""
+    if "ulira" not in args.attacks:
+        return None
+    from .experiment.bench import ulira_pool_size
+
+    return ulira_pool_size(args.ulira_pool, run.n_train)
 
 
 def _population(args: argparse.Namespace) -> list[str]:
@@ -311,7 +341,7 @@ def _ulira(run: Any, producer: Any, forgotten: np.ndarray, args: argparse.Namesp
         run,
         {"": (producer.method, options), "retrain_": ("retrain", {})},
         forget_fraction=forgotten.size / run.n_train,
-        pool_size=args.ulira_pool,
+        pool_size=_ulira_pool(run, args),
         n_shadows=args.ulira_shadows,
         n_targets=ULIRA_TARGETS,
         seed=args.seed,
@@ -330,6 +360,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise MiniUnlearnError(f"bench option {pair!r} must look like METHOD:key=value")
         method_options.setdefault(method, {}).update(_parse_options([rest]))
     overrides = _overrides(args, BENCH_OVERRIDES)
+    _check_output(args.json, "--json", directory=False)
+    _check_output(args.plots, "--plots", directory=True)
     spec = BenchSpec(
         dataset=args.dataset,
         model=args.model,
@@ -383,59 +415,99 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_ledger(args: argparse.Namespace) -> int:
-    """List the deletion requests of a run; or repair current.json or a lost ledger."""
-    from .ledger import run_lock
-    from .training import open_run
-    from .versions import open_ledger, rebuild_ledger, restore_current
+def _check_output(path: str | None, flag: str, *, directory: bool) -> None:
+    """Refuse an output path (a file, or with ``directory`` a folder) that cannot be written, before
+    any work: it names a folder (a file) already there, or its nearest existing parent is not a
+    writable folder."""
+    if path is None:
+        return
+    target = Path(path)
+    kind = "folder" if directory else "file"
+    if target.exists() and target.is_dir() != directory:
+        raise MiniUnlearnError(
+            f"{flag} {path} is {'a file' if directory else 'a folder'}; give the path of a {kind} to write"
+        )
+    parent = target if target.is_dir() else target.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise MiniUnlearnError(
+            f"{flag} {path} cannot be written: {parent} is not a writable folder; give a {kind} path "
+            "in a folder you can write"
+        )
 
-    if args.restore_current and args.rebuild_from_versions:
-        raise MiniUnlearnError("give --restore-current or --rebuild-from-versions, not both")
-    if args.restore_current or args.rebuild_from_versions:
-        run = open_run(args.run_dir)
+
+def cmd_ledger(args: argparse.Namespace) -> int:
+    """List the deletion requests of a run, check them, or repair current.json or a lost ledger."""
+    from .deletion import open_session, restore_current
+    from .errors import CurrentModelLost, RunDirError
+    from .runlock import run_lock
+    from .training import open_run
+    from .versions import open_ledger, rebuild_ledger
+
+    if sum(map(bool, (args.restore_current, args.rebuild_from_versions, args.verify))) > 1:
+        raise MiniUnlearnError("give one of --restore-current, --rebuild-from-versions and --verify")
+    run = open_run(args.run_dir)
+    if args.rebuild_from_versions:
         with run_lock(run.path, timeout=args.wait):
-            if args.rebuild_from_versions:
-                for line in rebuild_ledger(run):
-                    print(line)
-            else:
-                with open_ledger(run) as ledger:
-                    version = restore_current(run, ledger)
-                print(f"current.json now names model version {version.version} ({version.path})")
+            for line in rebuild_ledger(run):
+                print(line)
         return 0
-    with _existing_ledger(args.run_dir) as ledger:
+    if args.restore_current:
+        version = restore_current(run, lock_timeout=args.wait)
+        print(f"current.json now names model version {version.version} ({version.path})")
+        return 0
+    if args.verify:
+        with open_session(run, write=False, allow_lost_model=True) as session:
+            problems = session.verify()
+            n = len(session.ledger.entries())
+        for problem in problems:
+            print(f"problem: {problem}")
+        verdict = f"{len(problems)} problem(s)" if problems else "sound"
+        print(f"{run.path}: {n} request(s) checked; {verdict}")
+        return EXIT_USER_ERROR if problems else 0
+    warning = None
+    try:
+        with open_session(run, write=False):
+            pass
+    except (RunDirError, CurrentModelLost) as exc:
+        warning = exc  # still list the records: that is how the problem is diagnosed
+    with open_ledger(run) as ledger:
         records = ledger.to_json_records()
     if args.json:
         _print_json(records)
-        return 0
-    print(f"{'request_id':34s} {'state':9s} {'method':9s} {'n_ids':>7s}  received_at")
-    for r in records:
-        print(
-            f"{r['request_id']:34s} {r['state']:9s} {r['method']:9s} {r['n_ids']:>7d}  {r['received_at']}"
-            + (f"  ({r['reason']})" if r.get("reason") else "")
-        )
+    else:
+        print(f"{'request_id':34s} {'state':9s} {'method':9s} {'n_ids':>7s} {'version':>7s}  received_at")
+        for r in records:
+            shown = r["model_version"] if r.get("model_version") is not None else "-"
+            print(
+                f"{r['request_id']:34s} {r['state']:9s} {r['method']:9s} {r['n_ids']:>7d} {shown!s:>7s}  "
+                f"{r['received_at']}" + (f"  ({r['reason']})" if r.get("reason") else "")
+            )
+    if warning is not None:
+        print(f"warning: these records disagree with the run's model versions: {warning}", file=sys.stderr)
+        return EXIT_USER_ERROR
     return 0
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
     """Write the audit report (Markdown + PNG) of one request."""
     from .audit import write_audit
-    from .deletion import load_version_params
+    from .deletion import load_version_params, open_session
     from .experiment.assess import assess, split_by_model
     from .training import cached_retrain, open_run
-    from .versions import current_version, open_ledger, version_of
 
     _check_attacks(args)
     run = open_run(args.run_dir, device=args.device)
-    with open_ledger(run) as ledger:
-        entry = ledger.get(args.request)
+    with open_session(run, write=False) as session:  # read-only: the ledger, pointer and versions agree
+        entry = session.ledger.get(args.request)
         if entry is None:
             raise MiniUnlearnError(
                 f"no request {args.request!r} in {run.path}; list them with `miniunlearn ledger {run.path}`"
             )
-        current_version(run, ledger)  # the ledger, current.json and versions must agree
         if entry.state == "done":
-            version = version_of(run, entry)  # an audit never vouches for an altered model
-            done = [e for e in ledger.entries("done") if (e.done_seq or 0) <= (entry.done_seq or 0)]
+            version = session.version_of(entry)  # an audit never vouches for an altered model
+            done = [e for e in session.ledger.entries("done") if (e.done_seq or 0) <= (entry.done_seq or 0)]
     metrics = retrain_metrics = None
     if args.with_metrics and entry.state == "done":
         forgotten = np.unique(np.concatenate([e.ids for e in done]))
@@ -472,8 +544,25 @@ def _attack_arguments(p: argparse.ArgumentParser) -> None:
         help="comma list of population (confidence/loss attacks on the model) and ulira (per-example "
         "attack on the method, with shadow models of the run's recipe; slow)",
     )
-    p.add_argument("--ulira-pool", type=int, default=1000, help="pool size of the per-example attack")
+    p.add_argument(
+        "--ulira-pool",
+        type=int,
+        help="pool size of the per-example attack: 20 up to the training set size "
+        "(default 1000, or the whole training set when smaller)",
+    )
     p.add_argument("--ulira-shadows", type=int, default=16, help="shadow models of the per-example attack")
+
+
+def _data_arguments(p: argparse.ArgumentParser) -> None:
+    """--data-path and --data-option, shared by train and bench."""
+    p.add_argument("--data-path", help="data file for the libsvm and csv datasets")
+    p.add_argument(
+        "--data-option",
+        action="append",
+        help="dataset option key=value (repeatable): label_column=0, header=false, standardize=true, "
+        "test_path=FILE (csv, libsvm); seed=N, rows=N, standardize=true (synthetic-*); "
+        "the data file itself is --data-path",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -544,13 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: up to 128 for logreg with the minimal history, within 5 %% of a full history; 0 = none)",
     )
     p.add_argument("--n-train", type=int, help="train on a seeded random subset of this size")
-    p.add_argument("--data-path", help="data file for the libsvm and csv datasets")
-    p.add_argument(
-        "--data-option",
-        action="append",
-        help="dataset option key=value (repeatable): label_column=0, header=false, standardize=true, "
-        "test_path=FILE (csv, libsvm); seed=N, rows=N, standardize=true (synthetic-*)",
-    )
+    _data_arguments(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--device",
@@ -608,13 +691,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--ratios", type=_floats, default=[0.01, 0.1, 0.3, 0.5])
     p.add_argument("--methods", type=_names, default=["retrain", "deltagrad", "warmstart", "mini"])
-    p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
+    p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1), 1..1000")
     _attack_arguments(p)
     p.add_argument("--json", help="write the records to this JSON file")
     p.add_argument("--plots", help="write PNG plots into this directory")
     p.add_argument("--runs-dir", default="runs/bench", help="where trained runs are kept and reused")
     p.add_argument("--option", "-o", action="append", help="METHOD:key=value method option (repeatable)")
-    p.add_argument("--data-option", action="append", help="dataset option key=value (repeatable; see train)")
+    _data_arguments(p)
     p.add_argument(
         "--device",
         default="cpu",
@@ -631,7 +714,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-j",
         type=int,
         default=1,
-        help="(seed, ratio) cells and shadow models run as this many parallel tasks (default 1); "
+        help="(seed, ratio) cells and shadow models run as this many parallel tasks, 1..256 (default 1); "
         "the records do not change, apart from timings",
     )
     p.add_argument(
@@ -676,6 +759,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="rebuild a lost ledger.sqlite from the request records inside the model versions "
         "(exact for every request that produced a model version)",
     )
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="check the whole run: the ledger's integrity and chain of done requests, every model "
+        "version's file and the request record inside it, and current.json (exit 2 on any problem)",
+    )
     p.add_argument("--wait", type=_seconds, default=0.0, help="seconds to wait for a running forget")
     p.set_defaults(func=cmd_ledger)
 
@@ -702,14 +791,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: parse ``argv``, run the command, print errors plainly; return the exit code."""
+def _run(argv: Sequence[str] | None) -> int:
+    """Build the parser (its imports included), parse ``argv`` and run the command."""
     args = build_parser().parse_args(argv)
-    try:
-        from .device import device_scope, resolve_device
+    _check_seed(args)
+    from .device import device_scope, resolve_device
 
-        with device_scope(resolve_device(getattr(args, "device", "cpu"))):
-            return int(args.func(args) or 0)
+    with device_scope(resolve_device(getattr(args, "device", "cpu"))):
+        return int(args.func(args) or 0)
+
+
+def _check_seed(args: argparse.Namespace) -> None:
+    """Refuse a --seed outside the range the random generators take, before any work."""
+    if getattr(args, "seed", None) is not None:
+        from .training.config import check_seed
+
+        check_seed(args.seed)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: parse ``argv``, run the command, print errors plainly; return the exit code.
+
+    Everything after the interpreter starts runs inside the error handling, the parser's
+    imports included: a Ctrl-C at any point exits 130 without a traceback.
+    """
+    try:
+        return _run(argv)
     except MiniUnlearnError as exc:
         print(f"error: {exc}", file=sys.stderr)
         for note in getattr(exc, "__notes__", ()):

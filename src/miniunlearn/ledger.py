@@ -25,9 +25,11 @@ Storage
 
 Schema versions
     * v1: requests without an error budget.
-    * v2 (current): adds ``error_budget_used`` (the approximation error a method
-      spent on a request) and ``done_seq`` (the order in which requests completed,
-      used to sum the budget since the last retraining).
+    * v2: adds ``error_budget_used`` (the approximation error a method spent on a
+      request) and ``done_seq`` (the order in which requests completed, used to sum
+      the budget since the last retraining).
+    * v3 (current): adds the ``events`` table: what a request went through before its
+      current state (a refusal before it was re-sent with a corrected body).
 
 Retraining
     A full retraining is recorded as a request whose ``method`` is ``"retrain"``
@@ -39,10 +41,11 @@ Retraining
 
 States
     ``received`` -> ``done`` | ``failed`` | ``refused``; ``failed`` -> ``received``
-    again through :meth:`Ledger.retry`. A request is ``refused`` when it was not
-    acted on at all (e.g. invalid ids); ``failed`` when it was accepted but the
-    unlearning did not finish. ``received`` entries seen by a later process were
-    left by a crash: see :meth:`Ledger.pending`.
+    again through :meth:`Ledger.retry`; ``refused`` -> ``received`` through
+    :meth:`Ledger.resend`, which may change the ids and keeps the refusal as an event.
+    A request is ``refused`` when it was not acted on at all (e.g. invalid ids);
+    ``failed`` when it was accepted but the unlearning did not finish. ``received``
+    entries seen by a later process were left by a crash: see :meth:`Ledger.pending`.
 """
 
 from __future__ import annotations
@@ -54,7 +57,6 @@ import math
 import os
 import re
 import shutil
-import socket
 import sqlite3
 import tempfile
 import uuid
@@ -67,8 +69,9 @@ from typing import Any
 import numpy as np
 
 from miniunlearn.errors import ForgetRequestError, LedgerError
-from miniunlearn.fileio import atomic_path, atomic_write_json, fsync_dir
+from miniunlearn.fileio import atomic_path, fsync_dir
 from miniunlearn.ids import ids_digest, normalize_ids
+from miniunlearn.runlock import LOCK_FILENAME, run_lock
 
 __all__ = [
     "APPLICATION_ID",
@@ -88,13 +91,7 @@ __all__ = [
 LEDGER_FILENAME = "ledger.sqlite"
 """File name of the ledger inside a run directory."""
 
-LOCK_FILENAME = ".lock"
-"""File name of the run lock inside a run directory (see :func:`run_lock`)."""
-
-LOCK_OWNER_FILENAME = ".lock.owner"
-"""JSON file naming the process that holds the run lock, for error messages."""
-
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Schema version this code writes; older files are migrated on open."""
 
 APPLICATION_ID = 0x4D554C47  # "MULG": marks a SQLite file as a miniunlearn ledger.
@@ -144,6 +141,19 @@ _SCHEMA_V2 = (
     + "CREATE UNIQUE INDEX requests_done_seq ON requests (done_seq);\n"
 )
 
+_EVENTS_TABLE = """
+CREATE TABLE events (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_id  TEXT NOT NULL,
+    at          TEXT NOT NULL,
+    event       TEXT NOT NULL,
+    detail      TEXT
+);
+CREATE INDEX events_request ON events (request_id);
+"""
+
+_SCHEMA_V3 = _SCHEMA_V2 + _EVENTS_TABLE
+
 _COLUMNS_V1 = (
     "seq",
     "request_id",
@@ -162,7 +172,8 @@ _COLUMNS_V1 = (
     "reason",
 )
 _COLUMNS = {1: _COLUMNS_V1, 2: (*_COLUMNS_V1, "error_budget_used", "done_seq")}
-_SCHEMAS = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
+_COLUMNS[3] = _COLUMNS[2]
+_SCHEMAS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
 
 
 # --------------------------------------------------------------------------- ids
@@ -318,7 +329,7 @@ def _check_sha256(value: str | None, what: str, *, required: bool) -> str | None
         if required:
             raise LedgerError(f"{what} is required (the hex sha256 of the model file)")
         return None
-    if not isinstance(value, str) or not _SHA256_RE.match(value):
+    if not isinstance(value, str) or not _SHA256_RE.fullmatch(value):
         raise LedgerError(f"{what} must be a lowercase hex sha256 (64 characters), got {value!r}")
     return value
 
@@ -1005,6 +1016,80 @@ class Ledger:
         assert entry is not None
         return entry
 
+    def resend(
+        self,
+        request_id: str,
+        ids: Iterable[int] | np.ndarray,
+        method: str,
+        options: Mapping[str, Any] | None,
+        model_sha256_before: str,
+        *,
+        retrain_reason: str | None = None,
+    ) -> LedgerEntry:
+        """Serve a ``refused`` request again with a corrected body; return it ``received``.
+
+        A refused request was never acted on, so its id may be re-sent with other ids,
+        method or options. The refusal (its method, ids digest, reason and time) is kept
+        as an event of the request (see :meth:`events`). ``retrain_reason``: set for a
+        full retraining (method ``"retrain"``). Raises LedgerError unless it is refused.
+        """
+        norm = normalize_ids(ids)
+        method = _check_method(method)
+        options_json = _to_json(options or {}, "options")
+        _check_sha256(model_sha256_before, "model_sha256_before", required=True)
+        blob = _ids_bytes(norm)
+        with self._write() as conn:
+            row = self._require_existing(conn, request_id)
+            if row["state"] != "refused":
+                raise LedgerError(
+                    f"request {request_id!r} is {row['state']}; only a refused request can be re-sent "
+                    "with another body"
+                )
+            earlier = {
+                "method": row["method"],
+                "n_ids": row["n_ids"],
+                "ids_sha256": row["ids_sha256"],
+                "reason": row["reason"],
+                "refused_at": row["completed_at"],
+            }
+            conn.execute(
+                "INSERT INTO events (request_id, at, event, detail) VALUES (?, ?, 'refused', ?)",
+                (request_id, _now(), json.dumps(earlier, sort_keys=True)),
+            )
+            conn.execute(
+                "UPDATE requests SET state = 'received', method = ?, options = ?, ids = ?, n_ids = ?, "
+                "ids_sha256 = ?, completed_at = NULL, model_sha256_before = ?, reason = ? "
+                "WHERE request_id = ?",
+                (
+                    method,
+                    options_json,
+                    blob,
+                    int(norm.size),
+                    hashlib.sha256(blob).hexdigest(),
+                    model_sha256_before,
+                    retrain_reason,
+                    request_id,
+                ),
+            )
+        entry = self.get(request_id)
+        assert entry is not None
+        return entry
+
+    def events(self, request_id: str | None = None) -> list[dict[str, Any]]:
+        """Return the recorded events (all, or of ``request_id``) in order, each as a dict
+        with request_id, at, event and detail (parsed JSON)."""
+        if request_id is None:
+            rows = self._query("SELECT request_id, at, event, detail FROM events ORDER BY seq")
+        else:
+            rows = self._query(
+                "SELECT request_id, at, event, detail FROM events WHERE request_id = ? ORDER BY seq",
+                (request_id,),
+            )
+        return [
+            {"request_id": r[0], "at": r[1], "event": r[2], "detail": json.loads(r[3]) if r[3] else None}
+            for r in rows
+        ]
+
     # -- public API: reading -------------------------------------------------------
 
     def get(self, request_id: str) -> LedgerEntry | None:
@@ -1221,53 +1306,11 @@ def _migrate_v1_to_v2(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE UNIQUE INDEX requests_done_seq ON requests (done_seq)")
 
 
-_MIGRATIONS = {1: _migrate_v1_to_v2}
+def _migrate_v2_to_v3(conn: sqlite3.Connection) -> None:
+    """v2 -> v3: add the ``events`` table (earlier refusals of re-sent requests)."""
+    for statement in _EVENTS_TABLE.split(";"):
+        if statement.strip():
+            conn.execute(statement)
 
 
-# ---------------------------------------------------------------------- run lock
-
-
-@contextlib.contextmanager
-def run_lock(run_dir: str | os.PathLike[str], timeout: float = 0.0) -> Iterator[Path]:
-    """Hold the exclusive lock of ``run_dir`` for the duration of the block.
-
-    Waits up to ``timeout`` seconds (0: try once; negative: wait forever) for the
-    lock file ``.lock`` in ``run_dir``, then raises :class:`LedgerError` saying
-    another forget is running and, when known, the pid that holds it. The lock is
-    an OS file lock, released automatically if its process dies. While held, the
-    holder's pid, host and start time are in ``.lock.owner``. Yields the lock path.
-    Not re-entrant: taking it twice in one process waits for itself and times out.
-    """
-    import filelock
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise LedgerError(f"cannot lock {run_dir}: it is not a directory")
-    lock_path = run_dir / LOCK_FILENAME
-    owner_path = run_dir / LOCK_OWNER_FILENAME
-    lock = filelock.FileLock(str(lock_path), timeout=timeout, thread_local=False)
-    try:
-        lock.acquire()
-    except filelock.Timeout as exc:
-        holder = ""
-        with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
-            info = json.loads(owner_path.read_text())
-            holder = (
-                f" (lock held by pid {int(info['pid'])} on {info.get('host', '?')} "
-                f"since {info.get('acquired_at', '?')})"
-            )
-        raise LedgerError(
-            f"another forget is running on {run_dir}{holder}; waited {timeout:g} s for "
-            f"{lock_path}. Wait for it to finish and try again (the lock is freed "
-            f"automatically when that process exits)."
-        ) from exc
-    try:
-        atomic_write_json(
-            owner_path,
-            {"pid": os.getpid(), "host": socket.gethostname(), "acquired_at": _now()},
-        )
-        yield lock_path
-    finally:
-        with contextlib.suppress(OSError):
-            owner_path.unlink()
-        lock.release()
+_MIGRATIONS = {1: _migrate_v1_to_v2, 2: _migrate_v2_to_v3}

@@ -2,11 +2,9 @@
 
 Every served request writes ``versions/vN.safetensors``; ``current.json`` names the
 version in use. The ledger records, for every done request, the number and sha256 of
-the model it left current. None of the three is trusted on its own: before any
-command uses the current model, :func:`current_version` checks that the pointer, the
-file it names and the ledger's last done request agree, and refuses with a recovery
-hint when they do not (a ``current.json`` restored from an old backup, a lost pointer,
-a deleted version file).
+the model it left current. This module reads and writes these files; whether they
+agree is checked by the run session (:mod:`miniunlearn.deletion.session`), the one
+owner of a run's deletion state.
 
 Each version file also carries the ledger entry of the request that produced it
 (request id, method, options, the ids, hashes, times), so that a lost ledger can be
@@ -21,6 +19,7 @@ import os
 import re
 import signal
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,8 +29,8 @@ import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 
-from .errors import CurrentModelLost, LedgerError, RunDirError
-from .fileio import atomic_path, atomic_write_json, sha256_file
+from .errors import LedgerError, RunDirError
+from .fileio import atomic_path, atomic_write_json, run_file, run_subdir, sha256_file
 from .ledger import LEDGER_FILENAME, Ledger, LedgerEntry, json_default
 from .training.history import read_metadata
 from .training.rundir import MODEL, Run, load_params, save_params
@@ -69,15 +68,20 @@ def version_path(number: int) -> str:
 
 
 def version_files(run: Run) -> dict[int, Path]:
-    """Return {number: path} of the version files present (temp files excluded)."""
-    folder = run.path / VERSIONS_DIR
+    """Return {number: path} of the version files present (temp files excluded).
+
+    Raises RunDirError when ``versions/`` or a file in it is a symbolic link or not a
+    regular file: nothing of the run is ever read from, written to or deleted in a
+    place outside it.
+    """
+    folder = run_subdir(run.path, VERSIONS_DIR)
     if not folder.is_dir():
         return {}
     found = {}
     for file in folder.glob("v*.safetensors"):
         stem = file.name[1 : -len(".safetensors")]
         if stem.isdigit():
-            found[int(stem)] = file
+            found[int(stem)] = run_file(run.path, f"{VERSIONS_DIR}/{file.name}", f"model version {file.name}")
     return found
 
 
@@ -89,7 +93,7 @@ def original_version(run: Run) -> ModelVersion:
 
 def read_pointer(run: Run) -> ModelVersion | None:
     """Parse current.json (None when it does not exist); RunDirError when it is corrupt."""
-    pointer = run.path / CURRENT_FILE
+    pointer = run_file(run.path, CURRENT_FILE, "pointer file")
     if not pointer.exists():
         return None
     fix = f"point it at the version the ledger records with `miniunlearn ledger {run.path} --restore-current`"
@@ -118,29 +122,13 @@ def _pointer_problem(version: ModelVersion) -> str:
     return ""
 
 
-def _check_file(run: Run, version: ModelVersion) -> ModelVersion:
-    file = run.path / version.path
-    if not file.exists():
-        raise CurrentModelLost(
-            f"model version {version.version} ({file}), the run's current model, is missing. Restore it "
-            f"from a backup, or rebuild a model without every forgotten id with "
-            f"`miniunlearn forget {run.path} --retrain-now`"
-        )
-    if sha256_file(file) != version.sha256:
-        raise RunDirError(
-            f"model version {version.version} ({file}) fails its sha256 check: it was altered. Restore it "
-            f"from a backup, or rebuild a model with `miniunlearn forget {run.path} --retrain-now`"
-        )
-    return version
-
-
 def open_ledger(run: Run) -> Ledger:
     """Open the run's ledger; never create one (a run gets its ledger when it is trained).
 
     Raises LedgerError when it is missing, saying how to recover: restore it from a
     backup or rebuild it exactly from the model versions.
     """
-    path = run.path / LEDGER_FILENAME
+    path = run_file(run.path, LEDGER_FILENAME, "ledger")
     if not path.exists():
         had = (
             "holds model versions, so requests were served" if version_files(run) else "has no model version"
@@ -184,115 +172,6 @@ def expected_version(run: Run, ledger: Ledger) -> ModelVersion:
     return ModelVersion(number, version_path(number), str(after), producer.request_id)
 
 
-def unrecorded_versions(run: Run, ledger: Ledger) -> list[tuple[int, str]]:
-    """Return (number, request id) of every version file whose request the ledger does not
-    record as having made it: what a ledger older than the model versions misses.
-
-    A file the ledger records (a done request with that version number) is fine, and so is
-    one left by a request the ledger holds as ``received`` or ``failed`` (killed before its
-    model became current). Files written before versions carried their request are skipped.
-    """
-    known = recorded_numbers(ledger)
-    missing = []
-    for number, file in sorted(version_files(run).items()):
-        if number in known:
-            continue
-        try:
-            request_id = str(version_record(file)["request_id"])
-        except LedgerError:
-            continue
-        entry = ledger.get(request_id)
-        if entry is None or entry.state not in ("received", "failed"):
-            missing.append((number, request_id))
-    return missing
-
-
-def _refuse_unrecorded(run: Run, ledger: Ledger) -> None:
-    missing = unrecorded_versions(run, ledger)
-    if missing:
-        listed = ", ".join(f"v{n} (request {r})" for n, r in missing[:5])
-        raise RunDirError(
-            f"model version(s) {listed} hold requests that the ledger does not record as done: the "
-            "ledger is older than the model versions (restored from a backup?) and would let forgotten "
-            "samples come back. Restore the newest ledger backup, or move ledger.sqlite aside and rebuild "
-            f"it from the versions with `miniunlearn ledger {run.path} --rebuild-from-versions`"
-        )
-
-
-def current_version(run: Run, ledger: Ledger | None = None) -> ModelVersion:
-    """Return the run's current model version after checking it against the ledger
-    (``ledger``, or the run's own opened for the check).
-
-    ``current.json`` must name the version the ledger's last done request left (or,
-    right after a crash, the version of a request still ``received``), that file must
-    exist with its sha256, and every version file must be a request the ledger knows.
-    Raises CurrentModelLost when the pointer or the file is gone, RunDirError for any
-    other disagreement; both say how to recover.
-    """
-    if ledger is None:
-        with open_ledger(run) as own:
-            return current_version(run, own)
-    _refuse_unrecorded(run, ledger)
-    expected = expected_version(run, ledger)
-    pointer = read_pointer(run)
-    hint = f"`miniunlearn ledger {run.path} --restore-current`"
-    if pointer is None:
-        if expected.version == 0:
-            return _check_file(run, expected)
-        raise CurrentModelLost(
-            f"{run.path / CURRENT_FILE} is missing, so the run's current model is unknown; the ledger says "
-            f"request {expected.request_id} left model version {expected.version} current. Point "
-            f"current.json at it with {hint}"
-        )
-    if pointer == expected:
-        return _check_file(run, pointer)
-    pending = {e.request_id for e in ledger.pending()}
-    if pointer.request_id in pending and pointer.version > expected.version:
-        return _check_file(run, pointer)  # killed after the switch, before the ledger said done
-    raise RunDirError(
-        f"{run.path / CURRENT_FILE} names model version {pointer.version} (request {pointer.request_id}), "
-        f"but the ledger's last done request {expected.request_id} left version {expected.version} "
-        f"current: the two disagree. If current.json was restored from an older backup, run {hint}; "
-        "if the ledger is the older copy, restore the ledger that matches instead"
-    )
-
-
-def version_of(run: Run, entry: LedgerEntry) -> ModelVersion:
-    """Return the model version a done request left current, checked against its file.
-
-    Raises RunDirError when the request is not done, or its version file is missing or
-    fails the sha256 the ledger recorded.
-    """
-    number = version_number(entry)
-    if entry.state != "done" or number is None or not entry.model_sha256_after:
-        raise RunDirError(f"request {entry.request_id} is {entry.state}; it left no model version")
-    version = ModelVersion(number, version_path(number), entry.model_sha256_after, entry.request_id)
-    file = run.path / version.path
-    if not file.exists():
-        raise RunDirError(
-            f"model version {number} ({file}) of request {entry.request_id} is missing; restore it from a "
-            "backup (the ledger records its sha256, so a restored file is checked)"
-        )
-    if sha256_file(file) != version.sha256:
-        raise RunDirError(
-            f"model version {number} ({file}) of request {entry.request_id} fails the sha256 the ledger "
-            "recorded: it was altered after the request was served; restore it from a backup"
-        )
-    return version
-
-
-def restore_current(run: Run, ledger: Ledger) -> ModelVersion:
-    """Rewrite current.json to name the version the ledger records as current; return it.
-
-    Raises CurrentModelLost when that version's file is missing or RunDirError when it
-    was altered (nothing is written then).
-    """
-    _refuse_unrecorded(run, ledger)
-    version = _check_file(run, expected_version(run, ledger))
-    atomic_write_json(run.path / CURRENT_FILE, version.__dict__)
-    return version
-
-
 def load_version_params(run: Run, version: ModelVersion) -> torch.Tensor:
     """Return the flat parameters of a model version."""
     return load_params(run.path / version.path, run.objective)
@@ -333,16 +212,20 @@ def write_version(
     entry: LedgerEntry,
     metrics: dict[str, Any] | None,
     budget: float | None,
+    *,
+    before_switch: Callable[[], None] = lambda: None,
 ) -> ModelVersion:
     """Write ``params`` as the next model version of request ``entry`` and make it current.
 
     The file carries the entry as it will be once done (with ``metrics`` and
     ``budget``), so the ledger can be rebuilt from the files. The number is one
     past every number ever used; the file is complete on disk before current.json
-    is switched to it. Returns the new version.
+    is switched to it; ``before_switch`` runs just before the switch and may raise to
+    stop it. Returns the new version.
     """
     number = next_version_number(run, ledger)
     rel = version_path(number)
+    run_subdir(run.path, VERSIONS_DIR, create=True)
     meta = {
         "format": "miniunlearn-model",
         "version": str(number),
@@ -352,20 +235,16 @@ def write_version(
         save_params(tmp, run.objective, params, meta)
         crash_point("writing-version")
     crash_point("after-version")
+    before_switch()
     version = ModelVersion(number, rel, sha256_file(run.path / rel), entry.request_id)
     atomic_write_json(run.path / CURRENT_FILE, version.__dict__)
     crash_point("after-current")
     return version
 
 
-def remove_orphans(run: Run, current: ModelVersion, ledger: Ledger) -> None:
-    """Delete temp files and version files newer than the current one that no done request
-    produced: what a killed run left before switching current.json."""
-    kept = recorded_numbers(ledger)
-    for number, file in version_files(run).items():
-        if number > current.version and number not in kept:
-            file.unlink(missing_ok=True)
-    folder = run.path / VERSIONS_DIR
+def remove_temp_files(run: Run) -> None:
+    """Delete the temp files a killed command left in ``versions/``."""
+    folder = run_subdir(run.path, VERSIONS_DIR)
     if folder.is_dir():
         for tmp in folder.glob(".*.tmp"):
             tmp.unlink(missing_ok=True)

@@ -34,7 +34,7 @@ from miniunlearn.data.chunked import chunk_rows, file_blocks
 from miniunlearn.data.labelvocab import LabelVocab
 from miniunlearn.data.npyfile import NpyWriter
 from miniunlearn.data.streamed import ParsedPart, finish_arrays, load_userfile
-from miniunlearn.data.tabular import csv_layout
+from miniunlearn.data.tabular import check_fields, csv_layout
 from miniunlearn.errors import DataCorruptError
 
 
@@ -108,7 +108,8 @@ def parse_csv_file(
     Takes the source file, the output path, the ``(label index, has header, n columns)`` of
     :func:`csv_layout`, the delimiter, the label vocabulary shared by train and test, and
     whether to parse labels as numbers first (see :func:`_parse_lines`). Raises
-    DataCorruptError naming the line of a malformed line or the data row of a non-finite value.
+    DataCorruptError naming the line of a malformed line (or of one whose number of fields
+    differs from the first line's) or the data row of a non-finite value.
     """
     label, has_header, n_fields = layout
     features = [i for i in range(n_fields) if i != label]
@@ -118,6 +119,7 @@ def parse_csv_file(
         for first, lines in line_blocks(handle, source=path):
             if has_header and first == 1:
                 lines, first = lines[1:], 2
+            check_fields(lines, first, n_fields, delimiter, path)
             x, raw = _parse_lines(lines, first, path, features, label, delimiter, numeric)
             finite = np.isfinite(x).all(axis=1)
             if not finite.all():

@@ -21,6 +21,7 @@ import numpy as np
 from miniunlearn.data.base import Dataset
 from miniunlearn.data.streamed import should_stream
 from miniunlearn.data.userfiles import assemble, existing_file
+from miniunlearn.data.useroptions import as_flag, as_n_features, check_dense_size
 from miniunlearn.errors import DataCorruptError
 
 
@@ -38,9 +39,13 @@ def load_libsvm(
     ``n_features`` (default: the largest index seen in either file; columns past the
     last index are zeros), and whether to standardise
     with train statistics. Returns a Dataset named ``"libsvm"`` whose training ids are the row
-    indices of its train split. Raises DataMissingError if a file does not exist and
-    DataCorruptError if one cannot be parsed.
+    indices of its train split. Raises DataMissingError if a file does not exist,
+    DataCorruptError if one cannot be parsed or its dense features would be too large (more
+    than ``MAX_FEATURES`` columns, or more than the machine's memory), and ConfigError for a bad
+    option (see :mod:`miniunlearn.data.useroptions`), all before the dense array is allocated.
     """
+    n_features = as_n_features(n_features)
+    standardize = as_flag(standardize, "libsvm: standardize")
     train = existing_file(path, "libsvm")
     files = [train] + ([existing_file(test_path, "libsvm test_path")] if test_path else [])
     if should_stream(*files):
@@ -73,6 +78,7 @@ def _load_in_memory(files: list[Path], n_features: int | None, standardize: bool
         if n_features < width:
             raise DataCorruptError(f"{names}: n_features={n_features} but indices reach {width}")
         width = n_features
+    check_dense_size(names, sum(m.shape[0] for m in mats), width, in_memory=True)
     dense = []
     for m in mats:
         x = np.zeros((m.shape[0], width), dtype=np.float32)

@@ -34,6 +34,7 @@ from miniunlearn.data.chunked import chunk_rows
 from miniunlearn.data.labelvocab import LabelVocab
 from miniunlearn.data.streamed import ParsedPart, finish_arrays, load_userfile
 from miniunlearn.data.svmparse import parse_block
+from miniunlearn.data.useroptions import check_dense_size
 from miniunlearn.errors import DataCorruptError
 
 
@@ -129,7 +130,8 @@ def load_libsvm_streamed(
     Takes the train file, an optional test file and the options of
     :func:`miniunlearn.data.libsvm.load_libsvm` (same meaning). Returns a Dataset named
     ``"libsvm"`` with memory-mapped arrays, identical to the in-memory result. Raises
-    DataCorruptError for a malformed file (naming the line).
+    DataCorruptError for a malformed file (naming the line) or more than ``MAX_FEATURES``
+    feature columns (before densifying).
     """
     files = [train] + ([test] if test is not None else [])
     names = " / ".join(str(f) for f in files)
@@ -139,6 +141,7 @@ def load_libsvm_streamed(
         vocab = LabelVocab(names)
         parts = [spill_file(f, build_dir / f"spill-{i}", vocab) for i, f in enumerate(files)]
         width, offset = _layout(parts, n_features, names)
+        check_dense_size(names, sum(p.counts.size for p in parts), width, in_memory=False)
         rows = chunk_rows(width)
 
         def parsed(part: SpilledRows) -> ParsedPart:

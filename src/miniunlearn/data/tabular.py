@@ -2,8 +2,10 @@
 
 The label column is the last one unless ``label_column=`` names another (by 0-based index,
 negative counting from the end, or by header name). Labels may be numbers or strings and are
-mapped to ``0 .. K-1`` in sorted order. Every other column must be numeric. A header line is
-detected when a feature field of the first line is not a number, or set with ``header=``.
+mapped to ``0 .. K-1`` in sorted order. Every other column must be numeric, and every line
+must have as many fields as the first one (a longer or shorter row is refused, naming its line).
+A header line is detected when a feature field of the first line is not a number, or set with
+``header=``. Option values are checked by :mod:`miniunlearn.data.useroptions`.
 
 Compressed files (``.gz``, ``.bz2``, ``.xz``) and plain files of at least 64 MiB together are
 parsed in blocks into a cache of memory-mapped arrays (:mod:`miniunlearn.data.csvstream`, which
@@ -22,9 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from miniunlearn.data.base import Dataset
-from miniunlearn.data.blocks import READ_ERRORS, open_text
+from miniunlearn.data.blocks import READ_ERRORS, line_blocks, open_text
 from miniunlearn.data.streamed import should_stream
 from miniunlearn.data.userfiles import assemble, existing_file
+from miniunlearn.data.useroptions import MAX_FEATURES, as_delimiter, as_flag, as_header, as_label_column
 from miniunlearn.errors import ConfigError, DataCorruptError
 
 
@@ -79,6 +82,12 @@ def csv_layout(
         raise DataCorruptError(f"{path}: has {len(fields)} columns, the train file has {n_cols}")
     if len(fields) < 2:
         raise DataCorruptError(f"{path}: needs at least one feature column and a label column")
+    if len(fields) - 1 > MAX_FEATURES:
+        raise DataCorruptError(
+            f"{path}: the first line has {len(fields):,} fields, more than the limit of {MAX_FEATURES:,} "
+            f"feature columns (features are stored dense as float32, 4 bytes each per row); check the "
+            f"delimiter ({delimiter!r}) and the first line"
+        )
     if header is None:
         if isinstance(label_column, str):
             has_header = True
@@ -86,8 +95,50 @@ def csv_layout(
             label = _resolve_label(label_column, fields, False, path)
             has_header = not all(_is_number(f) for i, f in enumerate(fields) if i != label)
     else:
-        has_header = bool(header)
+        has_header = header
     return _resolve_label(label_column, fields, has_header, path), has_header, len(fields)
+
+
+def _count_fields(line: str, delimiter: str) -> int:
+    """Number of fields of one line, with ``"`` quotes as ``np.loadtxt`` reads them."""
+    if '"' not in line:
+        return line.count(delimiter) + 1
+    try:
+        return len(next(csv.reader([line], delimiter=delimiter, quotechar='"', strict=True)))
+    except (csv.Error, StopIteration):
+        return line.count(delimiter) + 1
+
+
+def check_fields(lines: list[str], first: int, n_fields: int, delimiter: str, path: Path) -> None:
+    """Refuse a line whose number of fields differs from the first line's.
+
+    Takes a block of lines (each may keep its newline), the 1-based number of its first line,
+    the field count of the file's first line (header or first row), the delimiter and the file
+    for errors. Empty lines are skipped, as ``np.loadtxt`` skips them. Raises DataCorruptError
+    naming the line, both counts and the start of the line.
+    """
+    want = n_fields - 1
+    for offset, line in enumerate(lines):
+        if line.count(delimiter) == want and '"' not in line:
+            continue
+        text = line.rstrip("\r\n")
+        if not text:
+            continue
+        found = _count_fields(text, delimiter)
+        if found != n_fields:
+            start = text if len(text) <= 60 else text[:57] + "..."
+            raise DataCorruptError(
+                f"{path}: line {first + offset}: has {found:,} fields, expected {n_fields:,} like the "
+                f"first line (every row needs the same fields, separated by {delimiter!r}); fix or "
+                f"delete this line, which starts {start!r}"
+            )
+
+
+def _check_all_fields(path: Path, n_fields: int, delimiter: str) -> None:
+    """Run :func:`check_fields` over every line of ``path``."""
+    with open_text(path) as handle:
+        for first, lines in line_blocks(handle, source=path):
+            check_fields(lines, first, n_fields, delimiter, path)
 
 
 def _read(
@@ -95,6 +146,7 @@ def _read(
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Parse one CSV file in memory; return ``(features float32, raw labels str, n_columns)``."""
     label, has_header, n_fields = csv_layout(path, label_column, header, delimiter, n_cols)
+    _check_all_fields(path, n_fields, delimiter)
     feature_cols = [i for i in range(n_fields) if i != label]
     common = dict(
         delimiter=delimiter, skiprows=int(has_header), ndmin=2, quotechar='"', encoding="utf-8", comments=None
@@ -129,8 +181,14 @@ def load_csv(
     ``label_column`` (index or header name, default last); ``header`` (None = autodetect, or
     True/False, applied to both files); the ``delimiter``; and whether to standardise the
     features with train statistics. Returns a Dataset named ``"csv"``. Raises DataMissingError
-    for a missing file, DataCorruptError for an unparsable one, ConfigError for a bad option.
+    for a missing file, DataCorruptError for an unparsable one (e.g. a row whose number of
+    fields differs from the first line's), ConfigError for a bad option (see
+    :mod:`miniunlearn.data.useroptions` for the accepted values).
     """
+    label_column = as_label_column(label_column)
+    header = as_header(header)
+    delimiter = as_delimiter(delimiter)
+    standardize = as_flag(standardize, "csv: standardize")
     train = existing_file(path, "csv")
     test = existing_file(test_path, "csv test_path") if test_path else None
     if should_stream(train, test):

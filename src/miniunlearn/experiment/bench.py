@@ -62,6 +62,31 @@ RECORD_KEYS = (
 )
 
 
+MAX_JOBS = 256
+"""The most parallel tasks a sweep runs at once (--jobs)."""
+MAX_SEEDS = 1000
+"""The most seeds a sweep runs (--seeds)."""
+ULIRA_POOL = 1000
+"""The per-example attack's default pool size (capped at the training set size)."""
+
+
+def ulira_pool_size(asked: int | None, n_train: int) -> int:
+    """The pool size of the per-example attack on ``n_train`` training samples: ``asked``, or
+    ``ULIRA_POOL`` capped at ``n_train`` when None. ConfigError when ``asked`` exceeds the
+    training set, or the training set is too small for a pool of 20."""
+    if asked is not None and asked > n_train:
+        raise ConfigError(
+            f"--ulira-pool {asked} is larger than the training set ({n_train} samples); "
+            f"give --ulira-pool in 20..{n_train}, or leave it out for min({ULIRA_POOL}, {n_train})"
+        )
+    pool = min(ULIRA_POOL, n_train) if asked is None else asked
+    if pool < 20:
+        raise ConfigError(
+            f"the per-example attack needs a pool of at least 20 samples; the training set has {n_train}"
+        )
+    return pool
+
+
 @dataclass
 class BenchSpec:
     """A sweep: dataset and model, ratios, methods, seeds, attacks and where to keep runs.
@@ -83,7 +108,7 @@ class BenchSpec:
     preset: str = "default"
     train_overrides: dict[str, Any] = field(default_factory=dict)
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    ulira_pool: int = 1000
+    ulira_pool: int | None = None
     ulira_shadows: int = 16
     ulira_targets: int = ULIRA_TARGETS
     jobs: int = 1
@@ -95,15 +120,38 @@ class BenchSpec:
 
     def __post_init__(self) -> None:
         self.parallel_options()  # checks jobs, threads, backend, address
-        unknown = [m for m in self.methods if m not in available_methods()]
-        if unknown:
-            raise ConfigError(f"unknown method(s) {unknown}; available: {', '.join(available_methods())}")
+        if self.jobs > MAX_JOBS:
+            raise ConfigError(f"--jobs must be in 1..{MAX_JOBS}, got {self.jobs}")
+        self._check_methods()
+        if not self.ratios:
+            raise ConfigError("give at least one unlearning ratio in (0, 1), e.g. --ratios 0.01,0.1")
         for r in self.ratios:
             if not 0 < r < 1:
                 raise ConfigError(f"ratios must be in (0, 1), got {r}")
-        if self.seeds < 1:
-            raise ConfigError("--seeds must be at least 1")
-        check_attacks(self.attacks, self.ulira_pool, self.ulira_shadows, self.ulira_targets)
+        if not 1 <= self.seeds <= MAX_SEEDS:
+            raise ConfigError(f"--seeds must be in 1..{MAX_SEEDS}, got {self.seeds}")
+        pool = ULIRA_POOL if self.ulira_pool is None else self.ulira_pool
+        check_attacks(self.attacks, pool, self.ulira_shadows, self.ulira_targets)
+
+    def _check_methods(self) -> None:
+        """Refuse an empty or unknown method list, and options for methods not in the sweep or
+        that the method does not take (before anything is trained)."""
+        if not self.methods:
+            raise ConfigError(
+                "give at least one method, e.g. --methods retrain,mini; "
+                f"available: {', '.join(available_methods())}"
+            )
+        unknown = [m for m in self.methods if m not in available_methods()]
+        if unknown:
+            raise ConfigError(f"unknown method(s) {unknown}; available: {', '.join(available_methods())}")
+        stray = sorted(set(self.method_options) - set(self.methods))
+        if stray:
+            raise ConfigError(
+                f"options given for method(s) {stray} that are not in the sweep ({', '.join(self.methods)}); "
+                "add them to --methods or drop their -o METHOD:key=value options"
+            )
+        for method, options in self.method_options.items():
+            get_method(method, **options)  # ConfigError for an option the method does not take
 
     def parallel_options(self) -> ParallelOptions:
         """How the sweep's tasks run: ``jobs`` workers on ``backend``, ``threads`` torch threads each."""
@@ -181,9 +229,7 @@ def run_bench(spec: BenchSpec, *, progress: bool = True) -> tuple[list[dict[str,
     inner_progress = progress and options.in_process
     ulira = "ulira" in spec.attacks
     seeds = range(spec.seeds)
-    pools = (
-        {seed: shadow_pool(_n_train(spec, seed), spec.ulira_pool, seed) for seed in seeds} if ulira else {}
-    )
+    pools = {seed: _pool(spec, seed) for seed in seeds} if ulira else {}
     train_tasks: list[tuple] = [(_train_seed, (spec, seed, inner_progress)) for seed in seeds]
     for seed, pool in pools.items():
         shadows = shadow_tasks(
@@ -245,6 +291,12 @@ def run_bench(spec: BenchSpec, *, progress: bool = True) -> tuple[list[dict[str,
 def _run_task(fn: Callable[..., Any], args: tuple) -> Any:
     """Run one task of a wave (the waves mix task kinds): ``fn(*args)``."""
     return fn(*args)
+
+
+def _pool(spec: BenchSpec, seed: int) -> np.ndarray:
+    """The per-example attack's pool of the seed's run (ConfigError when it cannot be drawn)."""
+    n_train = _n_train(spec, seed)
+    return shadow_pool(n_train, ulira_pool_size(spec.ulira_pool, n_train), seed)
 
 
 def _n_train(spec: BenchSpec, seed: int) -> int:

@@ -13,6 +13,7 @@ Adding a method is adding one module to this package that defines a subclass of
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -22,11 +23,15 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from ..errors import ConfigError, HistoryError
+from ..errors import ConfigError, HistoryError, MiniUnlearnError
 from ..ids import validate_forget_ids
 from ..training.rundir import Run
 
 _REGISTRY: dict[str, type[UnlearningMethod]] = {}
+
+
+class MethodError(MiniUnlearnError):
+    """An unlearning method misbehaved: e.g. it tried to end the process instead of returning."""
 
 
 @dataclass
@@ -102,6 +107,9 @@ class UnlearningMethod(ABC):
     summary: ClassVar[str] = ""
     # manifest roles of the recorded history the method cannot run without
     needs_history: ClassVar[tuple[str, ...]] = ()
+    # True when the result is the model retrained without the forgotten ids (no error
+    # budget spent; a run's error budget resets after it)
+    exact: ClassVar[bool] = False
 
     @dataclass(frozen=True)
     class Options:
@@ -163,7 +171,7 @@ class UnlearningMethod(ABC):
         if request.forget_ids.size == 0:
             params, history_bytes, diagnostics = request.start_params(), 0, {"empty_request": True}
         else:
-            params, history_bytes, diagnostics = self._unlearn(request)
+            params, history_bytes, diagnostics = self._guarded_unlearn(request)
         return UnlearnResult(
             params=params,
             record=UnlearnRecord(
@@ -178,13 +186,44 @@ class UnlearningMethod(ABC):
             ),
         )
 
+    def _guarded_unlearn(self, request: UnlearnRequest) -> tuple[torch.Tensor, int, dict[str, Any]]:
+        """``_unlearn``, with a SystemExit escaping the method (e.g. a plugin's ``sys.exit``) turned
+        into a MethodError: it must fail the request, not end the program with its exit code."""
+        try:
+            return self._unlearn(request)
+        except SystemExit as exc:
+            raise MethodError(
+                f"method {self.name!r} tried to end the program (SystemExit({exc.code!r})) instead of "
+                "returning the unlearned parameters; the model is unchanged. Choose another method, or "
+                "report this to the method's author"
+            ) from exc
+
     @abstractmethod
     def _unlearn(self, request: UnlearnRequest) -> tuple[torch.Tensor, int, dict[str, Any]]:
         """Return (parameters, history bytes read, diagnostics) for a non-empty request."""
 
 
+def check_method_class(cls: Any) -> None:
+    """Raise ConfigError saying why ``cls`` cannot serve as an unlearning method: not an
+    UnlearningMethod subclass, abstract, ``name`` not a non-empty string, ``Options`` not a
+    dataclass, or ``summary`` not a string."""
+    if not (isinstance(cls, type) and issubclass(cls, UnlearningMethod)):
+        raise ConfigError(f"{cls!r} is not a subclass of UnlearningMethod")
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{cls.__qualname__}.name must be a non-empty string, got {name!r}")
+    if inspect.isabstract(cls):
+        raise ConfigError(f"{cls.__qualname__} does not implement {sorted(cls.__abstractmethods__)}")
+    if not (isinstance(cls.Options, type) and dataclasses.is_dataclass(cls.Options)):
+        raise ConfigError(f"{cls.__qualname__}.Options must be a dataclass, got {cls.Options!r}")
+    if not isinstance(cls.summary, str):
+        raise ConfigError(f"{cls.__qualname__}.summary must be a string, got {cls.summary!r}")
+
+
 def register(cls: type[UnlearningMethod]) -> type[UnlearningMethod]:
-    """Class decorator adding a method to the registry under ``cls.name``."""
+    """Class decorator adding a method to the registry under ``cls.name``; ConfigError when the
+    class is not a usable method (see :func:`check_method_class`) or the name is taken."""
+    check_method_class(cls)
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
         raise ConfigError(f"two unlearning methods are named {cls.name!r}")
     _REGISTRY[cls.name] = cls
@@ -196,8 +235,13 @@ def registry() -> dict[str, type[UnlearningMethod]]:
     return dict(_REGISTRY)
 
 
-def get_method(name: str, **options: Any) -> UnlearningMethod:
-    """Return an instance of the method ``name`` with ``options``; ConfigError when unknown."""
+def method_class(name: str) -> type[UnlearningMethod]:
+    """Return the class of the method ``name``; ConfigError when unknown."""
     if name not in _REGISTRY:
         raise ConfigError(f"unknown method {name!r}; available: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name](**options)
+    return _REGISTRY[name]
+
+
+def get_method(name: str, **options: Any) -> UnlearningMethod:
+    """Return an instance of the method ``name`` with ``options``; ConfigError when unknown."""
+    return method_class(name)(**options)

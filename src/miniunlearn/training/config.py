@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..errors import ConfigError
@@ -16,6 +17,14 @@ MINI_HISTORY_MODES = ("mini", "both")  # the modes that keep the minimal history
 CONVEX_MODELS = ("logreg",)  # models whose training objective is convex
 LR_SCHEDULES = ("constant", "step", "cosine")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+SEED_MAX = 2**32 - 1
+"""The largest seed: training seeds also seed scikit-learn's draws (``random_state``), which
+take 0 .. 2**32 - 1; the command line holds every ``--seed`` to the same range."""
+MAX_EPOCHS = 1_000_000
+"""Far more epochs than any recipe uses (the presets use at most 1,000); a count like 10**11 would
+spend hours building the step plan before the first step."""
+MAX_CHECKPOINTS = 64
+"""The minimal history's k+1 checkpoints reach back 2**(k-1) steps: 64 covers any run."""
 
 
 @dataclass(frozen=True)
@@ -57,8 +66,9 @@ class TrainConfig:
     data_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ConfigError(f"epochs must be at least 1, got {self.epochs}")
+        if not 1 <= self.epochs <= MAX_EPOCHS:
+            raise ConfigError(f"epochs (--epochs) must be in 1..{MAX_EPOCHS:,d}, got {self.epochs}")
+        check_seed(self.seed)
         if self.batch_size < 0:
             raise ConfigError(f"batch size must be >= 0 (0 = full batch), got {self.batch_size}")
         if not 0 < self.lr < float("inf"):  # also refuses NaN
@@ -71,8 +81,11 @@ class TrainConfig:
             raise ConfigError(f"unknown dtype {self.dtype!r}; choose one of {tuple(DTYPES)}")
         if self.history not in HISTORY_MODES:
             raise ConfigError(f"unknown history mode {self.history!r}; choose one of {HISTORY_MODES}")
-        if self.checkpoints < 1:
-            raise ConfigError(f"checkpoints (k) must be at least 1, got {self.checkpoints}")
+        if not 1 <= self.checkpoints <= MAX_CHECKPOINTS:
+            raise ConfigError(
+                f"checkpoints (--checkpoints, k) must be in 1..{MAX_CHECKPOINTS}: the minimal history's "
+                f"k+1 checkpoints reach back 2**(k-1) steps; got {self.checkpoints}"
+            )
         if self.curvature_rank is not None and self.curvature_rank < 0:
             raise ConfigError(f"curvature rank must be >= 0 (0 = no sketch), got {self.curvature_rank}")
         if self.curvature_rank and self.history not in MINI_HISTORY_MODES:
@@ -89,12 +102,21 @@ class TrainConfig:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
         object.__setattr__(self, "head", tuple(int(h) for h in self.head))
+        if any(h < 1 for h in self.hidden):
+            raise ConfigError(
+                f"hidden sizes (--hidden) must be positive integers like 128,64, got {self.hidden}"
+            )
         if any(h < 1 for h in self.head):
             raise ConfigError(f"head widths must be positive, got {self.head}")
         if len(self.channels) != 2 or min(self.channels) < 1:
             raise ConfigError(f"channels must be two positive conv widths like 8,16, got {self.channels}")
         if self.subset_ids is not None:
             object.__setattr__(self, "subset_ids", tuple(int(i) for i in self.subset_ids))
+        if "path" in self.data_options:
+            raise ConfigError(
+                "the data file is not a data option: give it with --data-path FILE "
+                "(TrainConfig.data_path), not --data-option path=..."
+            )
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -134,3 +156,10 @@ class TrainConfig:
     def to_json(self) -> str:
         """Return the config as indented JSON text."""
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def check_seed(seed: int, flag: str = "--seed") -> None:
+    """Raise ConfigError unless ``seed`` is an integer in 0 .. SEED_MAX (``flag`` names it)."""
+    integral = isinstance(seed, int | np.integer) and not isinstance(seed, bool)
+    if not integral or not 0 <= seed <= SEED_MAX:
+        raise ConfigError(f"{flag} must be an integer in 0..{SEED_MAX} (2**32 - 1), got {seed!r}")

@@ -39,7 +39,7 @@ from torch import nn
 from ..data import Dataset, load_dataset
 from ..device import device_scope, resolve_device
 from ..errors import ConfigError, RunDirError
-from ..fileio import atomic_write_json, fsync_dir, save_tensors, sha256_file
+from ..fileio import atomic_write_json, fsync_dir, run_file, run_subdir, save_tensors, sha256_file
 from ..ledger import Ledger
 from ..models import build_model, check_replayable
 from ..objective import Objective, flatten_params
@@ -118,10 +118,16 @@ def save_params(path: Path, objective: Objective, w: torch.Tensor, metadata: dic
 def load_params(path: Path, objective: Objective) -> torch.Tensor:
     """Read a model file and return its parameters as one flat vector in the model's order.
 
-    Raises RunDirError when the file is missing, corrupt, or shaped for another model.
+    Raises RunDirError when the file is missing, not a regular file (a FIFO would hang the
+    reader), corrupt, or shaped for another model.
     """
     if not path.exists():
         raise RunDirError(f"model file {path} is missing")
+    if not path.is_file():
+        raise RunDirError(
+            f"model file {path} is not a regular file (a FIFO, a device or a folder); "
+            "replace it with the real file, or restore the run directory from a backup"
+        )
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
@@ -136,7 +142,7 @@ def load_params(path: Path, objective: Objective) -> torch.Tensor:
 
 def manifest_entry(run_dir: Path, rel: str, role: str) -> dict[str, Any]:
     """Return the manifest row {path, sha256, bytes, role} for file ``rel`` of ``run_dir``."""
-    path = run_dir / rel
+    path = run_file(run_dir, rel, f"{role} file")
     return {"path": rel, "sha256": sha256_file(path), "bytes": path.stat().st_size, "role": role}
 
 
@@ -264,8 +270,9 @@ def check_data_file(run_path: Path, config: TrainConfig, record: Any) -> None:
             "the run was altered"
         )
     if not os.path.isfile(path):
+        state = "not a regular file" if os.path.exists(path) else "missing"
         raise RunDirError(
-            f"{run_path}: the data file recorded at training, {path}, is missing; "
+            f"{run_path}: the data file recorded at training, {path}, is {state}; "
             "put the original file back at that path"
         )
     size = os.path.getsize(path)
@@ -387,6 +394,18 @@ class Run:
         """Return the manifest rows with the given role."""
         return [f for f in self.manifest["files"] if f["role"] == role]
 
+    def file_path(self, rel: str | os.PathLike[str], what: str = "run file") -> Path:
+        """Return the path of file ``rel`` inside the run; raise RunDirError when it points outside
+        the run, passes through a symbolic link, or is not a regular file (see
+        :func:`miniunlearn.fileio.run_file`). A missing file passes."""
+        return run_file(self.path, rel, what)
+
+    def subdir(self, rel: str | os.PathLike[str], *, create: bool = False) -> Path:
+        """Return the path of folder ``rel`` inside the run (made first with ``create``); raise
+        RunDirError when it is a symbolic link or not a directory (see
+        :func:`miniunlearn.fileio.run_subdir`)."""
+        return run_subdir(self.path, rel, create=create)
+
     def history_bytes(self, role: str) -> int:
         """Return the bytes on disk of the files of ``role`` (e.g. ``history-mini``)."""
         return int(sum(f["bytes"] for f in self.files(role)))
@@ -418,7 +437,7 @@ class Run:
         """The step plan, re-derived from the config and checked against the stored schedule."""
         plan = make_plan(self.config, self.n_train)
         try:
-            stored = np.load(self.path / SCHEDULE)
+            stored = np.load(self.file_path(SCHEDULE, "schedule"))
             same = np.array_equal(stored["lrs"], plan.lrs) and (
                 plan.order is None
                 or (
@@ -438,7 +457,7 @@ class Run:
 
     def load_model_params(self, rel: str = MODEL) -> torch.Tensor:
         """The flat parameters stored in model file ``rel`` (default: the original model)."""
-        return load_params(self.path / rel, self.objective)
+        return load_params(self.file_path(rel, "model file"), self.objective)
 
     def mini_history(self) -> MiniHistory:
         """The minimal history (raises HistoryError when absent or mismatched)."""
@@ -469,15 +488,17 @@ def open_run(
     """Open the run directory at ``path`` and check it against its manifest; its data and
     model will be loaded on ``device`` (see :mod:`miniunlearn.device`).
 
-    Checks that every listed file exists with the recorded size (and sha256 when
-    ``verify_hashes``). Raises RunDirError naming the first problem.
+    Checks that every listed file lies inside the run, reached through no symbolic link, and
+    is a regular file (so a manifest row such as ``../../dev/zero``, or a FIFO put in a file's
+    place, is refused before anything is read), and that it exists with the recorded size (and
+    sha256 when ``verify_hashes``). Raises RunDirError naming the first problem.
     """
     run_dir = Path(path)
     if not run_dir.is_dir():
         raise RunDirError(
             f"{run_dir} is not a run directory; create one with `miniunlearn train --out {run_dir}`"
         )
-    manifest_path = run_dir / MANIFEST
+    manifest_path = run_file(run_dir, MANIFEST, "manifest")
     try:
         manifest = json.loads(manifest_path.read_text())
         files = manifest["files"]
@@ -501,7 +522,7 @@ def open_run(
             "it was not written by this library, or was edited"
         )
     for entry in files:
-        file_path = run_dir / entry["path"]
+        file_path = run_file(run_dir, entry["path"], f"manifest file ({entry['role']:.40})")
         if not file_path.exists():
             raise RunDirError(f"{file_path} listed in the manifest is missing")
         if file_path.stat().st_size != entry["bytes"]:
@@ -511,7 +532,7 @@ def open_run(
         if verify_hashes and sha256_file(file_path) != entry["sha256"]:
             raise RunDirError(f"{file_path} fails its sha256 check: the file was changed or is corrupt")
     try:
-        config = TrainConfig.from_dict(json.loads((run_dir / CONFIG).read_text()))
+        config = TrainConfig.from_dict(json.loads(run_file(run_dir, CONFIG, "config").read_text()))
     except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ConfigError) as exc:
         raise RunDirError(f"{run_dir / CONFIG} is invalid ({exc})") from exc
     return Run(run_dir, config, manifest, resolve_device(device))

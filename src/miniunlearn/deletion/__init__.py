@@ -1,0 +1,48 @@
+"""Deletion requests on a run: the session that owns the run's deletion state, the
+forget workflow, the error budget and the ids files requests come in.
+
+* :mod:`.session` -- :func:`open_session`, the one way to read or change what a run has
+  forgotten (ledger, ``current.json``, model versions), and the rules that keep them agreeing;
+* :mod:`.workflow` -- :func:`forget` and :func:`retrain_all`: admit, plan, execute, commit;
+* :mod:`.budget` -- :class:`ErrorBudget`, how much approximate unlearning a run may take;
+* :mod:`.idsfile` -- :func:`read_ids_file`.
+"""
+
+from __future__ import annotations
+
+from ..ledger import Ledger
+from ..training.rundir import Run
+from ..versions import CRASH_ENV, CURRENT_FILE, ModelVersion, load_version_params, open_ledger
+from .budget import DEFAULT_MAX_APPROX_RATIO, ErrorBudget
+from .idsfile import read_ids_file
+from .session import RunSession, check_state, open_session, restore_current
+from .workflow import ForgetOutcome, failure_reason, forget, retrain_all
+
+__all__ = [
+    "CRASH_ENV",
+    "CURRENT_FILE",
+    "DEFAULT_MAX_APPROX_RATIO",
+    "ErrorBudget",
+    "ForgetOutcome",
+    "ModelVersion",
+    "RunSession",
+    "current_version",
+    "failure_reason",
+    "forget",
+    "load_version_params",
+    "open_ledger",
+    "open_session",
+    "read_ids_file",
+    "restore_current",
+    "retrain_all",
+]
+
+
+def current_version(run: Run, ledger: Ledger | None = None) -> ModelVersion:
+    """Return the run's current model version after checking the run's deletion state
+    against ``ledger`` (default: the run's own, opened read-only; no lock is taken and
+    nothing is changed)."""
+    if ledger is not None:
+        return check_state(run, ledger)
+    with open_session(run, write=False) as session:
+        return session.current

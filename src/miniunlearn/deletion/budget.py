@@ -1,0 +1,42 @@
+"""The error budget: how much approximate unlearning a run may take between exact retrainings.
+
+A small object apart from the maths (as privacy accountants are): it says what a
+request costs and whether the run can afford it. An exact method (retraining) costs
+nothing and resets the count; an approximate one costs the fraction of the training
+set it removes. Past ``limit`` a request is served by retraining instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+
+DEFAULT_MAX_APPROX_RATIO = 0.5
+
+
+@dataclass(frozen=True)
+class ErrorBudget:
+    """``limit``: the fraction of the training set approximate methods may remove between
+    exact retrainings, in [0, 1]."""
+
+    limit: float = DEFAULT_MAX_APPROX_RATIO
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.limit <= 1.0:
+            raise ConfigError(f"--max-approx-ratio must be in [0, 1], got {self.limit}")
+
+    @staticmethod
+    def cost(*, exact: bool, n_new: int, n_train: int) -> float:
+        """The budget a request spends: 0 for an exact method, else the fraction it removes."""
+        return 0.0 if exact else n_new / n_train
+
+    def exceeded(self, spent: float, cost: float) -> str | None:
+        """Why ``spent`` (since the last retraining) plus ``cost`` is over the limit, or None."""
+        total = spent + cost
+        if total <= self.limit:
+            return None
+        return (
+            f"error budget exceeded: {total:.3f} of the training set removed approximately "
+            f"since the last retraining > {self.limit}"
+        )

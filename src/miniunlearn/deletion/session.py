@@ -1,0 +1,473 @@
+"""The one owner of a run's deletion state: ledger, ``current.json`` and model versions.
+
+Every command that reads or changes what a run has forgotten opens a
+:class:`RunSession` with :func:`open_session`. Opening reads the ledger, the pointer
+and the version files once and checks that they agree; a session opened for writing
+also holds the run lock and first settles requests an interrupted command left
+``received``. Every change of state goes through the session's methods, which keep
+these rules (the README's recovery table states them for users):
+
+* A version file is never deleted while it holds a request the ledger does not have as
+  done. A file whose request the ledger holds as ``received`` and that was made from the
+  current model is the result of a command killed before its switch: settling rolls it
+  forward (the pointer moves to it, the request is marked done). A file whose request the
+  ledger holds as failed, refused, unknown or done with another version means the ledger
+  is older than the versions (restored from a backup): every command refuses.
+* A commit re-checks, under the lock, that the lock file is still the one it locked and
+  that the current model is still the one the request started from; then the version is
+  written, the pointer switched and the request marked done, each durable before the next.
+* Done requests chain: each starts from the model the previous one left, the first from
+  the run's original model. A broken chain (two commands that interleaved, a ledger of
+  another run) is refused by every command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import CurrentModelLost, LedgerError, RunDirError
+from ..fileio import atomic_write_json, sha256_file
+from ..ledger import Ledger, LedgerEntry
+from ..runlock import HeldLock, run_lock
+from ..training.rundir import Run, open_run
+from ..versions import (
+    CURRENT_FILE,
+    ModelVersion,
+    expected_version,
+    load_version_params,
+    open_ledger,
+    original_version,
+    read_pointer,
+    recorded_numbers,
+    remove_temp_files,
+    version_files,
+    version_number,
+    version_path,
+    version_record,
+    write_version,
+)
+
+
+@dataclass
+class RunSession:
+    """An open run with its ledger, its checked current version and (when writing) its lock.
+
+    ``messages``: one line per request settled on opening. Use through
+    :func:`open_session`; its methods are the only way state changes.
+    """
+
+    run: Run
+    ledger: Ledger
+    current: ModelVersion
+    pointer: ModelVersion | None
+    lock: HeldLock | None = None
+    messages: list[str] = field(default_factory=list)
+
+    # -- reading -------------------------------------------------------------------
+
+    def forgotten_ids(self) -> np.ndarray:
+        """Sorted union of the ids of every done request."""
+        return self.ledger.forgotten_ids()
+
+    def current_params(self) -> torch.Tensor:
+        """Flat parameters of the current model version."""
+        return load_version_params(self.run, self.current)
+
+    def version_of(self, entry: LedgerEntry) -> ModelVersion:
+        """The model version a done request left current, checked against its file.
+
+        Raises RunDirError when the request is not done, or its file is missing or fails
+        the sha256 the ledger recorded.
+        """
+        number = version_number(entry)
+        if entry.state != "done" or number is None or not entry.model_sha256_after:
+            raise RunDirError(f"request {entry.request_id} is {entry.state}; it left no model version")
+        version = ModelVersion(number, version_path(number), entry.model_sha256_after, entry.request_id)
+        file = self.run.path / version.path
+        if not file.exists():
+            raise RunDirError(
+                f"model version {number} ({file}) of request {entry.request_id} is missing; restore it "
+                "from a backup (the ledger records its sha256, so a restored file is checked)"
+            )
+        if sha256_file(file) != version.sha256:
+            raise RunDirError(
+                f"model version {number} ({file}) of request {entry.request_id} fails the sha256 the "
+                "ledger recorded: it was altered after the request was served; restore it from a backup"
+            )
+        return version
+
+    def verify(self) -> list[str]:
+        """Check everything, hashing every file: the ledger's integrity and chain, every
+        done request's version file and the record inside it, and the pointer. Returns
+        one line per problem (empty when the run is sound)."""
+        problems = self.ledger.verify()
+        problems += chain_problems(self.run, self.ledger)
+        for entry in self.ledger.entries("done"):
+            number = version_number(entry)
+            if not number or entry.model_sha256_before == entry.model_sha256_after:
+                continue  # the original model, or a request that changed nothing
+            try:
+                self.version_of(entry)
+                record = version_record(self.run.path / version_path(number))
+            except (RunDirError, LedgerError) as exc:
+                problems.append(str(exc))
+                continue
+            if record.get("request_id") != entry.request_id or record.get("ids_sha256") != entry.ids_sha256:
+                problems.append(
+                    f"model version {number} carries request {record.get('request_id')}, but the ledger "
+                    f"says request {entry.request_id} produced it"
+                )
+        try:
+            check_state(self.run, self.ledger)
+        except (RunDirError, LedgerError) as exc:
+            problems.append(str(exc))
+        return problems
+
+    # -- changing ------------------------------------------------------------------
+
+    def _require_lock(self) -> HeldLock:
+        if self.lock is None:
+            raise LedgerError("this session was opened read-only; open it with write=True to change the run")
+        self.lock.check()
+        return self.lock
+
+    def commit(
+        self,
+        entry: LedgerEntry,
+        params: torch.Tensor,
+        record: dict[str, Any],
+        budget: float | None,
+    ) -> tuple[LedgerEntry, ModelVersion]:
+        """Make ``params`` the new current model of the received request ``entry``.
+
+        Re-checks first that this process still holds the run lock and that the current
+        model is the one the request started from (raises LedgerError, nothing written,
+        when not); then writes the version file, switches the pointer and marks the
+        request done. Returns the done entry and the new version.
+        """
+        self._require_lock()
+        self._check_unchanged(entry)
+        version = write_version(
+            self.run,
+            self.ledger,
+            params,
+            entry,
+            record,
+            budget,
+            before_switch=lambda: self._check_unchanged(entry),
+        )
+        self.current = self.pointer = version
+        return self._complete(entry, version, record, budget), version
+
+    def _check_unchanged(self, entry: LedgerEntry) -> None:
+        """Raise LedgerError unless this process still holds the lock and the pointer is the
+        one read when the session opened, naming the model ``entry`` started from."""
+        assert self.lock is not None
+        self.lock.check()
+        now = read_pointer(self.run)
+        if now != self.pointer or entry.model_sha256_before != self.current.sha256:
+            held = now.sha256 if now is not None else original_version(self.run).sha256
+            raise LedgerError(
+                f"the run's current model changed while request {entry.request_id} was served (it started "
+                f"from {str(entry.model_sha256_before)[:12]}, the run now holds {held[:12]}): another "
+                "command changed the run; nothing was committed. Send the request again"
+            )
+
+    def _complete(
+        self, entry: LedgerEntry, version: ModelVersion, record: dict[str, Any] | None, budget: float | None
+    ) -> LedgerEntry:
+        try:
+            return self.ledger.complete(entry.request_id, version.sha256, version.version, record, budget)
+        except LedgerError as exc:
+            exc.add_note(
+                f"the new model version {version.version} is already current; the request stays "
+                "'received' and the next command on this run marks it done"
+            )
+            raise
+
+    def complete_unchanged(self, entry: LedgerEntry, record: dict[str, Any]) -> LedgerEntry:
+        """Mark ``entry`` done without a new model (every id was already forgotten)."""
+        self._require_lock()
+        return self.ledger.complete(entry.request_id, self.current.sha256, self.current.version, record, 0.0)
+
+    def fail(self, entry: LedgerEntry, reason: str) -> str | None:
+        """Record ``entry`` as failed with ``reason`` unless its model already became current.
+
+        A version file it wrote that never became current is deleted first (it holds a
+        record the ledger will not have as done). Returns a note to add to the error when
+        the ledger could not be written (the request then stays received and the next
+        command settles it), else None.
+        """
+        try:
+            pointer = read_pointer(self.run)
+        except RunDirError:
+            pointer = None
+        if pointer is not None and pointer.request_id == entry.request_id:
+            return None
+        for number, file in version_files(self.run).items():
+            if number > self.current.version and _record_request(file) == entry.request_id:
+                file.unlink(missing_ok=True)
+        try:
+            self.ledger.fail(entry.request_id, reason)
+        except (LedgerError, OSError) as again:
+            return (
+                f"the ledger could not record the failure either ({again}); the request stays 'received' "
+                "and the next forget on this run marks it failed"
+            )
+        return None
+
+
+def _record_request(file: Path) -> str | None:
+    """The request id a version file carries (None when it carries no readable record)."""
+    try:
+        return str(version_record(file)["request_id"])
+    except (LedgerError, KeyError):
+        return None
+
+
+def _check_file(run: Run, version: ModelVersion) -> ModelVersion:
+    """Return ``version`` after checking its file exists with its sha256.
+
+    Raises CurrentModelLost when it is missing or altered: either way the current model is
+    gone, and retraining from the ledger's ids rebuilds it.
+    """
+    file = run.path / version.path
+    if not file.exists():
+        state = "is missing"
+    elif sha256_file(file) != version.sha256:
+        state = "fails its sha256 check: it was altered"
+    else:
+        return version
+    raise CurrentModelLost(
+        f"model version {version.version} ({file}), the run's current model, {state}. Restore it from a "
+        f"backup, or rebuild a model without every forgotten id with `miniunlearn forget {run.path} "
+        "--retrain-now`"
+    )
+
+
+def chain_problems(run: Run, ledger: Ledger) -> list[str]:
+    """Where done requests do not chain: the first must start from the run's original model
+    and each later one from the model the one before it left. Returns one line each."""
+    done = sorted((e for e in ledger.entries("done") if e.model_sha256_after), key=lambda e: e.done_seq or 0)
+    problems = []
+    previous_after, previous_id = original_version(run).sha256, "the run's original model"
+    for entry in done:
+        before = entry.model_sha256_before
+        if before and before != previous_after:
+            if previous_id == "the run's original model":
+                problems.append(
+                    f"the ledger's first done request {entry.request_id} started from model {before[:12]}, "
+                    f"not from this run's original model {previous_after[:12]}: the ledger belongs to "
+                    "another run. Restore this run's own ledger.sqlite"
+                )
+            else:
+                problems.append(
+                    f"request {entry.request_id} started from model {before[:12]}, but the request done "
+                    f"before it, {previous_id}, left {previous_after[:12]}: two commands changed the run at "
+                    "once, or entries were edited. Restore the ledger and versions from a backup taken "
+                    f"before {entry.request_id}, then send it again"
+                )
+        previous_after, previous_id = str(entry.model_sha256_after), f"request {entry.request_id}"
+    return problems
+
+
+def _refuse_newer_records(run: Run, ledger: Ledger) -> list[tuple[int, Path, LedgerEntry]]:
+    """Check every version file against the ledger; return the files of ``received``
+    requests not yet current (what settling may roll forward).
+
+    Raises RunDirError for a file carrying a request the ledger does not have as done
+    with that version: the ledger is older than the versions. Files without a readable
+    record are skipped (older versions, or junk that :func:`remove_junk` clears).
+    """
+    known = recorded_numbers(ledger)
+    pending, newer = [], []
+    for number, file in sorted(version_files(run).items()):
+        if number in known:
+            continue
+        request_id = _record_request(file)
+        if request_id is None:
+            continue
+        entry = ledger.get(request_id)
+        if entry is not None and entry.state == "received":
+            pending.append((number, file, entry))
+        else:
+            state = "" if entry is None else f", which the ledger records as {entry.state}"
+            newer.append(f"v{number} (request {request_id}{state})")
+    if newer:
+        listed = ", ".join(newer[:5])
+        raise RunDirError(
+            f"model version(s) {listed} hold requests newer than the ledger's record of them: the "
+            "ledger is older than the model versions (restored from a backup?), and going on would let "
+            "forgotten samples come back. Nothing was changed. Restore the newest ledger backup, or move "
+            f"ledger.sqlite aside and rebuild it from the versions with `miniunlearn ledger {run.path} "
+            "--rebuild-from-versions`"
+        )
+    return pending
+
+
+def check_state(run: Run, ledger: Ledger) -> ModelVersion:
+    """Return the run's current version after checking that the pointer, its file, the
+    version files and the ledger agree (see the module docstring for the rules).
+
+    Raises CurrentModelLost when the pointer or the current file is gone or altered,
+    RunDirError for any other disagreement; both say how to recover.
+    """
+    _refuse_newer_records(run, ledger)
+    broken = chain_problems(run, ledger)
+    if broken:
+        raise RunDirError(broken[0])
+    expected = expected_version(run, ledger)
+    pointer = read_pointer(run)
+    hint = f"`miniunlearn ledger {run.path} --restore-current`"
+    if pointer is None:
+        if expected.version == 0:
+            return _check_file(run, expected)
+        raise CurrentModelLost(
+            f"{run.path / CURRENT_FILE} is missing, so the run's current model is unknown; the ledger says "
+            f"request {expected.request_id} left model version {expected.version} current. Point "
+            f"current.json at it with {hint}"
+        )
+    if pointer == expected:
+        return _check_file(run, pointer)
+    pending = {e.request_id for e in ledger.pending()}
+    if pointer.request_id in pending and pointer.version > expected.version:
+        return _check_file(run, pointer)  # killed after the switch, before the ledger said done
+    raise RunDirError(
+        f"{run.path / CURRENT_FILE} names model version {pointer.version} (request {pointer.request_id}, "
+        f"sha256 {pointer.sha256[:12]}), but the ledger's last done request {expected.request_id} left "
+        f"version {expected.version} (sha256 {expected.sha256[:12]}) current: the two disagree. If "
+        f"current.json was restored from an older backup, run {hint}; if the ledger is the older copy "
+        "or comes from another run, restore the ledger that matches instead"
+    )
+
+
+def settle(run: Run, ledger: Ledger) -> list[str]:
+    """Settle requests an interrupted command left ``received``; return one line each.
+
+    Its model already current: marked done. Its version file written (killed before the
+    switch) and made from the current model: rolled forward (the pointer moves to it) and
+    marked done. Otherwise: marked failed (the previous model is intact).
+    """
+    messages = []
+    rollable = {e.request_id: (n, f) for n, f, e in _refuse_newer_records(run, ledger)}
+    for entry in ledger.pending():
+        pointer = read_pointer(run)
+        base = pointer if pointer is not None else original_version(run)
+        if pointer is not None and pointer.request_id == entry.request_id:
+            version = pointer
+            how = "was already in place when the previous command stopped"
+        elif entry.request_id in rollable and _rolls_forward(rollable[entry.request_id][1], entry, base):
+            number, file = rollable[entry.request_id]
+            version = ModelVersion(number, version_path(number), sha256_file(file), entry.request_id)
+            atomic_write_json(run.path / CURRENT_FILE, version.__dict__)
+            how = "was written before the previous command stopped; it is now current"
+        else:
+            ledger.fail(
+                entry.request_id,
+                "interrupted before its model version was written; the previous model is intact. "
+                "Send the request again to retry it",
+            )
+            messages.append(
+                f"request {entry.request_id}: marked failed (interrupted before its model was written; the "
+                "previous model is intact)"
+            )
+            continue
+        record = version_record(run.path / version.path)
+        new = np.setdiff1d(entry.ids, ledger.forgotten_ids()).size
+        budget = record.get("error_budget_used")
+        ledger.complete(
+            entry.request_id,
+            version.sha256,
+            version.version,
+            record.get("metrics") or {"recovered": True},
+            budget if budget is not None else new / run.n_train,
+        )
+        messages.append(f"request {entry.request_id}: completed (its model version {version.version} {how})")
+    return messages
+
+
+def _rolls_forward(file: Path, entry: LedgerEntry, base: ModelVersion) -> bool:
+    """Whether a received request's version file is its finished result on the current model."""
+    try:
+        record = version_record(file)
+    except LedgerError:
+        return False
+    number = int(file.name[1 : -len(".safetensors")])
+    return (
+        number > base.version
+        and record.get("ids_sha256") == entry.ids_sha256
+        and record.get("model_sha256_before") == base.sha256
+        and entry.model_sha256_before == base.sha256
+    )
+
+
+def remove_junk(run: Run, current: ModelVersion, ledger: Ledger) -> None:
+    """Delete temp files, and version files newer than the current one that carry no
+    readable request record (nothing a deletion depends on). Files with a record are
+    never deleted here."""
+    kept = recorded_numbers(ledger)
+    for number, file in version_files(run).items():
+        if number > current.version and number not in kept and _record_request(file) is None:
+            file.unlink(missing_ok=True)
+    remove_temp_files(run)
+
+
+def restore_current(run: Run, *, lock_timeout: float = 0.0) -> ModelVersion:
+    """Rewrite current.json (under the run lock) to name the version the ledger records as
+    current, after checking the versions and the chain of done requests; return it.
+
+    Raises CurrentModelLost when that version's file is missing or altered, RunDirError
+    when the ledger is older than the versions or its chain is broken (nothing is written).
+    """
+    with run_lock(run.path, timeout=lock_timeout), open_ledger(run) as ledger:
+        _refuse_newer_records(run, ledger)
+        broken = chain_problems(run, ledger)
+        if broken:
+            raise RunDirError(broken[0])
+        version = _check_file(run, expected_version(run, ledger))
+        atomic_write_json(run.path / CURRENT_FILE, version.__dict__)
+        return version
+
+
+@contextlib.contextmanager
+def open_session(
+    run: Run | str | os.PathLike[str],
+    *,
+    write: bool,
+    lock_timeout: float = 0.0,
+    device: str | torch.device = "cpu",
+    allow_lost_model: bool = False,
+) -> Iterator[RunSession]:
+    """Open the deletion state of a run (a :class:`Run` or its directory) for one command.
+
+    ``write``: take the run lock (waiting up to ``lock_timeout`` seconds), settle
+    interrupted requests and clear junk; read-only sessions take no lock and change
+    nothing. ``allow_lost_model``: when the current model is lost (CurrentModelLost),
+    still open, with ``current`` the version the ledger records (for a retraining that
+    rebuilds it); the reason is the first message. Yields the checked session; raises
+    RunDirError, CurrentModelLost or LedgerError, saying how to recover, when the state
+    does not agree.
+    """
+    run = run if isinstance(run, Run) else open_run(run, device=device)
+    with contextlib.ExitStack() as stack:
+        lock = stack.enter_context(run_lock(run.path, timeout=lock_timeout)) if write else None
+        ledger = stack.enter_context(open_ledger(run))
+        messages = settle(run, ledger) if write else []
+        try:
+            current = check_state(run, ledger)
+        except CurrentModelLost as exc:
+            if not allow_lost_model:
+                raise
+            messages.append(f"{exc}; retraining rebuilds it from the ledger")
+            current = expected_version(run, ledger)
+        if write:
+            remove_junk(run, current, ledger)
+        yield RunSession(run, ledger, current, read_pointer(run), lock, messages)

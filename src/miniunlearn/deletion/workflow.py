@@ -1,0 +1,341 @@
+"""Deletion requests as a workflow: admit a request, plan how to serve it, execute it.
+
+A request goes through these steps, each durable before the next begins:
+
+1. open the run's session for writing (:mod:`.session`): take the lock, settle what
+   an interrupted command left, check that ledger, ``current.json`` and versions agree;
+2. admit it by the state of its request id: a done id reports the version it produced;
+   a failed one is retried with the same ids; a refused one may be re-sent with a
+   corrected body; a new one is validated, and recorded ``refused`` when it is invalid;
+3. plan it: the method asked for, or retraining when asked or when the error budget
+   (:mod:`.budget`) would be exceeded;
+4. unlearn from the current model version; a result that changes no parameter is not
+   a deletion and fails the request;
+5. commit (:meth:`.session.RunSession.commit`): re-check lock and base model, write
+   ``versions/vN.safetensors``, switch ``current.json``, mark the request ``done``.
+
+Killing the process anywhere leaves the previous model current and the ledger
+consistent, or the new model current and the request done on the next command.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..device import device_scope
+from ..errors import ForgetRequestError, HistoryError
+from ..ids import ids_digest, normalize_ids, validate_forget_ids
+from ..ledger import LedgerEntry
+from ..methods import UnlearnRequest, get_method, method_class
+from ..training.retrain import retrain
+from ..training.rundir import open_run
+from ..versions import ModelVersion, crash_point
+from .budget import DEFAULT_MAX_APPROX_RATIO, ErrorBudget
+from .session import RunSession, open_session
+
+RETRAIN = "retrain"
+
+
+@dataclass
+class ForgetOutcome:
+    """What a forget call did.
+
+    ``status``: ``done`` (a new model version), ``already-done`` (the request id was
+    done before: ``version`` is the one it produced, nothing changed), ``nothing-new``
+    (every id was already forgotten).
+    """
+
+    status: str
+    entry: LedgerEntry
+    version: ModelVersion
+    skipped_ids: np.ndarray
+    record: dict[str, Any] | None
+    messages: list[str] = field(default_factory=list)
+
+
+def _recordable(ids: Any) -> np.ndarray:
+    """The ids of a refused request as far as they are integers (empty when they are not)."""
+    try:
+        return normalize_ids(ids)
+    except ForgetRequestError:
+        return np.zeros(0, np.int64)
+
+
+def _already_done(session: RunSession, previous: LedgerEntry, asked: np.ndarray | None) -> ForgetOutcome:
+    """The outcome of re-sending a done request: the version it produced; different ids refused."""
+    if asked is not None and ids_digest(asked) != previous.ids_sha256:
+        raise ForgetRequestError(
+            f"request id {previous.request_id!r} is already done with a different set of ids "
+            f"({previous.n_ids} ids); nothing changed. Use a new request id for these ids"
+        )
+    version = session.version_of(previous)
+    return ForgetOutcome(
+        "already-done",
+        previous,
+        version,
+        np.zeros(0, np.int64),
+        previous.metrics,
+        [*session.messages, f"request {previous.request_id} was already done; nothing changed"],
+    )
+
+
+def _refuse(
+    session: RunSession, previous: LedgerEntry | None, ids: Any, method: str, request_id: str | None, why: str
+) -> None:
+    """Record a request refused before any work (re-sending a refused id records it again)."""
+    ledger, before = session.ledger, session.current.sha256
+    if previous is not None and previous.state == "refused":
+        ledger.resend(previous.request_id, _recordable(ids), method, {}, before)
+    elif previous is not None:
+        return  # a failed request keeps its record; the refusal is only reported
+    ledger.refuse(
+        _recordable(ids),
+        method,
+        f"{why}. Nothing was changed",
+        request_id=request_id,
+        model_sha256_before=before,
+    )
+
+
+def _admit(
+    session: RunSession, ids: Any, method: str, request_id: str | None, previous: LedgerEntry | None
+) -> np.ndarray:
+    """Validate the ids of a request that is new, failed or refused; return them sorted.
+
+    Raises ForgetRequestError (recorded as refused unless the request had failed) for
+    bad ids, a request that would forget every sample, or a failed request re-sent with
+    other ids.
+    """
+    run = session.run
+    try:
+        asked = validate_forget_ids(ids, run.n_train)
+        if run.n_train - np.union1d(session.forgotten_ids(), asked).size == 0:
+            raise ForgetRequestError(
+                "the request would forget every remaining training sample; nothing would be left to learn"
+            )
+    except ForgetRequestError as exc:
+        _refuse(session, previous, ids, method, request_id, str(exc))
+        raise
+    if previous is not None and previous.state != "refused" and ids_digest(asked) != previous.ids_sha256:
+        raise ForgetRequestError(
+            f"request id {request_id!r} is recorded as {previous.state} with a different set of ids "
+            f"({previous.n_ids} ids); send it again with the same ids, or use a new request id"
+        )
+    return asked
+
+
+def _start(
+    session: RunSession,
+    previous: LedgerEntry | None,
+    asked: np.ndarray,
+    method: str,
+    options: dict[str, Any],
+    request_id: str | None,
+    retrain_reason: str | None = None,
+) -> LedgerEntry:
+    """Record the request as received: new, retried (failed) or re-sent (refused)."""
+    ledger, before = session.ledger, session.current.sha256
+    if previous is None:
+        if method == RETRAIN and retrain_reason is not None:
+            return ledger.receive_retrain(
+                before, retrain_reason, ids=asked, options=options, request_id=request_id
+            )
+        return ledger.receive(asked, method, options, before, request_id=request_id)
+    if previous.state == "refused":
+        return ledger.resend(
+            previous.request_id, asked, method, options, before, retrain_reason=retrain_reason
+        )
+    return ledger.retry(previous.request_id, before, method=method, options=options)
+
+
+def _execute(
+    session: RunSession,
+    entry: LedgerEntry,
+    compute: Any,
+    base: torch.Tensor | None,
+    budget: float,
+    extra: dict[str, Any],
+) -> tuple[LedgerEntry, ModelVersion, dict[str, Any]]:
+    """Run ``compute()`` -> (params, record) and commit it; on any error mark the request
+    failed and re-raise. A result equal to ``base`` (no parameter changed) fails it."""
+    crash_point("after-receive")
+    try:
+        params, record = compute()
+        if not torch.isfinite(params).all():
+            raise ForgetRequestError(
+                f"method {entry.method} produced non-finite parameters; the model is unchanged. Try "
+                "--retrain-now or another method"
+            )
+        if base is not None and torch.equal(params, base):
+            raise ForgetRequestError(
+                f"method {entry.method} changed no parameter of the model, so nothing would be forgotten: "
+                "not recorded as done and the model is unchanged. Send the request again with another "
+                "method or options (a step budget above 0), or with --retrain-now"
+            )
+        record = {**record, **extra}
+        done, version = session.commit(entry, params, record, budget)
+    except BaseException as exc:
+        note = session.fail(entry, failure_reason(exc))
+        if note:
+            exc.add_note(note)
+        raise
+    return done, version, record
+
+
+def forget(
+    run_dir: str | os.PathLike[str],
+    ids: Any,
+    *,
+    method: str = "mini",
+    options: dict[str, Any] | None = None,
+    request_id: str | None = None,
+    retrain_now: bool = False,
+    max_approx_ratio: float = DEFAULT_MAX_APPROX_RATIO,
+    lock_timeout: float = 0.0,
+    device: str | torch.device = "cpu",
+) -> ForgetOutcome:
+    """Serve one deletion request on the run at ``run_dir``; return what was done.
+
+    ``ids``: training-sample ids to forget. ``method``/``options``: the unlearning
+    method. ``request_id``: idempotency key (see the module docstring for how each
+    state of a re-sent id is handled). ``retrain_now``: serve it by retraining from
+    scratch. ``max_approx_ratio``: error budget in [0, 1], the fraction of the training
+    set approximate methods may remove between exact retrainings. ``lock_timeout``:
+    seconds to wait for another command. ``device``: where the unlearning computes.
+    Raises ForgetRequestError (recorded as ``refused``) for ids outside the training
+    set, an empty request, one that would leave no training data, or a method the run
+    cannot serve; a failure while unlearning marks the request ``failed`` and leaves the
+    current model in place.
+    """
+    budget = ErrorBudget(max_approx_ratio)
+    run = open_run(run_dir, device=device)
+    options = dict(options or {})
+    get_method(method, **options)  # reject unknown methods and options before anything is written
+    with device_scope(run.device), open_session(run, write=True, lock_timeout=lock_timeout) as session:
+        ledger = session.ledger
+        previous = ledger.get(request_id) if request_id else None
+        if previous is not None and previous.state == "done":
+            return _already_done(session, previous, _recordable(ids) if ids is not None else None)
+        asked = _admit(session, ids, method, request_id, previous)
+        forgotten = session.forgotten_ids()
+        new = np.setdiff1d(asked, forgotten)
+        skipped = np.intersect1d(asked, forgotten)
+        messages = list(session.messages)
+        if skipped.size:
+            messages.append(f"{skipped.size} id(s) were already forgotten by earlier requests; skipped")
+        exact = method_class(method).exact
+        why = "asked with --retrain-now" if retrain_now and not exact else None
+        why = why or (
+            None
+            if exact
+            else budget.exceeded(
+                ledger.error_budget_since_last_retrain(),
+                budget.cost(exact=False, n_new=new.size, n_train=run.n_train),
+            )
+        )
+        run_method, run_options = method, options
+        if why:
+            run_method, run_options = RETRAIN, {"use_cache": True, "instead_of": method, "reason": why}
+            messages.append(f"served by retraining from scratch ({why})")
+        else:
+            try:
+                get_method(method, **options).check_run(run)
+            except HistoryError as exc:
+                _refuse(session, previous, asked, method, request_id, str(exc))
+                raise
+        entry = _start(session, previous, asked, run_method, run_options, request_id)
+        if new.size == 0:
+            entry = session.complete_unchanged(entry, {"skipped_already_forgotten": int(skipped.size)})
+            return ForgetOutcome(
+                "nothing-new",
+                entry,
+                session.current,
+                skipped,
+                None,
+                [*messages, "every id was already forgotten; the model is unchanged"],
+            )
+        spent = budget.cost(exact=method_class(run_method).exact, n_new=new.size, n_train=run.n_train)
+        method_options = {k: v for k, v in run_options.items() if k not in ("instead_of", "reason")}
+        base = session.current_params()
+
+        def compute() -> tuple[torch.Tensor, dict[str, Any]]:
+            request = UnlearnRequest(run, new, previously_forgotten=forgotten, base_params=base)
+            result = get_method(run_method, **method_options).unlearn(request)
+            return result.params, result.record.to_dict()
+
+        entry, version, record = _execute(
+            session, entry, compute, base, spent, {"skipped_already_forgotten": int(skipped.size)}
+        )
+        return ForgetOutcome("done", entry, version, skipped, record, messages)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One line for the ledger saying why a request failed: the exception's type and the
+    first line of its message (at most 500 characters); an interrupt says so plainly."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (Ctrl-C / SIGINT) before the new model was written; the model is unchanged"
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:500]
+
+
+def retrain_all(
+    run_dir: str | os.PathLike[str],
+    *,
+    request_id: str | None = None,
+    lock_timeout: float = 0.0,
+    device: str | torch.device = "cpu",
+) -> ForgetOutcome:
+    """Retrain from scratch (on ``device``) without every forgotten id, as a ledger event;
+    return the outcome.
+
+    Resets the error budget; also rebuilds a lost or altered current model from the
+    ledger's ids. A re-sent request id that is done reports the version it produced.
+    Raises ForgetRequestError when nothing was forgotten yet.
+    """
+    run = open_run(run_dir, device=device)
+    with (
+        device_scope(run.device),
+        open_session(run, write=True, lock_timeout=lock_timeout, allow_lost_model=True) as session,
+    ):
+        previous = session.ledger.get(request_id) if request_id else None
+        if previous is not None and previous.state == "done":
+            return _already_done(session, previous, None)
+        forgotten = session.forgotten_ids()
+        if forgotten.size == 0:
+            raise ForgetRequestError(
+                "nothing has been forgotten on this run yet; retraining would reproduce the original model"
+            )
+        if previous is not None and previous.state != "refused" and previous.method != RETRAIN:
+            raise ForgetRequestError(
+                f"request id {request_id!r} is a {previous.method} request ({previous.state}); use a new "
+                "request id for the retraining"
+            )
+        if (
+            previous is not None
+            and previous.state == "failed"
+            and ids_digest(forgotten) != previous.ids_sha256
+        ):
+            raise ForgetRequestError(
+                f"retraining {request_id!r} failed when other ids were forgotten; use a new request id"
+            )
+        entry = _start(
+            session, previous, forgotten, RETRAIN, {}, request_id, retrain_reason="asked with --retrain-now"
+        )
+
+        def compute() -> tuple[torch.Tensor, dict[str, Any]]:
+            started = time.perf_counter()
+            params = retrain(run, forgotten)
+            return params, {
+                "method": RETRAIN,
+                "n_forget": int(forgotten.size),
+                "time_s": time.perf_counter() - started,
+            }
+
+        entry, version, record = _execute(session, entry, compute, None, 0.0, {})
+        return ForgetOutcome("done", entry, version, np.zeros(0, np.int64), record, list(session.messages))
