@@ -310,7 +310,9 @@ def _to_json(obj: Mapping[str, Any] | None, what: str) -> str | None:
         raise ForgetRequestError(f"{what} must be JSON-serializable: {exc}") from exc
 
 
-def _check_request_id(request_id: str | None) -> str:
+def check_request_id(request_id: str | None) -> str:
+    """Return ``request_id`` (a fresh uuid4 hex when None) after checking it is 1-128
+    characters from letters, digits, '.', '_' and '-'; ForgetRequestError otherwise."""
     if request_id is None:
         return uuid.uuid4().hex
     # fullmatch: a regex "$" would also accept a trailing newline
@@ -776,7 +778,7 @@ class Ledger:
         options_json = _to_json(options or {}, "options")
         assert options_json is not None
         _check_sha256(model_sha256_before, "model_sha256_before", required=True)
-        rid = _check_request_id(request_id)
+        rid = check_request_id(request_id)
         with self._write() as conn:
             existing = self._get_row(conn, rid)
             if existing is None:
@@ -829,7 +831,7 @@ class Ledger:
         options_json = _to_json(options or {}, "options")
         assert options_json is not None
         _check_sha256(model_sha256_before, "model_sha256_before", required=True)
-        rid = _check_request_id(request_id)
+        rid = check_request_id(request_id)
         with self._write() as conn:
             forgotten = self._forgotten(conn)
             norm = forgotten if ids is None else normalize_ids(ids)
@@ -951,7 +953,7 @@ class Ledger:
             raise LedgerError("refuse() needs a non-empty reason")
         method = _check_method(method)
         _check_sha256(model_sha256_before, "model_sha256_before", required=False)
-        rid = _check_request_id(request_id)
+        rid = check_request_id(request_id)
         with self._write() as conn:
             existing = self._get_row(conn, rid)
             if existing is None:
@@ -1247,7 +1249,7 @@ def _insert_done(conn: sqlite3.Connection, records: list[Mapping[str, Any]]) -> 
                 "metrics, reason, error_budget_used, done_seq) "
                 "VALUES (?, 'done', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    _check_request_id(r["request_id"]),
+                    check_request_id(r["request_id"]),
                     _check_method(r["method"]),
                     _to_json(r.get("options") or {}, "options"),
                     blob,

@@ -87,8 +87,13 @@ def version_files(run: Run) -> dict[int, Path]:
 
 def original_version(run: Run) -> ModelVersion:
     """Return version 0: the model the run was trained to."""
-    (entry,) = run.files("model")
-    return ModelVersion(0, MODEL, entry["sha256"])
+    rows = run.files("model")
+    if len(rows) != 1 or rows[0].get("path") != MODEL:
+        raise RunDirError(
+            f"{run.path / 'manifest.json'} lists {len(rows)} 'model' rows; a run has exactly one, for "
+            f"{MODEL}. The manifest was edited or damaged: restore the run directory from a backup"
+        )
+    return ModelVersion(0, MODEL, rows[0]["sha256"])
 
 
 def read_pointer(run: Run) -> ModelVersion | None:

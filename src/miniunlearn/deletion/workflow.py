@@ -31,7 +31,7 @@ import torch
 from ..device import device_scope
 from ..errors import ForgetRequestError, HistoryError
 from ..ids import ids_digest, normalize_ids, validate_forget_ids
-from ..ledger import LedgerEntry
+from ..ledger import LedgerEntry, check_request_id
 from ..methods import UnlearnRequest, get_method, method_class
 from ..training.retrain import retrain
 from ..training.rundir import open_run
@@ -214,6 +214,7 @@ def forget(
     current model in place.
     """
     budget = ErrorBudget(max_approx_ratio)
+    request_id = check_request_id(request_id) if request_id is not None else None
     run = open_run(run_dir, device=device)
     options = dict(options or {})
     get_method(method, **options)  # reject unknown methods and options before anything is written
@@ -298,6 +299,7 @@ def retrain_all(
     ledger's ids. A re-sent request id that is done reports the version it produced.
     Raises ForgetRequestError when nothing was forgotten yet.
     """
+    request_id = check_request_id(request_id) if request_id is not None else None
     run = open_run(run_dir, device=device)
     with (
         device_scope(run.device),
