@@ -17,7 +17,7 @@ from miniunlearn.errors import ConfigError, HistoryError, RunDirError
 from miniunlearn.ids import random_forget_ids
 from miniunlearn.models import check_replayable
 from miniunlearn.training import TrainConfig, checkpoint_steps, open_run, retrain, train_run
-from miniunlearn.training import rundir as rundir_module
+from miniunlearn.training import recording as recording_module
 from miniunlearn.training.rundir import load_params
 from miniunlearn.training.schedule import make_plan
 
@@ -151,7 +151,7 @@ def test_interrupted_training_leaves_nothing_behind(tmp_path: Path, monkeypatch)
     def boom(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(rundir_module, "save_schedule", boom)
+    monkeypatch.setattr(recording_module, "save_schedule", boom)
     with pytest.raises(KeyboardInterrupt):
         train_run(SMALL, tmp_path / "run", progress=False)
     assert list(tmp_path.iterdir()) == []

@@ -188,6 +188,29 @@ def _execute(
     return done, version, record
 
 
+def _plan(
+    session: RunSession,
+    method: str,
+    options: dict[str, Any],
+    n_new: int,
+    retrain_now: bool,
+    budget: ErrorBudget,
+) -> tuple[str, dict[str, Any], str | None]:
+    """How to serve a request: (method, options, why it is retrained instead or None).
+
+    An approximate method is replaced by retraining when asked (``retrain_now``) or when
+    its cost would take the run past its error budget; an exact one is served as asked.
+    """
+    if method_class(method).exact:
+        return method, options, None
+    spent = session.ledger.error_budget_since_last_retrain()
+    cost = budget.cost(exact=False, n_new=n_new, n_train=session.run.n_train)
+    why = "asked with --retrain-now" if retrain_now else budget.exceeded(spent, cost)
+    if why is None:
+        return method, options, None
+    return RETRAIN, {"use_cache": True, "instead_of": method, "reason": why}, why
+
+
 def forget(
     run_dir: str | os.PathLike[str],
     ids: Any,
@@ -230,19 +253,8 @@ def forget(
         messages = list(session.messages)
         if skipped.size:
             messages.append(f"{skipped.size} id(s) were already forgotten by earlier requests; skipped")
-        exact = method_class(method).exact
-        why = "asked with --retrain-now" if retrain_now and not exact else None
-        why = why or (
-            None
-            if exact
-            else budget.exceeded(
-                ledger.error_budget_since_last_retrain(),
-                budget.cost(exact=False, n_new=new.size, n_train=run.n_train),
-            )
-        )
-        run_method, run_options = method, options
+        run_method, run_options, why = _plan(session, method, options, new.size, retrain_now, budget)
         if why:
-            run_method, run_options = RETRAIN, {"use_cache": True, "instead_of": method, "reason": why}
             messages.append(f"served by retraining from scratch ({why})")
         else:
             try:

@@ -2,8 +2,9 @@
 
 from .config import TrainConfig
 from .history import FullHistory, MiniHistory
+from .recording import train_run
 from .retrain import cached_retrain, retrain
-from .rundir import Run, open_run, train_run
+from .rundir import Run, open_run
 from .schedule import StepPlan, checkpoint_steps, make_plan
 
 __all__ = [

@@ -20,10 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
-import tempfile
-import time
 import warnings
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -37,24 +33,21 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..data import Dataset, load_dataset
-from ..device import device_scope, resolve_device
+from ..device import resolve_device
 from ..errors import ConfigError, RunDirError
-from ..fileio import atomic_write_json, fsync_dir, run_file, run_subdir, save_tensors, sha256_file
-from ..ledger import Ledger
-from ..models import build_model, check_replayable
+from ..fileio import run_file, run_subdir, save_tensors, sha256_file
+from ..models import build_model
 from ..objective import Objective, flatten_params
-from .config import CONVEX_MODELS, TrainConfig
-from .curvature import CURVATURE_FILE, CurvatureSketch, default_rank, load_sketch, save_sketch, sketch_hessian
+from .config import TrainConfig
+from .curvature import CurvatureSketch, load_sketch
 from .history import (
     FullHistory,
     MiniHistory,
     load_full_history,
     load_mini_history,
-    make_recorder,
     stable_metadata,
 )
-from .schedule import RESPONSE_FRACTIONS, REWIND_FRACTIONS, StepPlan, checkpoint_steps, make_plan
-from .trainer import train_loop
+from .schedule import StepPlan, make_plan
 
 MANIFEST = "manifest.json"
 CONFIG = "config.json"
@@ -146,92 +139,6 @@ def manifest_entry(run_dir: Path, rel: str, role: str) -> dict[str, Any]:
     return {"path": rel, "sha256": sha256_file(path), "bytes": path.stat().st_size, "role": role}
 
 
-def train_run(
-    config: TrainConfig,
-    out_dir: str | os.PathLike[str],
-    *,
-    progress: bool = True,
-    device: str | torch.device = "cpu",
-) -> Run:
-    """Train ``config`` on ``device`` and write a complete run directory at ``out_dir``; return
-    it opened on that device.
-
-    Raises RunDirError if ``out_dir`` exists already; nothing is written in that case.
-    """
-    device = resolve_device(device)
-    with device_scope(device):
-        return _train_run(config, Path(out_dir), progress, device)
-
-
-def _train_run(config: TrainConfig, out: Path, progress: bool, device: torch.device) -> Run:
-    if out.exists():
-        raise RunDirError(f"{out} already exists; choose another --out or delete it first")
-    # absolute paths, so the run opens from any working directory; hashes, so a run is
-    # never unlearned or retrained against data other than it was trained on
-    config = _absolute_data_paths(config)
-    data_files = [data_file_entry(p) for p in _user_files(config) if os.path.isfile(p)]
-    dataset = load_training_data(config)
-    model = model_for(config, dataset, device)
-    check_replayable(model)
-    objective = objective_for(config, dataset, model)
-    plan = make_plan(config, dataset.n_train)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    remove_abandoned_partials(out)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    (tmp / PARTIAL_OWNER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
-    try:
-        recorder = make_recorder(
-            config.history,
-            tmp,
-            total_steps=plan.total_steps,
-            k=config.checkpoints,
-            n=dataset.n_train,
-            lam=config.lam,
-            dim=objective.dim,
-            dtype=config.torch_dtype,
-            early=early_fractions(config),
-        )
-        started = time.perf_counter()
-        w = train_loop(objective, flatten_params(model), plan, recorder=recorder, progress=progress)
-        train_seconds = time.perf_counter() - started
-        if not torch.isfinite(w).all():
-            raise ConfigError(
-                f"training diverged (non-finite parameters) with lr={config.lr}, lam={config.lam}; "
-                "lower --lr and train again. Nothing was written"
-            )
-        (tmp / PARTIAL_OWNER).unlink()
-        files = {CONFIG: "config", MODEL: "model", SCHEDULE: "schedule", **recorder.close()}
-        curvature = record_curvature(config, objective, w, tmp, plan.total_steps, train_seconds)
-        if curvature:
-            files[CURVATURE_FILE] = "history-curvature"
-        (tmp / CONFIG).write_text(config.to_json() + "\n")
-        save_params(tmp / MODEL, objective, w, {"format": "miniunlearn-model", "version": "original"})
-        save_schedule(tmp / SCHEDULE, plan)
-        manifest = {
-            "format": "miniunlearn-run/1",
-            "n_train": dataset.n_train,
-            "n_params": objective.dim,
-            "total_steps": plan.total_steps,
-            # results are bit-identical for the same seed *and* thread count
-            "torch_threads": torch.get_num_threads(),
-            "train_seconds": round(train_seconds, 3),
-            **({"curvature": curvature} if curvature else {}),
-            **({"data_files": data_files} if data_files else {}),
-            "files": [manifest_entry(tmp, rel, role) for rel, role in sorted(files.items())],
-        }
-        atomic_write_json(tmp / MANIFEST, manifest)
-        Ledger.open(tmp).close()  # every run has its ledger from the start, so a lost one shows
-        try:
-            os.rename(tmp, out)
-        except OSError as exc:  # another process created it meanwhile
-            raise RunDirError(f"{out} already exists; choose another --out or delete it first") from exc
-        fsync_dir(out.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return open_run(out, device=device)
-
-
 def _user_files(config: TrainConfig) -> list[str]:
     """The user data files a config reads: ``data_path`` and a ``test_path`` data option."""
     return [p for p in (config.data_path, config.data_options.get("test_path")) if p is not None]
@@ -283,91 +190,6 @@ def check_data_file(run_path: Path, config: TrainConfig, record: Any) -> None:
             f"{run_path}: data file {path} changed since training (sha256 {record['sha256']} recorded, "
             f"{now}); restore the original file; a run cannot be unlearned against different data"
         )
-
-
-PARTIAL_OWNER = ".owner.json"  # pid and host of the process training into a partial directory
-
-
-def remove_abandoned_partials(out: Path) -> list[Path]:
-    """Delete the partial directories of earlier trainings into ``out`` whose process is gone
-    (killed before it could clean up); return the paths removed. A partial directory of a
-    live process, of another host, or without a readable owner record is left alone."""
-    removed = []
-    for partial in out.parent.glob(f".{out.name}.partial-*"):
-        try:
-            owner = json.loads((partial / PARTIAL_OWNER).read_text())
-            pid, host = int(owner["pid"]), str(owner["host"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if host != socket.gethostname() or _process_alive(pid):
-            continue
-        shutil.rmtree(partial, ignore_errors=True)
-        removed.append(partial)
-    return removed
-
-
-def _process_alive(pid: int) -> bool:
-    """True when a process with ``pid`` exists on this host."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def early_fractions(config: TrainConfig) -> tuple[float, ...]:
-    """The early checkpoints a run keeps: for non-convex models the points a rewinding
-    unlearner can return to (``REWIND_FRACTIONS``); for convex models trained by mini-batch
-    SGD the knots of the linear-response unlearner (``RESPONSE_FRACTIONS``); none for convex
-    models trained by full-batch gradient descent, whose unlearning needs only the end."""
-    if config.model not in CONVEX_MODELS:
-        return REWIND_FRACTIONS
-    return () if config.full_batch else RESPONSE_FRACTIONS
-
-
-def record_curvature(
-    config: TrainConfig,
-    objective: Objective,
-    w: torch.Tensor,
-    run_dir: Path,
-    total_steps: int,
-    train_seconds: float,
-) -> dict[str, Any]:
-    """Sketch the data Hessian at the trained ``w`` into ``run_dir`` when ``config`` asks for
-    one; return its manifest summary (rank, blocks, seconds, per-sample evaluations and its
-    cost relative to training), or {} when no sketch is recorded."""
-    rank = config.curvature_rank
-    if rank is None:
-        checkpoints = len(checkpoint_steps(total_steps, config.checkpoints, early_fractions(config)))
-        itemsize = torch.finfo(config.torch_dtype).bits // 8
-        rank = default_rank(config.model, config.history, total_steps, checkpoints, itemsize)
-    if rank == 0:
-        return {}
-    started, evals = time.perf_counter(), objective.grad_evals
-    sketch = sketch_hessian(objective, w, rank, config.curvature_iters, seed=config.seed)
-    seconds = time.perf_counter() - started
-    save_sketch(run_dir / CURVATURE_FILE, sketch, {"iters": str(config.curvature_iters)})
-    return {
-        "rank": sketch.rank,
-        "iters": config.curvature_iters,
-        "seconds": round(seconds, 3),
-        "grad_evals": int(objective.grad_evals - evals),
-        "cost_vs_training": round(seconds / max(train_seconds, 1e-9), 4),
-    }
-
-
-def save_schedule(path: Path, plan: StepPlan) -> None:
-    """Write the plan's learning rates, batch order and RNG states to ``path`` (npz)."""
-    np.savez(
-        path,
-        lrs=plan.lrs,
-        order=plan.order if plan.order is not None else np.zeros((0, 0), np.int64),
-        rng_states=plan.rng_states if plan.rng_states is not None else np.zeros((0, 0), np.uint8),
-        steps_per_epoch=np.array(plan.steps_per_epoch),
-        batch_size=np.array(plan.batch_size),
-    )
 
 
 @dataclass
