@@ -308,11 +308,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _check_attacks(args: argparse.Namespace) -> None:
     """Refuse unknown attack names and per-example attack settings it cannot run with."""
-    from .experiment.bench import ULIRA_POOL
-    from .experiment.shadows import check_attacks
+    from .experiment.bench import check_ulira
 
-    pool = ULIRA_POOL if args.ulira_pool is None else args.ulira_pool
-    check_attacks(args.attacks, pool, args.ulira_shadows)
+    check_ulira(args.attacks, args.ulira_pool, args.ulira_shadows)
 
 
 def _ulira_pool(run: Any, args: argparse.Namespace) -> int | None:
@@ -550,7 +548,9 @@ def _attack_arguments(p: argparse.ArgumentParser) -> None:
         help="pool size of the per-example attack: 20 up to the training set size "
         "(default 1000, or the whole training set when smaller)",
     )
-    p.add_argument("--ulira-shadows", type=int, default=16, help="shadow models of the per-example attack")
+    p.add_argument(
+        "--ulira-shadows", type=int, default=16, help="shadow models of the per-example attack, 2..1000"
+    )
 
 
 def _data_arguments(p: argparse.ArgumentParser) -> None:
@@ -706,7 +706,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--threads",
         type=int,
-        help="torch CPU threads of each task (default: 1 with --jobs > 1, else torch's choice); "
+        help="torch CPU threads of each task, 1..256 (default: 1 with --jobs > 1, else torch's choice); "
         "results are reproducible for a given thread count",
     )
     p.add_argument(
@@ -812,8 +812,8 @@ def _check_seed(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: parse ``argv``, run the command, print errors plainly; return the exit code.
 
-    Everything after the interpreter starts runs inside the error handling, the parser's
-    imports included: a Ctrl-C at any point exits 130 without a traceback.
+    Everything but this module's standard-library imports runs inside the error handling, the
+    parser's imports included: a Ctrl-C at any point from there on exits 130 without a traceback.
     """
     try:
         return _run(argv)

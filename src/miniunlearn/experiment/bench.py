@@ -63,11 +63,22 @@ RECORD_KEYS = (
 
 
 MAX_JOBS = 256
-"""The most parallel tasks a sweep runs at once (--jobs)."""
+"""The most parallel tasks a sweep runs at once (--jobs), and the most torch threads of each (--threads)."""
 MAX_SEEDS = 1000
 """The most seeds a sweep runs (--seeds)."""
 ULIRA_POOL = 1000
 """The per-example attack's default pool size (capped at the training set size)."""
+MAX_ULIRA_SHADOWS = 1000
+"""The most shadow models the per-example attack trains (--ulira-shadows)."""
+
+
+def check_ulira(attacks: Sequence[str], pool: int | None, shadows: int, targets: int = ULIRA_TARGETS) -> None:
+    """Raise ConfigError for an unknown attack name or, with ``ulira`` asked, a pool (None: the
+    default), shadow count or target count out of range (the pool's upper bound, the training
+    set size, is checked by :func:`ulira_pool_size` once the data is known)."""
+    check_attacks(attacks, ULIRA_POOL if pool is None else pool, shadows, targets)
+    if "ulira" in attacks and shadows > MAX_ULIRA_SHADOWS:
+        raise ConfigError(f"--ulira-shadows must be in 2..{MAX_ULIRA_SHADOWS}, got {shadows}")
 
 
 def ulira_pool_size(asked: int | None, n_train: int) -> int:
@@ -122,6 +133,8 @@ class BenchSpec:
         self.parallel_options()  # checks jobs, threads, backend, address
         if self.jobs > MAX_JOBS:
             raise ConfigError(f"--jobs must be in 1..{MAX_JOBS}, got {self.jobs}")
+        if self.threads is not None and self.threads > MAX_JOBS:
+            raise ConfigError(f"--threads must be in 1..{MAX_JOBS}, got {self.threads}")
         self._check_methods()
         if not self.ratios:
             raise ConfigError("give at least one unlearning ratio in (0, 1), e.g. --ratios 0.01,0.1")
@@ -130,8 +143,7 @@ class BenchSpec:
                 raise ConfigError(f"ratios must be in (0, 1), got {r}")
         if not 1 <= self.seeds <= MAX_SEEDS:
             raise ConfigError(f"--seeds must be in 1..{MAX_SEEDS}, got {self.seeds}")
-        pool = ULIRA_POOL if self.ulira_pool is None else self.ulira_pool
-        check_attacks(self.attacks, pool, self.ulira_shadows, self.ulira_targets)
+        check_ulira(self.attacks, self.ulira_pool, self.ulira_shadows, self.ulira_targets)
 
     def _check_methods(self) -> None:
         """Refuse an empty or unknown method list, and options for methods not in the sweep or
