@@ -497,6 +497,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     _check_attacks(args)
     run = open_run(args.run_dir, device=args.device)
+    if args.with_metrics:
+        _ulira_pool(run, args)  # refuse a pool the run cannot give before any work
     with open_session(run, write=False) as session:  # read-only: the ledger, pointer and versions agree
         entry = session.ledger.get(args.request)
         if entry is None:

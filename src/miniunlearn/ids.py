@@ -84,6 +84,10 @@ def random_forget_ids(n_train: int, ratio: float, seed: int) -> np.ndarray:
     """
     if not 0.0 < ratio < 1.0:
         raise ForgetRequestError(f"the unlearning ratio must be in (0, 1), got {ratio}")
+    if not isinstance(seed, int | np.integer) or not 0 <= seed < 2**32:
+        raise ForgetRequestError(
+            f"the seed of a random forget set must be an integer in 0..{2**32 - 1}, got {seed!r}"
+        )
     count = int(round(ratio * n_train))
     if count == 0 or count >= n_train:
         raise ForgetRequestError(

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from .config import TrainConfig
 
 
@@ -59,8 +60,23 @@ class StepPlan:
         return self.order[epoch, within * self.batch_size : (within + 1) * self.batch_size]
 
 
+MAX_TOTAL_STEPS = 10_000_000
+"""Most optimisation steps a run may take (its schedule and history are kept per step)."""
+
+
 def make_plan(config: TrainConfig, n: int) -> StepPlan:
-    """Return the step plan of ``config`` on ``n`` training samples."""
+    """Return the step plan of ``config`` on ``n`` training samples.
+
+    Raises ConfigError, before any work, when epochs x steps per epoch exceeds
+    ``MAX_TOTAL_STEPS``.
+    """
+    per_epoch = 1 if config.full_batch or config.batch_size >= n else math.ceil(n / config.batch_size)
+    if config.epochs * per_epoch > MAX_TOTAL_STEPS:
+        raise ConfigError(
+            f"{config.epochs:,} epochs of {per_epoch:,} steps are {config.epochs * per_epoch:,} steps, more "
+            f"than the {MAX_TOTAL_STEPS:,} a run may take (its schedule is stored per step); lower --epochs "
+            "or raise --batch-size"
+        )
     if config.full_batch or config.batch_size >= n:
         steps_per_epoch, order, states = 1, None, None
         batch_size = n
