@@ -288,7 +288,7 @@ def test_small_cnn_trains_deterministically_and_unlearns(tmp_path: Path) -> None
     assert (a.path / "model.safetensors").read_bytes() == (b.path / "model.safetensors").read_bytes()
     assert not torch.equal(a.load_model_params(), a.initial_params())
     forget = random_forget_ids(a.n_train, 0.1, seed=0)
-    result = get_method("mini", max_steps=3).unlearn(UnlearnRequest(a, forget))
+    result = get_method("mini").unlearn(UnlearnRequest(a, forget))
     assert result.record.diagnostics["mode"] == "rewind"  # a network fitted by SGD: rewind, not trajectory
     assert torch.isfinite(result.params).all()
     with pytest.raises(ConfigError, match="image dataset"):

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..device import device_scope
-from ..errors import ForgetRequestError, HistoryError
+from ..errors import ConfigError, ForgetRequestError, HistoryError
 from ..ids import ids_digest, normalize_ids, validate_forget_ids
 from ..ledger import LedgerEntry, check_request_id
 from ..methods import UnlearnRequest, get_method, method_class
@@ -259,7 +259,7 @@ def forget(
         else:
             try:
                 get_method(method, **options).check_run(run)
-            except HistoryError as exc:
+            except (HistoryError, ConfigError) as exc:  # a history or mode the run lacks
                 _refuse(session, previous, asked, method, request_id, str(exc))
                 raise
         entry = _start(session, previous, asked, run_method, run_options, request_id)

@@ -4,7 +4,11 @@ Retraining stops where its schedule ends, not at the optimum (1,000 gradient-des
 steps leave MNIST logistic regression 0.011 from it), so records report the distance
 to both. The optimum is a function of the retain set alone; it is solved once per
 forget set in float64 to a relative gradient of 1e-9 and cached under
-RUN_DIR/optimum/.
+RUN_DIR/optimum/<sha256 of the sorted ids>.safetensors. Each entry records its binding
+(``bound_cache.py``): the run's config, original model and data, ``n_train``, the forget
+set, the tolerance and the solver; an entry whose binding differs (copied from another
+run, renamed from another forget set, solved to another tolerance) is solved again and
+replaced, never used.
 """
 
 from __future__ import annotations
@@ -13,17 +17,17 @@ import dataclasses
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
-from ..fileio import cached, save_tensors
+from ..bound_cache import cache_binding, cached_bound_tensor
 from ..ids import ids_digest
-from ..methods.lbfgs import SecantPairs
-from ..methods.mini import contract
+from ..solvers.lbfgs import SecantPairs
+from ..solvers.retain_lbfgs import contract
 from ..training.config import CONVEX_MODELS
 from ..training.rundir import Run, model_for, objective_for
 
 OPTIMUM_DIR = "optimum"
+SOLVER = {"solver": "retain-lbfgs", "memory": 20, "max_steps": 1000, "armijo": 1e-4, "max_backtracks": 20}
+"""The settings of the solve (recorded in each cache entry's binding)."""
 
 
 def retain_optimum(run: Run, forget_ids: np.ndarray, *, rtol: float = 1e-9) -> torch.Tensor | None:
@@ -31,7 +35,7 @@ def retain_optimum(run: Run, forget_ids: np.ndarray, *, rtol: float = 1e-9) -> t
     (cached per forget set), or None for a non-convex model, whose optimum is not unique.
 
     Solved from the trained model by L-BFGS preconditioned with the run's curvature
-    sketch when it has one.
+    sketch when it has one, to a gradient norm of ``rtol`` times the start's.
     """
     if run.config.model not in CONVEX_MODELS:
         return None
@@ -52,21 +56,20 @@ def retain_optimum(run: Run, forget_ids: np.ndarray, *, rtol: float = 1e-9) -> t
             w,
             f,
             g,
-            SecantPairs(20, h0=h0),
+            SecantPairs(SOLVER["memory"], h0=h0),
             zero,
-            max_steps=1000,
+            max_steps=SOLVER["max_steps"],
             rtol=rtol,
             atol=0.0,
-            armijo=1e-4,
-            max_backtracks=20,
+            armijo=SOLVER["armijo"],
+            max_backtracks=SOLVER["max_backtracks"],
         )
         return solve.w
 
-    value, _ = cached(
-        run.path / OPTIMUM_DIR / f"{ids_digest(ids)}.safetensors",
-        load=lambda path: load_file(str(path))["optimum"].to(run.objective.device),
-        compute=compute,
-        save=lambda w, tmp: save_tensors({"optimum": w.contiguous()}, tmp),
-        damaged=(SafetensorError, OSError, KeyError),
+    history_sha256 = ",".join(sorted(str(f["sha256"]) for f in run.files("history-mini")))
+    binding = cache_binding(
+        run, "optimum", {**SOLVER, "rtol": rtol, "dtype": "float64", "history_sha256": history_sha256}, ids
     )
+    path = run.subdir(OPTIMUM_DIR, create=True) / f"{ids_digest(ids)}.safetensors"
+    value, _ = cached_bound_tensor(path, binding, compute, name="optimum", device=run.objective.device)
     return value

@@ -26,6 +26,8 @@ from ..training.rundir import load_training_data
 from .parallel import TaskRunner, open_or_train
 
 ATTACK_NAMES = ("population", "ulira")
+SHADOWS_DIR = "shadows"
+"""The folder of a run that keeps the shadow runs of the per-example attack."""
 ULIRA_TARGETS = 4
 """Target models per forget fraction of the per-example attack (``bench``, ``evaluate``, ``audit``)."""
 
@@ -180,12 +182,14 @@ def ulira_metrics(
     runner: TaskRunner | None = None,
 ) -> dict[str, float]:
     """Run the per-example attack against each of ``methods`` ({prefix: (method, options)}) on
-    shadows of ``run``'s recipe, stored under ``run.path / "shadows"``. With a ``runner``, the
-    shadows are first trained as parallel tasks on it (same results as without).
+    shadows of ``run``'s recipe, stored under RUN_DIR/shadows (a real folder of the run, never a
+    symbolic link). With a ``runner``, the shadows are first trained as parallel tasks on it
+    (same results as without).
 
     Returns ``{prefix + "ulira_auc" | "ulira_bacc" | "ulira_tpr_1pct": value}`` for each prefix.
     """
-    factory = ShadowFactory(run.config, shadow_pool(run, pool_size, seed), run.path / "shadows")
+    root = run.subdir(SHADOWS_DIR, create=True)
+    factory = ShadowFactory(run.config, shadow_pool(run, pool_size, seed), root)
     if runner is not None:
         tasks = shadow_tasks(
             factory.config,

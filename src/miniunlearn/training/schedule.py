@@ -108,10 +108,10 @@ def without_ids(batch: np.ndarray | None, forget_mask: np.ndarray) -> np.ndarray
 
 
 # Fractions of training at which non-convex runs also keep a checkpoint, the points a
-# rewinding unlearner can go back to (see methods/mini.py).
+# rewinding unlearner can go back to (see methods/mini/rewind.py).
 REWIND_FRACTIONS = (0.0, 1 / 32, 1 / 16, 1 / 8)
 # Fractions of training at which convex runs trained by mini-batch SGD also keep a
-# checkpoint: the knots of the linear-response unlearner's trajectory (methods/response.py),
+# checkpoint: the knots of the linear-response unlearner's trajectory (methods/mini/response.py),
 # dense early, where the parameters move fastest.
 RESPONSE_FRACTIONS = (0.0, 1 / 16, 1 / 8, 1 / 4, 1 / 2)
 

@@ -1,5 +1,6 @@
-"""Linear response along the stored trajectory: the retrained endpoint of an SGD run from a
-few checkpoints, without replaying training.
+"""Response mode: linear response along the stored trajectory, for convex models trained by
+mini-batch SGD and stopped before convergence (DeltaGrad's own regime). It predicts the
+retrained endpoint of an SGD run from a few checkpoints, without replaying training.
 
 Original run: w_{t+1} = w_t - lr_t grad F_{B_t}(w_t). Retraining with the forget set U left
 out of every batch: v_{t+1} = v_t - lr_t grad F_{R_t}(v_t), R_t = B_t minus U. To first
@@ -16,22 +17,30 @@ checkpoint (on ``slope_samples`` samples). The batch mean gbar_{B_t} is replaced
 full-data mean. The forget part gbar_{U_t} is either computed exactly per batch at the
 interpolated point (``per_batch``: a pass over the forget part of every batch, cheap for
 small forget sets, and it keeps which forgotten samples each batch held) or interpolated
-like gbar_D from the forget set's mean gradients at the checkpoints (large forget sets).
-H_t d_t uses a fresh seeded subsample of ``hvp_samples`` retain ids of batch t each step,
-so its sampling noise averages out over the steps instead of adding up.
+like gbar_D from the forget set's mean gradients at the checkpoints (large forget sets:
+``response_per_batch_below`` or more of the data). H_t d_t uses a fresh seeded subsample
+of ``hvp_samples`` retain ids of batch t each step, so its sampling noise averages out
+over the steps instead of adding up.
 
-benchmarks/linear_response.py measures what each ingredient is worth (docs/results.md).
+``mode=auto`` uses it for such runs when their history has the checkpoints (trained by a
+version that records them), the trajectory mode otherwise. benchmarks/linear_response.py
+measures what each ingredient is worth (docs/results.md).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
-from ..objective import Objective
-from ..training.schedule import StepPlan
+from ...errors import HistoryError
+from ...objective import Objective
+from ...training.history import MiniHistory
+from ...training.schedule import RESPONSE_FRACTIONS, StepPlan
+from ..base import UnlearnRequest
+from .options import MiniOptions
 
 
 @dataclass
@@ -165,3 +174,45 @@ def _forget_mean_path(
         means = (n * data_means - retain_sums) / r
     sample = np.sort(rng.choice(forget, min(slope_samples, r), replace=False))
     return mean_gradient_path(objective, steps, W, means, V, sample)
+
+
+def unlearn_response(
+    request: UnlearnRequest, history: MiniHistory, rows: list[int] | None, options: MiniOptions
+) -> tuple[torch.Tensor, int, dict[str, Any]]:
+    """Linear response along the stored trajectory (see the module docstring).
+
+    Takes the request, the run's minimal history, the rows of its response checkpoints
+    (None when it lacks them: HistoryError) and the options; returns (parameters, history
+    bytes read, diagnostics). Always predicts from the original run, so a sequence of
+    requests gives the same model as their union at once.
+    """
+    run, objective = request.run, request.run.objective
+    if rows is None:
+        raise HistoryError(
+            f"mini's response mode needs the checkpoints at {RESPONSE_FRACTIONS} of training, which "
+            f"run {run.path} lacks (only convex runs trained by mini-batch SGD keep them, and only "
+            "since this mode exists); use mode=trajectory, or retrain the run with --batch-size"
+        )
+    ratio = request.all_forgotten.size / run.n_train
+    W, G, values = history.params[rows], history.grads[rows], history.values[rows]
+    response = linear_response(
+        objective,
+        run.plan,
+        history.steps[rows],
+        W.to(objective.dtype),
+        G.to(objective.dtype),
+        request.all_forgotten,
+        per_batch=ratio < options.response_per_batch_below,
+        hvp_samples=options.response_hvp_samples,
+        slope_samples=options.response_slope_samples,
+        seed=options.seed,
+    )
+    return (
+        response.w,
+        int(W.nbytes + G.nbytes + values.nbytes),
+        {
+            "checkpoints_used": len(rows),
+            "forget_part": "per batch" if response.per_batch else "interpolated",
+            "hvp_steps": response.hvp_steps,
+        },
+    )

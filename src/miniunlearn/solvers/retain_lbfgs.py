@@ -1,0 +1,104 @@
+"""Safeguarded L-BFGS contraction on a tilted retain objective F_ids(w) - c.w.
+
+The iteration w <- w + a d, d = -H g with H the L-BFGS inverse Hessian (seeded with a
+preconditioner such as a curvature sketch's Nyström inverse), and the step a from Armijo
+backtracking, so every accepted step lowers the objective. Mini-Unlearning's fixed-point
+and trajectory modes run it from the trained model; the float64 retain optimum that
+experiments measure against (``experiment/optimum.py``) is the same solve run tight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..objective import Objective
+from .lbfgs import SecantPairs
+
+
+@dataclass
+class Solve:
+    """Result of one contraction solve: the final iterate, retain passes spent, the gradient
+    norm at the start and after each step, the ratios of successive step lengths, the
+    accepted step sizes, whether it stopped on a tolerance and why (gradient, step, budget,
+    precision)."""
+
+    w: torch.Tensor
+    passes: int
+    grad_norms: list[float]
+    factors: list[float]
+    step_sizes: list[float]
+    converged: bool
+    stop_reason: str
+
+
+def contract(
+    objective: Objective,
+    ids: np.ndarray | None,
+    w: torch.Tensor,
+    f: torch.Tensor,
+    g: torch.Tensor,
+    pairs: SecantPairs,
+    c: torch.Tensor,
+    *,
+    max_steps: int,
+    rtol: float,
+    atol: float,
+    armijo: float,
+    max_backtracks: int,
+    xtol: float = 0.0,
+) -> Solve:
+    """Minimise F_ids(w) - c.w from ``w`` (value ``f`` and gradient ``g`` of that tilted
+    objective given) by safeguarded L-BFGS; return the final iterate and diagnostics.
+
+    Stops when the gradient norm falls to max(``rtol`` * its start, ``atol``), or when a
+    step moves less than ``xtol`` times the distance travelled from the start (the
+    remaining error is then about that small a share of the whole move; 0 disables it).
+    """
+    g0_norm = float(g.norm())
+    tol = max(rtol * g0_norm, atol)
+    grad_norms, factors, step_sizes = [g0_norm], [], []
+    prev_move: float | None = None
+    passes = 0
+    start = w
+    settled = False
+    reason = "budget"
+    while len(step_sizes) < max_steps and grad_norms[-1] > tol and not settled:
+        direction = -pairs.inverse_hessian_product(g)
+        slope = torch.dot(g, direction)
+        if not slope < 0:  # not a descent direction: fall back to scaled steepest descent
+            direction = -pairs.gamma() * g
+            slope = torch.dot(g, direction)
+        a = 1.0
+        for _ in range(max_backtracks + 1):
+            w_new = w + a * direction
+            f_new, g_new = objective.value_and_grad(w_new, ids)
+            f_new, g_new = f_new - torch.dot(c, w_new), g_new - c
+            passes += 1
+            if f_new <= f + armijo * a * slope:
+                break
+            # Near the optimum f changes less than its rounding error; then a step that
+            # does not raise f beyond that noise and shrinks the gradient is progress.
+            noise = 16 * torch.finfo(f.dtype).eps * abs(float(f))
+            if float(f_new - f) <= noise and g_new.norm() < g.norm():
+                break
+            a *= 0.5
+        else:
+            reason = "precision"  # no decrease found: the iterate sits at the precision floor
+            break
+        move = float((w_new - w).norm())
+        settled = move <= xtol * float((w_new - start).norm())
+        if prev_move:
+            factors.append(move / prev_move)
+        prev_move = move
+        pairs.add(w_new - w, g_new - g)
+        w, g, f = w_new, g_new, f_new
+        grad_norms.append(float(g.norm()))
+        step_sizes.append(a)
+    if grad_norms[-1] <= tol:
+        reason = "gradient"
+    elif settled:
+        reason = "step"
+    return Solve(w, passes, grad_norms, factors, step_sizes, reason in ("gradient", "step"), reason)
