@@ -248,3 +248,15 @@ def test_ray_backend_gives_the_joblib_records(serial_ulira: list[dict[str, Any]]
     assert not ray.is_initialized()  # the runtime it started is shut down
     assert_same_records(serial_ulira, records)
     assert extras["machine"]["backend"] == "ray"
+
+
+def test_a_run_folder_holding_another_recipe_is_refused_not_reused(tmp_path: Path) -> None:
+    """A shadow or bench run copied or renamed into the place of another recipe's is never
+    reused: the stored config must be the one asked for."""
+    from dataclasses import replace
+
+    config = TrainConfig(dataset="digits", epochs=5, lr=1.0, lam=0.02, history="none", seed=0)
+    train_run(config, tmp_path / "run", progress=False)
+    assert parallel.open_or_train(config, tmp_path / "run").config == config
+    with pytest.raises(RunDirError, match="another recipe .*seed 0 \\(wanted 1\\)"):
+        parallel.open_or_train(replace(config, seed=1), tmp_path / "run")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import torch
 from ..data.cache import CACHE_ENV, cache_dir
 from ..errors import ConfigError, RunDirError
 from ..training import Run, TrainConfig, open_run, train_run
+from ..training.rundir import absolute_data_paths
 
 BACKENDS = ("joblib", "ray")
 CLUSTER_INSTALL = "pip install 'miniunlearn[cluster]' (or pip install 'ray>=2.9')"
@@ -201,10 +202,25 @@ def open_or_train(
     """
     path = Path(path)
     if path.exists():
-        return open_run(path, verify_hashes=verify_hashes, device=device)
+        return _same_recipe(open_run(path, verify_hashes=verify_hashes, device=device), config)
     try:
         return train_run(config, path, progress=progress, device=device)
     except RunDirError:
         if path.exists():  # another process trained the same recipe first
-            return open_run(path, verify_hashes=verify_hashes, device=device)
+            return _same_recipe(open_run(path, verify_hashes=verify_hashes, device=device), config)
         raise
+
+
+def _same_recipe(run: Run, config: TrainConfig) -> Run:
+    """Return ``run`` when it was trained with ``config``; RunDirError naming what differs
+    otherwise (a run copied or renamed into the place of another is never reused)."""
+    wanted = asdict(absolute_data_paths(config))
+    found = asdict(run.config)
+    differ = sorted(k for k in wanted if wanted[k] != found.get(k))
+    if differ:
+        shown = ", ".join(f"{k} {found.get(k)!r} (wanted {wanted[k]!r})" for k in differ[:4])
+        raise RunDirError(
+            f"{run.path} holds a run trained with another recipe ({shown}); it is not reused. Delete "
+            "it, or choose another runs folder"
+        )
+    return run

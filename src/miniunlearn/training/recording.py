@@ -35,8 +35,7 @@ from .rundir import (
     MODEL,
     SCHEDULE,
     Run,
-    _absolute_data_paths,
-    _user_files,
+    absolute_data_paths,
     data_file_entry,
     load_training_data,
     manifest_entry,
@@ -44,6 +43,7 @@ from .rundir import (
     objective_for,
     open_run,
     save_params,
+    user_data_files,
 )
 from .schedule import RESPONSE_FRACTIONS, REWIND_FRACTIONS, StepPlan, checkpoint_steps, make_plan
 from .trainer import train_loop
@@ -71,8 +71,8 @@ def _train_run(config: TrainConfig, out: Path, progress: bool, device: torch.dev
         raise RunDirError(f"{out} already exists; choose another --out or delete it first")
     # absolute paths, so the run opens from any working directory; hashes, so a run is
     # never unlearned or retrained against data other than it was trained on
-    config = _absolute_data_paths(config)
-    data_files = [data_file_entry(p) for p in _user_files(config) if os.path.isfile(p)]
+    config = absolute_data_paths(config)
+    data_files = [data_file_entry(p) for p in user_data_files(config) if os.path.isfile(p)]
     dataset = load_training_data(config)
     model = model_for(config, dataset, device)
     check_replayable(model)

@@ -139,12 +139,14 @@ def manifest_entry(run_dir: Path, rel: str, role: str) -> dict[str, Any]:
     return {"path": rel, "sha256": sha256_file(path), "bytes": path.stat().st_size, "role": role}
 
 
-def _user_files(config: TrainConfig) -> list[str]:
+def user_data_files(config: TrainConfig) -> list[str]:
     """The user data files a config reads: ``data_path`` and a ``test_path`` data option."""
     return [p for p in (config.data_path, config.data_options.get("test_path")) if p is not None]
 
 
-def _absolute_data_paths(config: TrainConfig) -> TrainConfig:
+def absolute_data_paths(config: TrainConfig) -> TrainConfig:
+    """``config`` with its user data paths (``data_path``, a ``test_path`` option) absolute."""
+
     def absolute(path: Any) -> str:
         return os.path.abspath(os.path.expanduser(str(path)))
 
@@ -171,7 +173,7 @@ def check_data_file(run_path: Path, config: TrainConfig, record: Any) -> None:
     ):
         raise RunDirError(f"{run_path / MANIFEST} is corrupt (its data_files record is malformed)")
     path = record["path"]
-    if path not in _user_files(config):
+    if path not in user_data_files(config):
         raise RunDirError(
             f"{run_path}: the manifest records data file {path} but config.json does not name it; "
             "the run was altered"
