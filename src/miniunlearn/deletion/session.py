@@ -35,7 +35,7 @@ import torch
 
 from ..errors import CurrentModelLost, LedgerError, RunDirError
 from ..fileio import atomic_write_json, sha256_file
-from ..ledger import Ledger, LedgerEntry
+from ..ledger import RETRAIN_METHOD, Ledger, LedgerEntry
 from ..runlock import HeldLock, run_lock
 from ..training.rundir import Run, open_run
 from ..versions import (
@@ -80,6 +80,21 @@ class RunSession:
     def current_params(self) -> torch.Tensor:
         """Flat parameters of the current model version."""
         return load_version_params(self.run, self.current)
+
+    def anchor(self) -> tuple[torch.Tensor | None, np.ndarray]:
+        """The run's last exact model and every id it excluded: (parameters, sorted ids) of
+        the version the last done retraining produced, or (None, empty) when the run was never
+        retrained. Raises RunDirError when that version's file is missing or altered."""
+        done = sorted(self.ledger.entries("done"), key=lambda e: e.done_seq or 0)
+        exact = [
+            e for e in done if e.method == RETRAIN_METHOD and e.model_sha256_after != e.model_sha256_before
+        ]
+        if not exact:
+            return None, np.zeros(0, np.int64)
+        last = exact[-1]
+        covered = [e.ids for e in done if (e.done_seq or 0) <= (last.done_seq or 0)]
+        ids = np.unique(np.concatenate(covered)).astype(np.int64)
+        return load_version_params(self.run, self.version_of(last)), ids
 
     def version_of(self, entry: LedgerEntry) -> ModelVersion:
         """The model version a done request left current, checked against its file.

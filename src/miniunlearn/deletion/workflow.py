@@ -276,9 +276,17 @@ def forget(
         spent = budget.cost(exact=method_class(run_method).exact, n_new=new.size, n_train=run.n_train)
         method_options = {k: v for k, v in run_options.items() if k not in ("instead_of", "reason")}
         base = session.current_params()
+        anchor_params, anchor_ids = session.anchor()
 
         def compute() -> tuple[torch.Tensor, dict[str, Any]]:
-            request = UnlearnRequest(run, new, previously_forgotten=forgotten, base_params=base)
+            request = UnlearnRequest(
+                run,
+                new,
+                previously_forgotten=forgotten,
+                base_params=base,
+                anchor_params=anchor_params,
+                anchor_ids=anchor_ids,
+            )
             result = get_method(run_method, **method_options).unlearn(request)
             return result.params, result.record.to_dict()
 

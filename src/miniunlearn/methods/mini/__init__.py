@@ -14,6 +14,9 @@ them into exact retain-set quantities, and one of four modes serves the request:
 * ``rewind`` (``rewind.py``): rewinds to an early checkpoint and replays on the retain
   set; networks trained by mini-batch SGD.
 
+After a retraining, the two prediction modes (trajectory, response) predict the change
+from the retrained model rather than the whole retraining (``rebase.py``).
+
 ``mode=auto`` (default) picks one per run by the rules of :func:`.choose.choose_mode`.
 Options are flat (``-o mini:max_steps=10``); each applies to the modes its field declares
 (``options.py``), and one given explicitly for a mode that does not serve the run is
@@ -33,6 +36,7 @@ from .choose import HistoryInfo, choose_mode, history_info
 from .fixed_point import unlearn_fixed_point
 from .identity import retain_at_checkpoints
 from .options import MODES, RESPONSE, REWIND, TRAJECTORY, MiniOptions, check_options_apply
+from .rebase import rebased
 from .response import unlearn_response
 from .rewind import replay_retain, rewind_point, unlearn_rewind
 from .trajectory import unlearn_trajectory
@@ -82,9 +86,16 @@ class MiniUnlearning(UnlearningMethod):
         if mode == REWIND:  # needs neither the sketch nor the final checkpoint's retain gradient
             return unlearn_rewind(request, history, self.options)
         if mode == RESPONSE:
-            return unlearn_response(request, history, info.response_rows, self.options)
+            return rebased(
+                request,
+                mode,
+                self.options,
+                lambda r: unlearn_response(r, history, info.response_rows, self.options),
+            )
         if mode == TRAJECTORY:
-            return unlearn_trajectory(request, history, self.options)
+            return rebased(
+                request, mode, self.options, lambda r: unlearn_trajectory(r, history, self.options)
+            )
         return unlearn_fixed_point(request, history, self.options)
 
 
