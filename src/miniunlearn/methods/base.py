@@ -40,13 +40,19 @@ class UnlearnRequest:
 
     ``forget_ids``: the ids of this request. ``previously_forgotten``: ids removed by
     earlier requests (the retain set excludes both). ``base_params``: the current
-    model's flat parameters (None = the run's original model).
+    model's flat parameters (None = the run's original model). ``anchor_params`` and
+    ``anchor_ids``: the last exact model of the run (a retraining) and every id it
+    excluded, or None and empty when the run was never retrained; a method that predicts
+    the retrained model from the original run may predict the change from that anchor
+    instead, so its error counts from the last exact model.
     """
 
     run: Run
     forget_ids: np.ndarray
     previously_forgotten: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     base_params: torch.Tensor | None = None
+    anchor_params: torch.Tensor | None = None
+    anchor_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     def __post_init__(self) -> None:
         n = self.run.n_train
