@@ -30,6 +30,19 @@ class Impostor(Identity):
     """Claims a built-in method's name."""
 
     name = "mini"
+
+
+class Tuned(Identity):
+    """Plain typed options, in a module without ``from __future__ import annotations``."""
+
+    name = "tuned-plugin"
+
+    @dataclass(frozen=True)
+    class Options:
+        """A float and an int option."""
+
+        rate: float = 0.1
+        steps: int = 1
 '''
 
 
@@ -72,3 +85,26 @@ def test_a_broken_or_clashing_plugin_is_skipped_with_a_warning(tmp_path: Path) -
     out = run_python(tmp_path, code)
     assert "'identity-plugin'" not in out.stdout and "miniunlearn.methods.mini" in out.stdout
     assert "plugin 'broken'" in out.stderr and "plugin 'clash'" in out.stderr
+
+
+def test_an_installed_plugins_options_are_type_checked_without_future_annotations(tmp_path: Path) -> None:
+    install_plugin(tmp_path, "tuned-plugin = toy_plugin:Tuned")
+    out = run_python(
+        tmp_path,
+        "from miniunlearn.errors import ConfigError\n"
+        "from miniunlearn.methods import get_method, method_class\n"
+        "from miniunlearn.methods.options import format_method_help\n"
+        "for bad in ({'rate': 'fast'}, {'steps': 2.5}, {'steps': True}):\n"
+        "    try:\n"
+        "        get_method('tuned-plugin', **bad)\n"
+        "    except ConfigError as exc:\n"
+        "        print('refused:', exc)\n"
+        "print(get_method('tuned-plugin', rate=1, steps=3).options)\n"
+        "print(format_method_help(method_class('tuned-plugin')))\n",
+    )
+    assert out.stdout.count("refused: method 'tuned-plugin'") == 3
+    assert "option 'rate' must be of type float" in out.stdout and "got 'fast'" in out.stdout
+    assert "option 'steps' must be of type int" in out.stdout and "got 2.5" in out.stdout
+    assert "got True" in out.stdout
+    assert "Options(rate=1.0, steps=3)" in out.stdout
+    assert "    rate (float, default 0.1)" in out.stdout and "    steps (int, default 1)" in out.stdout

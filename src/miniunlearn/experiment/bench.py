@@ -21,7 +21,7 @@ from ..errors import ConfigError
 from ..evaluation.metrics import param_distance
 from ..evaluation.ulira import ULiRAResult
 from ..ids import random_forget_ids
-from ..methods import UnlearnRequest, available_methods, get_method
+from ..methods import UnlearnRequest, available_methods, get_method, method_class
 from ..presets import preset
 from ..training import Run, TrainConfig, retrain
 from ..training.rundir import load_training_data
@@ -173,11 +173,23 @@ class BenchSpec:
 
     def config(self, seed: int) -> TrainConfig:
         """The training recipe for one seed: preset, then overrides, with history for the methods."""
-        history = "both" if "deltagrad" in self.methods else "mini"
+        history = recorded_history(self.methods)
         fields = {**preset(self.dataset, self.model, self.preset), "history": history, **self.train_overrides}
         if self.data_options:
             fields["data_options"] = {**fields.get("data_options", {}), **self.data_options}
         return TrainConfig(dataset=self.dataset, model=self.model, seed=seed, **fields)
+
+
+def recorded_history(methods: Sequence[str]) -> str:
+    """Return the TrainConfig ``history`` a sweep over ``methods`` records: ``"both"`` when a
+    method's ``needs_history`` names the full history, else ``"mini"``.
+
+    The minimal history is always kept, as the default run keeps it: the sweep's reference
+    (the retain optimum) and ``warmstart`` read it when present. ConfigError for an unknown
+    method name.
+    """
+    needs = {role for name in methods for role in method_class(name).needs_history}
+    return "both" if "history-full" in needs else "mini"
 
 
 def trained_run(config: TrainConfig, runs_dir: Path, *, progress: bool = True, device: str = "cpu") -> Run:

@@ -1,4 +1,4 @@
-"""Unlearning methods behind one interface; every module here registers one method.
+"""Unlearning methods behind one interface: each method module (and `mini/`) registers one.
 
 Use :func:`get_method` to build one by name, :func:`available_methods` to list them.
 Other packages add methods through the entry-point group ``miniunlearn.methods``: each
@@ -32,6 +32,7 @@ from .base import (
     register,
     registry,
 )
+from .options import describe_options, format_method_help, option
 
 PLUGIN_GROUP = "miniunlearn.methods"
 
@@ -106,7 +107,10 @@ __all__ = [
     "UnlearnResult",
     "UnlearningMethod",
     "available_methods",
+    "describe_options",
+    "format_method_help",
     "get_method",
     "method_class",
+    "option",
     "registry",
 ]

@@ -7,7 +7,9 @@ the current model version) plus its own options, and returns an
 time, per-sample gradient evaluations, history bytes read and diagnostics.
 
 Adding a method is adding one module to this package that defines a subclass of
-:class:`UnlearningMethod` decorated with :func:`register`.
+:class:`UnlearningMethod` decorated with :func:`register`, its options declared with
+:func:`.options.option` (checked once, when the method is built) and its history needs in
+``needs_history`` (what ``bench`` records and ``check_run`` refuses follow from it).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch
 from ..errors import ConfigError, HistoryError, MiniUnlearnError
 from ..ids import validate_forget_ids
 from ..training.rundir import Run
+from .options import check_options, option_types
 
 _REGISTRY: dict[str, type[UnlearningMethod]] = {}
 
@@ -107,7 +110,12 @@ class UnlearnResult:
 
 
 class UnlearningMethod(ABC):
-    """Base class: subclasses set ``name``, an ``Options`` dataclass, and implement ``_unlearn``."""
+    """Base class: subclasses set ``name``, an ``Options`` dataclass, and implement ``_unlearn``.
+
+    Declare each option with :func:`.options.option` (default, one-line help, constraints);
+    values are checked once, when the method is built. Keep ``Options.__post_init__`` for
+    rules across options that cannot be declared on one.
+    """
 
     name: ClassVar[str]
     summary: ClassVar[str] = ""
@@ -122,36 +130,13 @@ class UnlearningMethod(ABC):
         """Method options (subclasses replace this with their own dataclass)."""
 
     def __init__(self, **options: Any) -> None:
-        names = {f.name for f in dataclasses.fields(self.Options)}
-        unknown = set(options) - names
-        if unknown:
-            raise ConfigError(
-                f"method {self.name!r} has no option(s) {sorted(unknown)}; its options are {sorted(names)}"
-            )
-        self.options = self.Options(**{k: self._checked(k, v) for k, v in options.items()})
+        """Build the method with ``options`` (names and values of its ``Options`` fields).
 
-    def _checked(self, key: str, value: Any) -> Any:
-        """Return option ``value`` converted to its declared type; ConfigError if it cannot be."""
-        field_ = next(f for f in dataclasses.fields(self.Options) if f.name == key)
-        declared = str(field_.type)  # e.g. "float", "int | None" (annotations are strings here)
-        if value is None and "None" in declared:
-            return None
-        for name, kind in (("bool", bool), ("int", int), ("float", float), ("str", str)):
-            if declared.split(" | ")[0] != name:
-                continue
-            if isinstance(value, bool) and kind is not bool:
-                break
-            if isinstance(value, kind):
-                return value
-            if kind is float and isinstance(value, int):
-                return float(value)
-            break
-        else:
-            return value  # a type this check does not know: the Options class validates it
-        raise ConfigError(
-            f"option {key!r} of method {self.name!r} must be of type {declared} "
-            f"(default {field_.default!r}), got {value!r}"
-        )
+        Each value is converted to its option's annotated type and checked against the
+        option's declared constraints (see :func:`.options.check_options`); ConfigError
+        for an unknown name or a value of the wrong type or out of range.
+        """
+        self.options = check_options(self.name, self.Options, options)
 
     def check_run(self, run: Run) -> None:
         """Raise HistoryError when ``run`` lacks a history this method needs (``needs_history``),
@@ -212,7 +197,7 @@ class UnlearningMethod(ABC):
 def check_method_class(cls: Any) -> None:
     """Raise ConfigError saying why ``cls`` cannot serve as an unlearning method: not an
     UnlearningMethod subclass, abstract, ``name`` not a non-empty string, ``Options`` not a
-    dataclass, or ``summary`` not a string."""
+    dataclass, ``summary`` not a string, or an option annotation that cannot be resolved."""
     if not (isinstance(cls, type) and issubclass(cls, UnlearningMethod)):
         raise ConfigError(f"{cls!r} is not a subclass of UnlearningMethod")
     name = getattr(cls, "name", None)
@@ -224,6 +209,7 @@ def check_method_class(cls: Any) -> None:
         raise ConfigError(f"{cls.__qualname__}.Options must be a dataclass, got {cls.Options!r}")
     if not isinstance(cls.summary, str):
         raise ConfigError(f"{cls.__qualname__}.summary must be a string, got {cls.summary!r}")
+    option_types(cls.Options)  # ConfigError when an option's annotation cannot be resolved
 
 
 def register(cls: type[UnlearningMethod]) -> type[UnlearningMethod]:

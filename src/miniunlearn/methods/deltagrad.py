@@ -65,12 +65,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ConfigError
 from ..objective import Objective
 from ..training.config import CONVEX_MODELS
 from ..training.schedule import StepPlan, without_ids
 from .base import UnlearningMethod, UnlearnRequest, register
 from .lbfgs import SecantPairs
+from .options import option
 
 B0_CHOICES = ("sy/ss", "yy/sy")
 SAFEGUARD_CHOICES = ("auto", "on", "off")
@@ -171,37 +171,28 @@ class DeltaGrad(UnlearningMethod):
 
     @dataclass(frozen=True)
     class Options:
-        """T0: exact-step period (T0 = 1: every step exact, = retraining); j0: burn-in steps
-        that are all exact (None: 20 for convex models, 80 for networks, the authors' scripts);
-        m: secant pairs kept (L-BFGS memory); b0: initial Hessian scale rule, "sy/ss" (the
-        authors') or "yy/sy" (textbook); safeguard: the authors' neural-network rules (auto: on
-        for non-convex models); fallback_ratio: without the safeguard, an approximate step whose
-        implied curvature |B d|/|d| exceeds this multiple of the largest exact |y|/|s| is redone
-        exactly (<= 0 disables the check); float64: replay in double precision."""
+        """DeltaGrad's period, burn-in, L-BFGS memory and safeguards (see the module docstring)."""
 
-        T0: int = 5
-        j0: int | None = None
-        m: int = 2
-        b0: str = "sy/ss"
-        safeguard: str = "auto"
-        fallback_ratio: float = 10.0
-        float64: bool = False
-
-        def __post_init__(self) -> None:
-            if self.T0 < 1:
-                raise ConfigError(f"deltagrad: T0 must be at least 1, got {self.T0}")
-            if self.j0 is not None and self.j0 < 0:
-                raise ConfigError(f"deltagrad: j0 must be >= 0, got {self.j0}")
-            if self.m < 1:
-                raise ConfigError(f"deltagrad: m (L-BFGS memory) must be at least 1, got {self.m}")
-            if self.b0 not in B0_CHOICES:
-                raise ConfigError(f"deltagrad: b0 must be one of {B0_CHOICES}, got {self.b0!r}")
-            if self.safeguard not in SAFEGUARD_CHOICES:
-                raise ConfigError(
-                    f"deltagrad: safeguard must be one of {SAFEGUARD_CHOICES}, got {self.safeguard!r}"
-                )
-            if not self.fallback_ratio == self.fallback_ratio:  # NaN
-                raise ConfigError("deltagrad: fallback_ratio must be a number, got nan")
+        T0: int = option(5, "exact-step period (1: every step exact, = retraining)", ge=1)
+        j0: int | None = option(
+            None, "burn-in steps that are all exact (None: 20 for convex models, 80 for networks)", ge=0
+        )
+        m: int = option(2, "secant pairs kept (L-BFGS memory)", ge=1)
+        b0: str = option(
+            "sy/ss",
+            "initial Hessian scale rule: sy/ss (the authors') or yy/sy (textbook)",
+            choices=B0_CHOICES,
+        )
+        safeguard: str = option(
+            "auto",
+            "the authors' neural-network rules (auto: on for non-convex models)",
+            choices=SAFEGUARD_CHOICES,
+        )
+        fallback_ratio: float = option(
+            10.0,
+            "redo a step exactly when its curvature exceeds this multiple of the largest seen (<= 0: off)",
+        )
+        float64: bool = option(False, "replay in double precision (result in the run's precision)")
 
     def _unlearn(self, request: UnlearnRequest) -> tuple[torch.Tensor, int, dict[str, Any]]:
         opts = self.options

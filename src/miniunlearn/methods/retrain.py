@@ -9,11 +9,21 @@ import torch
 
 from ..training.retrain import load_or_retrain, retrain
 from .base import UnlearningMethod, UnlearnRequest, register
+from .options import option
 
 
 @register
 class Retrain(UnlearningMethod):
-    """Same init, seed, batch order and schedule as the original run, minus every forgotten id."""
+    """Same init, seed, batch order and schedule as the original run, minus every forgotten id.
+
+    With ``use_cache``, the retrained model is kept in RUN_DIR/retrain/ keyed by the ids' hash.
+    An entry is reused only when this code wrote it for this run and forget set: its
+    safetensors metadata must carry the run's config, model and data sha256 and the ids'
+    sha256 (see :mod:`miniunlearn.training.retrain`), and it must differ from the original
+    model; any other entry is retrained and replaced. The binding is public, so an entry
+    forged with a correct binding is only caught by use_cache=False. Timing comparisons
+    must run with use_cache=False.
+    """
 
     name = "retrain"
     summary = "retrain from scratch without the forgotten samples (the oracle)"
@@ -21,16 +31,11 @@ class Retrain(UnlearningMethod):
 
     @dataclass(frozen=True)
     class Options:
-        """use_cache: reuse (and store) the retrained model in RUN_DIR/retrain/ keyed by the ids' hash.
+        """Whether to reuse a cached retrained model (see the class docstring)."""
 
-        An entry is reused only when this code wrote it for this run and forget set: its
-        safetensors metadata must carry the run's config, model and data sha256 and the ids'
-        sha256 (see :mod:`miniunlearn.training.retrain`), and it must differ from the original
-        model; any other entry is retrained and replaced. The binding is public, so an entry
-        forged with a correct binding is only caught by use_cache=False. Timing comparisons
-        must run with use_cache=False."""
-
-        use_cache: bool = False
+        use_cache: bool = option(
+            False, "reuse (and store) the retrained model in RUN_DIR/retrain/ (never for timing)"
+        )
 
     def _unlearn(self, request: UnlearnRequest) -> tuple[torch.Tensor, int, dict[str, Any]]:
         ids = request.all_forgotten

@@ -20,10 +20,10 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError
 from .base import UnlearningMethod, UnlearnRequest, register
 from .deep_losses import cross_entropy_sum, logits_loss_grad_sum, random_wrong_labels
-from .finetune import batch_size_for, check_budget_options, seeded_batches, step_budget
+from .options import option
+from .step_budget import StepBudgetOptions, seeded_batches
 
 
 def random_label_steps(
@@ -65,61 +65,33 @@ def random_label_steps(
 
 @register
 class RandomLabels(UnlearningMethod):
-    """Descent on the retain set plus fitting seeded random wrong labels on the forget set."""
+    """Descent on the retain set plus fitting seeded random wrong labels on the forget set.
+
+    Random labelling (Golatkar et al., CVPR 2020; the RL baseline of SalUn, Fan et al., ICLR
+    2024), adapted to plain gradient steps at a constant rate, one retain and one forget batch
+    per step, wrong labels only; the forget set is every forgotten id. Sources, adaptation and
+    measurements: docs/method.md, "Baselines".
+    """
 
     name = "rl"
     summary = "fine-tune on retain plus forget set with random wrong labels (RL; no history needed)"
 
     @dataclass(frozen=True)
-    class Options:
-        """Source: random labelling, a baseline of Golatkar et al. (CVPR 2020) and the RL baseline
-        of SalUn (Fan et al., ICLR 2024), whose public code (OPTML-Group/Unlearn-Saliency,
-        Classification/unlearn/RL.py and README) runs 10 epochs of SGD (momentum 0.9, weight decay
-        5e-4, batch 256) at lr 0.013 on ResNet-18 / CIFAR-10 trained 182 epochs at lr 0.1 decayed
-        10x at epochs 91 and 136; each forget sample gets a fresh label drawn uniformly from all
-        classes at every visit, and forget and retain batches are either visited one after the
-        other (CIFAR-10) or shuffled together into mixed batches (CIFAR-100).
+    class Options(StepBudgetOptions):
+        """The shared step budget (seed: also the random labels, seed + 2) plus the forget weight."""
 
-        Adapted here: each step takes one retain batch (true labels) and one forget batch (fresh
-        seeded labels drawn uniformly from the *wrong* classes, so no sample keeps its label by
-        chance) and descends on their weighted mean loss (see the module docstring); beta (default
-        1) weighs a forget sample against a retain sample, so with full batches and beta = 1 this
-        is the authors' mixed-batch variant. Plain gradient steps at a constant rate.
-        steps_fraction: budget as a fraction of the original run's steps (default 10 %, like
-        finetune; the authors' 10 of 182 epochs is 5.5 %); steps: absolute budget overriding it;
-        lr_scale: multiple of the run's base learning rate (default 1: the authors' unlearning
-        rate is 0.13x their initial and 13x their final training rate, and this library's runs
-        mostly keep one constant rate); batch_size: None = the run's (0 = full batch), also the
-        forget-batch size (capped at |U|); seed: batch orders (retain: seed, forget: seed + 1) and
-        labels (seed + 2). The forget set is every forgotten id (this request's and earlier ones),
-        as in neggrad. Measured on the digits MLP fixture (10 % deletion, 30 full-batch steps):
-        forget-set cross-entropy 0.250 -> 0.365 (finetune: 0.255, retraining: 0.278), retain
-        accuracy 0.968 -> 0.974; summing instead of averaging the two losses diverged on the
-        converged logistic regression (lr 1.5; retain accuracy 0.92 -> 0.51)."""
-
-        steps_fraction: float = 0.1
-        steps: int | None = None
-        beta: float = 1.0
-        lr_scale: float = 1.0
-        batch_size: int | None = None
-        seed: int = 0
-
-        def __post_init__(self) -> None:
-            check_budget_options("rl", self.steps_fraction, self.steps, self.lr_scale, self.batch_size)
-            if not self.beta >= 0:
-                raise ConfigError(f"rl: beta must be >= 0, got {self.beta}")
+        beta: float = option(1.0, "weight of a forget sample (random label) against a retain sample", ge=0)
 
     def _unlearn(self, request: UnlearnRequest) -> tuple[torch.Tensor, int, dict[str, Any]]:
         opts = self.options
         run = request.run
-        steps = step_budget(run, opts.steps_fraction, opts.steps)
-        lr = opts.lr_scale * run.config.lr
+        steps, lr = opts.budget(run), opts.lr(run)
         w = random_label_steps(
             request,
             request.start_params(),
             steps=steps,
             lr=lr,
-            batch_size=batch_size_for(run, opts.batch_size),
+            batch_size=opts.batch(run),
             beta=opts.beta,
             seed=opts.seed,
         )

@@ -13,10 +13,9 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError
 from .base import UnlearningMethod, UnlearnRequest, register
-from .finetune import batch_size_for, check_budget_options, step_budget
-from .rl import random_label_steps
+from .options import option
+from .rl import RandomLabels, random_label_steps
 
 
 def saliency_mask(request: UnlearnRequest, w: torch.Tensor, ratio: float) -> torch.Tensor:
@@ -36,51 +35,30 @@ def saliency_mask(request: UnlearnRequest, w: torch.Tensor, ratio: float) -> tor
 
 @register
 class SalUn(UnlearningMethod):
-    """Random labelling on a weight-saliency mask computed from the forget-set gradient."""
+    """Random labelling on a weight-saliency mask computed from the forget-set gradient.
+
+    SalUn (Fan et al., ICLR 2024): the mask keeps the ``mask_ratio`` fraction (at least one) of
+    the flat parameter entries with the largest |grad L_U| at the start model; ``rl``'s update
+    (same options, defaults and batch orders, L2 term masked too) moves only those, so
+    ``mask_ratio`` 1 is exactly ``rl``. Sources, adaptation and measurements: docs/method.md,
+    "Baselines".
+    """
 
     name = "salun"
     summary = "random labelling restricted to the forget set's most salient weights (SalUn; no history)"
 
     @dataclass(frozen=True)
-    class Options:
-        """Source: SalUn (Fan et al., ICLR 2024). The public code (OPTML-Group/Unlearn-Saliency,
-        Classification/generate_mask.py, unlearn/RL.py and README) sums the forget loss's gradients
-        over the forget set at the original model, ranks all parameters globally by magnitude and
-        keeps the top fraction (masks saved for 10 % ... 100 %; the README's example and the paper's
-        default use 50 %), then runs RL (10 epochs, SGD momentum 0.9, lr 0.013, weight decay 5e-4,
-        batch 256 on ResNet-18 / CIFAR-10 trained at lr 0.1) with gradients multiplied by the mask
-        and masked-out weights restored to their start values after each step.
+    class Options(RandomLabels.Options):
+        """rl's options (the shared step budget and beta) plus the share of weights that may move."""
 
-        Adapted here: mask_ratio (default 0.5, the authors' default) is the fraction of entries
-        of the flat parameter vector that may move, at least one; the mask is computed once from
-        the gradient of the summed cross-entropy over every forgotten id at the starting model
-        (one gradient per forgotten sample, counted); the update is ``rl``'s (see its options:
-        steps_fraction, steps, beta, lr_scale, batch_size, seed, same defaults and same batch
-        orders), with the L2 term masked too, so entries outside the mask stay exactly at their
-        start values; mask_ratio 1 is exactly ``rl``. Measured on the digits MLP fixture (10 %
-        deletion, 30 full-batch steps, 1205 of 2410 entries free): forget-set cross-entropy 0.250
-        -> 0.361 (rl: 0.365), retain accuracy 0.968 -> 0.975."""
-
-        mask_ratio: float = 0.5
-        steps_fraction: float = 0.1
-        steps: int | None = None
-        beta: float = 1.0
-        lr_scale: float = 1.0
-        batch_size: int | None = None
-        seed: int = 0
-
-        def __post_init__(self) -> None:
-            check_budget_options("salun", self.steps_fraction, self.steps, self.lr_scale, self.batch_size)
-            if not 0 < self.mask_ratio <= 1:
-                raise ConfigError(f"salun: mask_ratio must be in (0, 1], got {self.mask_ratio}")
-            if not self.beta >= 0:
-                raise ConfigError(f"salun: beta must be >= 0, got {self.beta}")
+        mask_ratio: float = option(
+            0.5, "fraction of the parameters (largest forget-gradient) that may move", gt=0, le=1
+        )
 
     def _unlearn(self, request: UnlearnRequest) -> tuple[torch.Tensor, int, dict[str, Any]]:
         opts = self.options
         run = request.run
-        steps = step_budget(run, opts.steps_fraction, opts.steps)
-        lr = opts.lr_scale * run.config.lr
+        steps, lr = opts.budget(run), opts.lr(run)
         w0 = request.start_params()
         mask = saliency_mask(request, w0, opts.mask_ratio)
         w = random_label_steps(
@@ -88,7 +66,7 @@ class SalUn(UnlearningMethod):
             w0,
             steps=steps,
             lr=lr,
-            batch_size=batch_size_for(run, opts.batch_size),
+            batch_size=opts.batch(run),
             beta=opts.beta,
             seed=opts.seed,
             mask=mask,

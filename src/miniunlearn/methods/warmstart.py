@@ -17,8 +17,9 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError, HistoryError
+from ..errors import HistoryError
 from .base import UnlearningMethod, UnlearnRequest, register
+from .options import option
 
 
 @register
@@ -30,20 +31,14 @@ class WarmStart(UnlearningMethod):
 
     @dataclass(frozen=True)
     class Options:
-        """max_steps: L-BFGS iterations at most; rtol: stop when max|gradient| <= rtol * its
-        start; history: L-BFGS pairs kept; match_residual: aim at g_R(w) = g_D(w_T) as
-        ``mini`` does (False: the retain optimum)."""
+        """The L-BFGS budget, stopping rule and memory, and the point it aims at."""
 
-        max_steps: int = 200
-        rtol: float = 1e-3
-        history: int = 100
-        match_residual: bool = True
-
-        def __post_init__(self) -> None:
-            if self.max_steps < 1 or self.history < 1:
-                raise ConfigError("warmstart needs max_steps >= 1 and history >= 1")
-            if not self.rtol >= 0:
-                raise ConfigError(f"warmstart: rtol must be >= 0, got {self.rtol}")
+        max_steps: int = option(200, "most L-BFGS iterations", ge=1)
+        rtol: float = option(1e-3, "stop when max|gradient| <= rtol * its start", ge=0)
+        history: int = option(100, "L-BFGS pairs kept", ge=1)
+        match_residual: bool = option(
+            True, "aim at g_R(w) = g_D(w_T) as mini does (False: the retain optimum)"
+        )
 
     def _unlearn(self, request: UnlearnRequest) -> tuple[torch.Tensor, int, dict[str, Any]]:
         opts = self.options
