@@ -193,4 +193,6 @@ def test_methods_lists_every_method_with_its_options(capsys: pytest.CaptureFixtu
     out = capsys.readouterr().out
     for name in ("mini", "deltagrad", "retrain", "finetune", "neggrad", "newton", "warmstart"):
         assert f"{name}:" in out
-    assert "max_steps = 50" in out and "T0 = 5" in out
+    # every option with its type, default, range and a line of help
+    assert "max_steps (int, default 50, >= 0): step budget" in out
+    assert "T0 (int, default 5, >= 1):" in out

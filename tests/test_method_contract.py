@@ -213,6 +213,7 @@ def test_the_plugins_options_are_described() -> None:
         "required": False,
         "help": "step size of each gradient step",
         "constraints": "> 0",
+        "modes": (),
     }
     assert described["limit"]["type"] == "int | None" and described["limit"]["constraints"] == ">= 0"
     assert described["level"]["type"] == "'low' | 'high'"
@@ -289,3 +290,10 @@ def test_bench_records_the_history_the_swept_methods_need() -> None:
 
     register(NeedsFull)
     assert recorded_history(["retrain", "needs-full-plugin"]) == "both"
+
+
+def test_mini_lists_the_modes_each_option_applies_to() -> None:
+    text = format_method_help(registry()["mini"])
+    line = "krylov_steps (int, default 20, >= 1): Lanczos steps of the trajectory mode [modes: trajectory]"
+    assert line in text
+    assert "replay_fraction" in text and "[modes: rewind]" in text

@@ -184,7 +184,8 @@ def describe_options(cls: Any) -> list[dict[str, Any]]:
 
     Returns one dict per option, in declaration order: ``name``, ``type`` (text),
     ``default`` (the value; None when ``required``), ``required`` (no default), ``help``
-    ('' when none is declared) and ``constraints`` (text, '' when none).
+    ('' when none is declared), ``constraints`` (text, '' when none) and ``modes`` (the
+    modes of a multi-mode method it applies to; empty when it applies always).
     """
     hints = option_types(cls.Options)
     described = []
@@ -205,6 +206,7 @@ def describe_options(cls: Any) -> list[dict[str, Any]]:
                 "default": default,
                 "required": required,
                 "help": spec.help,
+                "modes": tuple(f.metadata.get("modes", ())),
                 "constraints": spec.text(),
             }
         )
@@ -219,7 +221,8 @@ def format_method_help(cls: Any) -> str:
     for item in describe_options(cls):
         default = "required" if item["required"] else f"default {item['default']!r}"
         inside = ", ".join(p for p in (item["type"], default, item["constraints"]) if p)
-        lines.append(f"    {item['name']} ({inside})" + (f": {item['help']}" if item["help"] else ""))
+        modes = f" [modes: {', '.join(item['modes'])}]" if item["modes"] else ""
+        lines.append(f"    {item['name']} ({inside})" + (f": {item['help']}" if item["help"] else "") + modes)
     if len(lines) == 1:
         lines.append("    (no options)")
     return "\n".join(lines)

@@ -1,0 +1,116 @@
+"""``miniunlearn bench``: sweep methods over unlearning ratios against retraining."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from ...errors import MiniUnlearnError
+from ..common import parse_options
+from ..training_flags import override_fields
+
+TABLE_METRICS = (
+    "test_acc",
+    "retain_acc",
+    "forget_acc",
+    "dist_to_retrain",
+    "dist_to_optimum",
+    "mia_auc",
+    "mia_efficacy",
+    "avg_gap",
+    "time_s",
+    "speedup_vs_retrain",
+    "passes",
+    "history_bytes",
+)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Sweep methods over unlearning ratios against retraining; print a table, write JSON and plots."""
+    from ...evaluation.report import markdown_table, summarise
+    from ...experiment.bench import run_bench
+
+    spec = bench_spec(args)
+    records, extras = run_bench(spec, progress=not args.quiet)
+    metrics = list(TABLE_METRICS)
+    if "ulira" in args.attacks:
+        metrics.insert(metrics.index("mia_auc") + 1, "ulira_auc")
+    print(markdown_table(summarise(records), metrics=metrics))
+    if args.json:
+        from ...fileio import atomic_write_json
+
+        atomic_write_json(args.json, records)
+        print(f"records written to {args.json}")
+    if args.plots:
+        from ...evaluation.plots import plot_all, plot_roc
+
+        paths = plot_all(records, Path(args.plots))
+        if extras["roc"]:
+            paths.append(plot_roc(extras["roc"], Path(args.plots) / "roc.png"))
+        print("plots: " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def bench_spec(args: argparse.Namespace) -> Any:
+    """The BenchSpec the flags describe, after refusing bad method options and output paths."""
+    from ...experiment.bench import BenchSpec
+
+    method_options = _method_options(args.option)
+    overrides = override_fields(args)
+    check_output(args.json, "--json", directory=False)
+    check_output(args.plots, "--plots", directory=True)
+    return BenchSpec(
+        dataset=args.dataset,
+        model=args.model,
+        ratios=args.ratios,
+        methods=args.methods,
+        seeds=args.seeds,
+        attacks=args.attacks,
+        runs_dir=Path(args.runs_dir),
+        preset=args.preset,
+        train_overrides=overrides,
+        method_options=method_options,
+        ulira_pool=args.ulira_pool,
+        ulira_shadows=args.ulira_shadows,
+        jobs=args.jobs,
+        threads=args.threads,
+        backend=args.backend,
+        address=args.address,
+        device=args.device,
+        data_options=parse_options(args.data_option),
+    )
+
+
+def _method_options(pairs: list[str] | None) -> dict[str, dict[str, Any]]:
+    """``METHOD:key=value`` options (--option) grouped by method."""
+    method_options: dict[str, dict[str, Any]] = {}
+    for pair in pairs or ():
+        method, sep, rest = pair.partition(":")
+        if not sep:
+            raise MiniUnlearnError(f"bench option {pair!r} must look like METHOD:key=value")
+        method_options.setdefault(method, {}).update(parse_options([rest]))
+    return method_options
+
+
+def check_output(path: str | None, flag: str, *, directory: bool) -> None:
+    """Refuse an output path (a file, or with ``directory`` a folder) that cannot be written, before
+    any work: it names a folder (a file) already there, or its nearest existing parent is not a
+    writable folder."""
+    if path is None:
+        return
+    target = Path(path)
+    kind = "folder" if directory else "file"
+    if target.exists() and target.is_dir() != directory:
+        raise MiniUnlearnError(
+            f"{flag} {path} is {'a file' if directory else 'a folder'}; give the path of a {kind} to write"
+        )
+    parent = target if target.is_dir() else target.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise MiniUnlearnError(
+            f"{flag} {path} cannot be written: {parent} is not a writable folder; give a {kind} path "
+            "in a folder you can write"
+        )

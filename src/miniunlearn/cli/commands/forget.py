@@ -1,0 +1,86 @@
+"""``miniunlearn forget``: serve a deletion request on a run directory."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from ...errors import MiniUnlearnError
+from ..common import parse_options, print_json
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    """Serve a deletion request on a run directory."""
+    outcome = _serve(args)
+    for message in outcome.messages:
+        print(message, file=sys.stderr)
+    if args.json:
+        print_json(
+            {
+                "status": outcome.status,
+                "request_id": outcome.entry.request_id,
+                "method": outcome.entry.method,
+                "n_ids": outcome.entry.n_ids,
+                "model_version": outcome.version.version,
+                "model_sha256": outcome.version.sha256,
+                "record": outcome.record,
+            }
+        )
+    else:
+        _print_outcome(outcome)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> Any:
+    """Run the request the flags describe: --ids, --ratio, or --retrain-now alone."""
+    from ...deletion import forget, read_ids_file, retrain_all
+    from ...ids import random_forget_ids
+    from ...training import open_run
+
+    if args.ids is not None and args.ratio is not None:
+        raise MiniUnlearnError("give either --ids FILE or --ratio X, not both")
+    if args.ids is None and args.ratio is None:
+        if not args.retrain_now:
+            raise MiniUnlearnError(
+                "give the ids to forget with --ids FILE, or --ratio X (--seed S) for a "
+                "random set, or --retrain-now alone to retrain on all remaining data"
+            )
+        return retrain_all(
+            args.run_dir, request_id=args.request_id, lock_timeout=args.wait, device=args.device
+        )
+    if args.ids is not None:
+        ids = read_ids_file(args.ids)
+    else:
+        ids = random_forget_ids(open_run(args.run_dir, verify_hashes=False).n_train, args.ratio, args.seed)
+    return forget(
+        args.run_dir,
+        ids,
+        method=args.method,
+        options=parse_options(args.option),
+        request_id=args.request_id,
+        retrain_now=args.retrain_now,
+        max_approx_ratio=args.max_approx_ratio,
+        lock_timeout=args.wait,
+        device=args.device,
+    )
+
+
+def _print_outcome(outcome: Any) -> None:
+    """The outcome of a request as text: status, version, cost and the solver's mode."""
+    rec = outcome.record or {}
+    print(
+        f"{outcome.status}: request {outcome.entry.request_id} ({outcome.entry.n_ids} ids, "
+        f"method {outcome.entry.method}) -> model version {outcome.version.version}"
+    )
+    if "time_s" in rec:
+        print(
+            f"  time {rec['time_s']:.2f} s, {rec.get('grad_evals', 0):,d} per-sample gradients, "
+            f"{rec.get('history_bytes', 0):,d} history bytes read"
+        )
+    diag = rec.get("diagnostics") or {}
+    if "mode" in diag:
+        print(
+            f"  mode {diag['mode']}, {diag.get('exact_retain_passes', 0)} exact retain passes, final "
+            f"retain-gradient norm {diag.get('grad_norm_final', float('nan')):.3e}"
+        )

@@ -1,0 +1,79 @@
+"""``miniunlearn ledger``: list, check or repair the deletion records of a run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from ...errors import MiniUnlearnError
+from ..common import EXIT_USER_ERROR, print_json
+
+
+def cmd_ledger(args: argparse.Namespace) -> int:
+    """List the deletion requests of a run, check them, or repair current.json or a lost ledger."""
+    from ...deletion import restore_current
+    from ...runlock import run_lock
+    from ...training import open_run
+    from ...versions import rebuild_ledger
+
+    if sum(map(bool, (args.restore_current, args.rebuild_from_versions, args.verify))) > 1:
+        raise MiniUnlearnError("give one of --restore-current, --rebuild-from-versions and --verify")
+    run = open_run(args.run_dir)
+    if args.rebuild_from_versions:
+        with run_lock(run.path, timeout=args.wait):
+            for line in rebuild_ledger(run):
+                print(line)
+        return 0
+    if args.restore_current:
+        version = restore_current(run, lock_timeout=args.wait)
+        print(f"current.json now names model version {version.version} ({version.path})")
+        return 0
+    if args.verify:
+        return _verify(run)
+    return _list(run, as_json=args.json)
+
+
+def _verify(run: Any) -> int:
+    """Check the whole run and print each problem; EXIT_USER_ERROR when there is any."""
+    from ...deletion import open_session
+
+    with open_session(run, write=False, allow_lost_model=True) as session:
+        problems = session.verify()
+        n = len(session.ledger.entries())
+    for problem in problems:
+        print(f"problem: {problem}")
+    verdict = f"{len(problems)} problem(s)" if problems else "sound"
+    print(f"{run.path}: {n} request(s) checked; {verdict}")
+    return EXIT_USER_ERROR if problems else 0
+
+
+def _list(run: Any, *, as_json: bool) -> int:
+    """Print the ledger's records (a table, or JSON); EXIT_USER_ERROR, after listing them, when
+    they disagree with the run's model versions."""
+    from ...deletion import open_session
+    from ...errors import CurrentModelLost, RunDirError
+    from ...versions import open_ledger
+
+    warning = None
+    try:
+        with open_session(run, write=False):
+            pass
+    except (RunDirError, CurrentModelLost) as exc:
+        warning = exc  # still list the records: that is how the problem is diagnosed
+    with open_ledger(run) as ledger:
+        records = ledger.to_json_records()
+    if as_json:
+        print_json(records)
+    else:
+        print(f"{'request_id':34s} {'state':9s} {'method':9s} {'n_ids':>7s} {'version':>7s}  received_at")
+        for r in records:
+            shown = r["model_version"] if r.get("model_version") is not None else "-"
+            print(
+                f"{r['request_id']:34s} {r['state']:9s} {r['method']:9s} {r['n_ids']:>7d} {shown!s:>7s}  "
+                f"{r['received_at']}" + (f"  ({r['reason']})" if r.get("reason") else "")
+            )
+    if warning is not None:
+        print(f"warning: these records disagree with the run's model versions: {warning}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    return 0
