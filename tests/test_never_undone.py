@@ -24,7 +24,6 @@ from miniunlearn.deletion import CRASH_ENV, CURRENT_FILE, current_version, forge
 from miniunlearn.errors import CurrentModelLost, ForgetRequestError, HistoryError, LedgerError, RunDirError
 from miniunlearn.fileio import sha256_file
 from miniunlearn.ledger import Ledger
-from miniunlearn.runlock import HeldLock
 from miniunlearn.training import TrainConfig, open_run, train_run
 
 CONFIG = TrainConfig(
@@ -176,31 +175,31 @@ def test_a_ledger_backed_up_with_the_request_failed_is_refused_then_rebuilt(
 # -- 2: a deleted lock ---------------------------------------------------------------
 
 
-def test_a_lock_deleted_mid_request_cannot_let_two_requests_interleave(run_dir: Path) -> None:
+def test_a_lock_deleted_mid_request_lets_no_second_command_in(run_dir: Path) -> None:
     forget(run_dir, A, request_id="r1", **FAST)
     with open_session(run_dir, write=True) as session:
         entry = session.ledger.receive(B, "finetune", {}, session.current.sha256, request_id="A")
         params = session.current_params() + 1e-3
         (run_dir / ".lock").unlink()  # looks stale: a 0-byte file
-        other = forget(run_dir, C, request_id="B", **FAST)  # locks a new file and commits v2
-        assert other.version.version == 2
-        with pytest.raises(LedgerError, match="lock file .* deleted or replaced"):
-            session.commit(entry, params, {}, 0.0)
-    assert current_version(open_run(run_dir)).request_id == "B"
-    assert set(C) <= _forgotten(run_dir)
+        with pytest.raises(LedgerError, match="another forget is running"):
+            forget(run_dir, C, request_id="B", **FAST)  # the run directory itself is locked
+        done, version = session.commit(entry, params, {}, 0.0)
+    assert (done.state, version.version) == ("done", 2)
+    assert _state(run_dir) == {"r1": "done", "A": "done"}
     assert _verified(run_dir) == []
 
 
-def test_a_commit_refuses_when_the_model_changed_under_it(run_dir: Path, monkeypatch) -> None:
-    monkeypatch.setattr(HeldLock, "check", lambda self: None)  # as if the lock identity were lost
+def test_a_commit_refuses_when_the_pointer_changed_under_it(run_dir: Path) -> None:
+    forget(run_dir, A, request_id="r1", **FAST)
+    pointer = (run_dir / CURRENT_FILE).read_bytes()
+    forget(run_dir, B, request_id="r2", **FAST)
     with open_session(run_dir, write=True) as session:
-        entry = session.ledger.receive(B, "finetune", {}, session.current.sha256, request_id="A")
+        entry = session.ledger.receive(C, "finetune", {}, session.current.sha256, request_id="A")
         params = session.current_params() + 1e-3
-        (run_dir / ".lock").unlink()
-        forget(run_dir, C, request_id="B", **FAST)
+        (run_dir / CURRENT_FILE).write_bytes(pointer)  # an older current.json restored meanwhile
         with pytest.raises(LedgerError, match="current model changed while request A"):
             session.commit(entry, params, {}, 0.0)
-    assert current_version(open_run(run_dir)).request_id == "B"
+    assert not (run_dir / "versions" / "v3.safetensors").exists()
 
 
 def test_a_broken_chain_of_done_requests_is_refused_by_every_command(run_dir: Path) -> None:
@@ -367,3 +366,135 @@ def test_no_forgotten_id_is_back_after_any_sequence_above(run_dir: Path) -> None
         done = ledger.entries("done")
         assert np.array_equal(ledger.forgotten_ids(), np.union1d(A, B))
     assert [e.request_id for e in sorted(done, key=lambda e: e.done_seq)] == ["r1", "rt", "r2"]
+
+
+# -- found by a hostile probe of the run session -------------------------------------
+
+
+def _sql(run_dir: Path, statement: str, *args: object) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(run_dir / "ledger.sqlite")
+    conn.execute(statement, args)
+    conn.commit()
+    conn.close()
+
+
+def test_a_pending_request_whose_current_version_holds_other_ids_is_refused(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    forget(run_dir, A, request_id="r1", **FAST)
+    forget(run_dir, B, request_id="r2", **FAST)
+    shutil.copy2(run_dir / "ledger.sqlite", tmp_path / "L0")
+    killed = _cli(
+        run_dir,
+        "forget",
+        str(run_dir),
+        "--ids",
+        _ids_file(tmp_path, C),
+        "--request-id",
+        "r3",
+        "--method",
+        "finetune",
+        "-o",
+        "steps=2",
+        crash_at="after-receive",
+    )
+    assert killed.returncode == -signal.SIGKILL
+    shutil.copy2(run_dir / "ledger.sqlite", tmp_path / "L1")  # r3 received with ids C
+    shutil.copy2(tmp_path / "L0", run_dir / "ledger.sqlite")
+    assert forget(run_dir, D, request_id="r3", **FAST).version.version == 3  # r3 done with ids D
+    shutil.copy2(tmp_path / "L1", run_dir / "ledger.sqlite")
+    with pytest.raises(RunDirError, match="was not made from the ledger's request r3"):
+        forget(run_dir, A, request_id="r4", **FAST)
+    assert _state(run_dir)["r3"] == "received"  # nothing was changed
+
+
+def test_a_ledger_from_a_clone_of_the_run_is_refused_and_retraining_is_not_offered(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    clone = Path(shutil.copytree(run_dir, tmp_path / "clone"))
+    forget(run_dir, B, request_id="r1", **FAST)
+    forget(clone, list(range(300, 320)), request_id="r1", **FAST)
+    for name in ("ledger.sqlite", CURRENT_FILE):
+        shutil.copy2(clone / name, run_dir / name)
+    with pytest.raises(RunDirError, match="another copy of this run") as info:
+        forget(run_dir, C, request_id="r2", **FAST)
+    assert "do not retrain" in str(info.value)
+    with pytest.raises(RunDirError, match="another copy of this run"):
+        retrain_all(run_dir)  # would retrain without the clone's ids and bring B back
+
+
+def test_a_done_row_whose_ids_were_edited_consistently_is_refused(run_dir: Path) -> None:
+    import hashlib
+
+    forget(run_dir, A, request_id="r1", **FAST)
+    forget(run_dir, B, request_id="r2", **FAST)
+    blob = np.array([10], dtype="<i8").tobytes()
+    _sql(
+        run_dir,
+        "UPDATE requests SET ids = ?, ids_sha256 = ?, n_ids = 1 WHERE request_id = 'r2'",
+        blob,
+        hashlib.sha256(blob).hexdigest(),
+    )
+    with pytest.raises(RunDirError, match="ledger was edited"):
+        forget(run_dir, D, **FAST)
+    with pytest.raises(RunDirError, match="ledger was edited"):
+        current_version(open_run(run_dir))
+
+
+def test_a_done_row_without_its_starting_model_breaks_the_chain(run_dir: Path) -> None:
+    forget(run_dir, A, request_id="r1", **FAST)
+    forget(run_dir, B, request_id="r2", **FAST)
+    _sql(run_dir, "UPDATE requests SET model_sha256_before = NULL WHERE request_id = 'r2'")
+    with pytest.raises(RunDirError, match="none recorded"):
+        forget(run_dir, D, **FAST)
+
+
+def test_a_refused_command_changes_nothing_and_the_documented_recovery_still_works(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    forget(run_dir, A, request_id="r1", **FAST)
+    older = (run_dir / CURRENT_FILE).read_bytes()
+    forget(run_dir, B, request_id="r2", **FAST)
+    killed = _cli(
+        run_dir,
+        "forget",
+        str(run_dir),
+        "--ids",
+        _ids_file(tmp_path, C),
+        "--request-id",
+        "r3",
+        "--method",
+        "finetune",
+        "-o",
+        "steps=2",
+        crash_at="after-version",
+    )
+    assert killed.returncode == -signal.SIGKILL
+    (run_dir / CURRENT_FILE).write_bytes(older)  # an older current.json restored
+    with pytest.raises(RunDirError, match="disagree"):
+        forget(run_dir, D, request_id="r4", **FAST)
+    assert _state(run_dir)["r3"] == "received"  # the refusal settled nothing
+    assert main(["-q", "ledger", str(run_dir), "--restore-current"]) == 0
+    assert forget(run_dir, D, request_id="r4", **FAST).status == "done"
+    assert _state(run_dir)["r3"] == "done" and set(C + D) <= _forgotten(run_dir)  # r3 rolled forward
+
+
+def test_a_symlinked_retrain_cache_folder_is_refused(run_dir: Path, tmp_path: Path) -> None:
+    forget(run_dir, A, request_id="r1", **FAST)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (run_dir / "retrain").symlink_to(outside)
+    with pytest.raises(RunDirError, match="symbolic link"):
+        forget(run_dir, B, request_id="r2", retrain_now=True)  # retrains through the cache
+    assert not list(outside.iterdir()) and _state(run_dir)["r2"] == "failed"
+
+
+def test_a_resent_request_whose_superseded_version_file_is_gone_still_reports_done(run_dir: Path) -> None:
+    forget(run_dir, A, request_id="r1", **FAST)
+    forget(run_dir, B, request_id="r2", **FAST)
+    (run_dir / "versions" / "v1.safetensors").unlink()
+    again = forget(run_dir, A, request_id="r1", **FAST)
+    assert again.status == "already-done" and again.version.version == 1
+    assert any("superseded" in m for m in again.messages)

@@ -1,12 +1,13 @@
 """The run lock: one process at a time changes a run's deletion state.
 
-The lock is an OS file lock on ``RUN_DIR/.lock`` (released automatically when its
-process dies); while it is held, ``.lock.owner`` names the holder for error messages.
-Because the lock file stays in the run, a person may take it for stale and delete it
-while a command holds it; a second command would then lock a new file and both would
-believe they hold the run. :meth:`HeldLock.check` detects that: the lock file must
-still be the very file (device and inode) that was locked. Every commit of a new model
-version calls it.
+The lock is an OS lock (``flock``) on the run directory itself, released automatically
+when its process dies, plus the same on the file ``RUN_DIR/.lock`` for tools that look
+for one; while it is held, ``.lock.owner`` names the holder for error messages. A lock
+file that stays in the run looks stale and may be deleted by a person while a command
+holds it; a second command would then lock a new file. The directory cannot be swapped
+that way, so the directory lock is the one that excludes: deleting ``.lock`` lets no
+second command in. :meth:`HeldLock.check` re-checks, before every commit, that the run
+path is still the directory this process locked.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import contextlib
 import json
 import os
 import socket
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from .errors import LedgerError
 from .fileio import atomic_write_json
@@ -30,11 +33,11 @@ LOCK_OWNER_FILENAME = ".lock.owner"
 
 
 class HeldLock(os.PathLike[str]):
-    """A run lock this process holds: its path and the identity of the locked file."""
+    """A run lock this process holds: the lock file's path and the locked directory."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, directory_fd: int) -> None:
         self.path = path
-        info = os.stat(path)
+        info = os.fstat(directory_fd)
         self._identity = (info.st_dev, info.st_ino)
 
     def __fspath__(self) -> str:
@@ -51,17 +54,17 @@ class HeldLock(os.PathLike[str]):
         return hash(self.path)
 
     def check(self) -> None:
-        """Raise LedgerError unless the lock file is still the file this process locked."""
+        """Raise LedgerError unless the run path is still the directory this process locked."""
         try:
-            info = os.stat(self.path)
+            info = os.stat(self.path.parent)
             same = (info.st_dev, info.st_ino) == self._identity
         except FileNotFoundError:
             same = False
         if not same:
             raise LedgerError(
-                f"the run's lock file {self.path} was deleted or replaced while this command held it, "
-                "so another command may have changed the run meanwhile; nothing was committed. "
-                "Never delete .lock (it is freed when its process exits); send the request again"
+                f"the run directory {self.path.parent} was moved or replaced while this command held its "
+                "lock, so another command may have changed it meanwhile; nothing was committed. Send the "
+                "request again"
             )
 
 
@@ -81,11 +84,14 @@ def run_lock(run_dir: str | os.PathLike[str], timeout: float = 0.0) -> Iterator[
     """Hold the exclusive lock of ``run_dir`` for the duration of the block.
 
     Waits up to ``timeout`` seconds (0: try once; negative: wait forever) for the
-    lock file ``.lock`` in ``run_dir``, then raises :class:`LedgerError` saying
-    another command is running and, when known, the pid that holds it. Yields a
+    lock on the directory ``run_dir`` (then on its file ``.lock``), then raises
+    :class:`LedgerError` saying another command is running and, when known, the pid
+    that holds it. Yields a
     :class:`HeldLock` (compares equal to the lock's path). Not re-entrant: taking it
     twice in one process waits for itself and times out.
     """
+    import fcntl
+
     import filelock
 
     run_dir = Path(run_dir)
@@ -93,27 +99,45 @@ def run_lock(run_dir: str | os.PathLike[str], timeout: float = 0.0) -> Iterator[
         raise LedgerError(f"cannot lock {run_dir}: it is not a directory")
     lock_path = run_dir / LOCK_FILENAME
     owner_path = run_dir / LOCK_OWNER_FILENAME
-    lock = filelock.FileLock(str(lock_path), timeout=timeout, thread_local=False)
+    directory = os.open(run_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
     try:
-        lock.acquire()
-    except filelock.Timeout as exc:
-        raise LedgerError(
-            f"another forget is running on {run_dir}{_holder(owner_path)}; waited {timeout:g} s for "
-            f"{lock_path}. Wait for it to finish and try again (the lock is freed "
-            f"automatically when that process exits)."
-        ) from exc
-    try:
-        held = HeldLock(lock_path)
-        atomic_write_json(
-            owner_path,
-            {
-                "pid": os.getpid(),
-                "host": socket.gethostname(),
-                "acquired_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            },
-        )
-        yield held
+        _flock_within(directory, fcntl, timeout, run_dir, owner_path, lock_path)
+        lock = filelock.FileLock(str(lock_path), timeout=-1, thread_local=False)
+        lock.acquire()  # the directory lock excludes everyone; this one only keeps .lock meaningful
+        try:
+            held = HeldLock(lock_path, directory)
+            atomic_write_json(
+                owner_path,
+                {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "acquired_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                },
+            )
+            yield held
+        finally:
+            with contextlib.suppress(OSError):
+                owner_path.unlink()
+            lock.release()
     finally:
-        with contextlib.suppress(OSError):
-            owner_path.unlink()
-        lock.release()
+        os.close(directory)  # releases the directory lock
+
+
+def _flock_within(
+    fd: int, fcntl: Any, timeout: float, run_dir: Path, owner_path: Path, lock_path: Path
+) -> None:
+    """Take an exclusive flock on ``fd``, trying for ``timeout`` seconds (negative: forever);
+    raise LedgerError naming the holder when it cannot."""
+    deadline = None if timeout < 0 else time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise LedgerError(
+                    f"another forget is running on {run_dir}{_holder(owner_path)}; waited {timeout:g} s for "
+                    f"{lock_path}. Wait for it to finish and try again (the lock is freed "
+                    f"automatically when that process exits)."
+                ) from None
+            time.sleep(0.05)

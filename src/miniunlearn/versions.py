@@ -302,11 +302,16 @@ def rebuild_ledger(run: Run) -> list[str]:
     top = pointer.version if pointer is not None else 0
     beyond = [n for n in files if n > top]
     if beyond:
+        last = max(beyond)
+        named = {"version": last, "path": version_path(last), "sha256": sha256_file(files[last])}
+        named["request_id"] = str(version_record(files[last])["request_id"])
         raise LedgerError(
             f"model version(s) {', '.join(f'v{n}' for n in sorted(beyond))} are newer than v{top}, the one "
-            "current.json names: current.json is older than the versions (restored from a backup?), or the "
-            f"newest request was killed before its model became current. Restore the newest current.json, "
-            f"or delete {files[max(beyond)]} if that request was interrupted, and run this again"
+            "current.json names. Most likely current.json is older than the versions (restored from a "
+            f"backup): restore the newest current.json, or write it as {json.dumps(named)}, and run this "
+            f"again. Only if you know the newest request was killed before its model became current (it "
+            f"was never reported done), delete {files[last]} instead: deleting a version that was served "
+            "would bring its forgotten ids back"
         )
     records, before = [], original_version(run).sha256
     for number in sorted(n for n in files if n <= top):

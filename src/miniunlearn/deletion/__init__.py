@@ -15,7 +15,14 @@ from ..training.rundir import Run
 from ..versions import CRASH_ENV, CURRENT_FILE, ModelVersion, load_version_params, open_ledger
 from .budget import DEFAULT_MAX_APPROX_RATIO, ErrorBudget
 from .idsfile import read_ids_file
-from .session import RunSession, check_state, open_session, restore_current
+from .session import (
+    RunSession,
+    ledger_records,
+    open_session,
+    rebuild_ledger_locked,
+    restore_current,
+)
+from .state import check_state
 from .workflow import ForgetOutcome, failure_reason, forget, retrain_all
 
 __all__ = [
@@ -29,10 +36,12 @@ __all__ = [
     "current_version",
     "failure_reason",
     "forget",
+    "ledger_records",
     "load_version_params",
     "open_ledger",
     "open_session",
     "read_ids_file",
+    "rebuild_ledger_locked",
     "restore_current",
     "retrain_all",
 ]

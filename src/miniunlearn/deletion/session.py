@@ -27,7 +27,6 @@ import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,13 +45,21 @@ from ..versions import (
     open_ledger,
     original_version,
     read_pointer,
-    recorded_numbers,
-    remove_temp_files,
+    rebuild_ledger,
     version_files,
     version_number,
     version_path,
     version_record,
     write_version,
+)
+from .state import (
+    chain_problems,
+    check_file,
+    check_state,
+    record_request,
+    refuse_newer_records,
+    remove_junk,
+    settle,
 )
 
 
@@ -228,7 +235,7 @@ class RunSession:
         if pointer is not None and pointer.request_id == entry.request_id:
             return None
         for number, file in version_files(self.run).items():
-            if number > self.current.version and _record_request(file) == entry.request_id:
+            if number > self.current.version and record_request(file) == entry.request_id:
                 file.unlink(missing_ok=True)
         try:
             self.ledger.fail(entry.request_id, reason)
@@ -240,201 +247,6 @@ class RunSession:
         return None
 
 
-def _record_request(file: Path) -> str | None:
-    """The request id a version file carries (None when it carries no readable record)."""
-    try:
-        return str(version_record(file)["request_id"])
-    except (LedgerError, KeyError):
-        return None
-
-
-def _check_file(run: Run, version: ModelVersion) -> ModelVersion:
-    """Return ``version`` after checking its file exists with its sha256.
-
-    Raises CurrentModelLost when it is missing or altered: either way the current model is
-    gone, and retraining from the ledger's ids rebuilds it.
-    """
-    file = run.path / version.path
-    if not file.exists():
-        state = "is missing"
-    elif sha256_file(file) != version.sha256:
-        state = "fails its sha256 check: it was altered"
-    else:
-        return version
-    raise CurrentModelLost(
-        f"model version {version.version} ({file}), the run's current model, {state}. Restore it from a "
-        f"backup, or rebuild a model without every forgotten id with `miniunlearn forget {run.path} "
-        "--retrain-now`"
-    )
-
-
-def chain_problems(run: Run, ledger: Ledger) -> list[str]:
-    """Where done requests do not chain: the first must start from the run's original model
-    and each later one from the model the one before it left. Returns one line each."""
-    done = sorted((e for e in ledger.entries("done") if e.model_sha256_after), key=lambda e: e.done_seq or 0)
-    problems = []
-    previous_after, previous_id = original_version(run).sha256, "the run's original model"
-    for entry in done:
-        before = entry.model_sha256_before
-        if before and before != previous_after:
-            if previous_id == "the run's original model":
-                problems.append(
-                    f"the ledger's first done request {entry.request_id} started from model {before[:12]}, "
-                    f"not from this run's original model {previous_after[:12]}: the ledger belongs to "
-                    "another run. Restore this run's own ledger.sqlite"
-                )
-            else:
-                problems.append(
-                    f"request {entry.request_id} started from model {before[:12]}, but the request done "
-                    f"before it, {previous_id}, left {previous_after[:12]}: two commands changed the run at "
-                    "once, or entries were edited. Restore the ledger and versions from a backup taken "
-                    f"before {entry.request_id}, then send it again"
-                )
-        previous_after, previous_id = str(entry.model_sha256_after), f"request {entry.request_id}"
-    return problems
-
-
-def _refuse_newer_records(run: Run, ledger: Ledger) -> list[tuple[int, Path, LedgerEntry]]:
-    """Check every version file against the ledger; return the files of ``received``
-    requests not yet current (what settling may roll forward).
-
-    Raises RunDirError for a file carrying a request the ledger does not have as done
-    with that version: the ledger is older than the versions. Files without a readable
-    record are skipped (older versions, or junk that :func:`remove_junk` clears).
-    """
-    known = recorded_numbers(ledger)
-    pending, newer = [], []
-    for number, file in sorted(version_files(run).items()):
-        if number in known:
-            continue
-        request_id = _record_request(file)
-        if request_id is None:
-            continue
-        entry = ledger.get(request_id)
-        if entry is not None and entry.state == "received":
-            pending.append((number, file, entry))
-        else:
-            state = "" if entry is None else f", which the ledger records as {entry.state}"
-            newer.append(f"v{number} (request {request_id}{state})")
-    if newer:
-        listed = ", ".join(newer[:5])
-        raise RunDirError(
-            f"model version(s) {listed} hold requests newer than the ledger's record of them: the "
-            "ledger is older than the model versions (restored from a backup?), and going on would let "
-            "forgotten samples come back. Nothing was changed. Restore the newest ledger backup, or move "
-            f"ledger.sqlite aside and rebuild it from the versions with `miniunlearn ledger {run.path} "
-            "--rebuild-from-versions`"
-        )
-    return pending
-
-
-def check_state(run: Run, ledger: Ledger) -> ModelVersion:
-    """Return the run's current version after checking that the pointer, its file, the
-    version files and the ledger agree (see the module docstring for the rules).
-
-    Raises CurrentModelLost when the pointer or the current file is gone or altered,
-    RunDirError for any other disagreement; both say how to recover.
-    """
-    _refuse_newer_records(run, ledger)
-    broken = chain_problems(run, ledger)
-    if broken:
-        raise RunDirError(broken[0])
-    expected = expected_version(run, ledger)
-    pointer = read_pointer(run)
-    hint = f"`miniunlearn ledger {run.path} --restore-current`"
-    if pointer is None:
-        if expected.version == 0:
-            return _check_file(run, expected)
-        raise CurrentModelLost(
-            f"{run.path / CURRENT_FILE} is missing, so the run's current model is unknown; the ledger says "
-            f"request {expected.request_id} left model version {expected.version} current. Point "
-            f"current.json at it with {hint}"
-        )
-    if pointer == expected:
-        return _check_file(run, pointer)
-    pending = {e.request_id for e in ledger.pending()}
-    if pointer.request_id in pending and pointer.version > expected.version:
-        return _check_file(run, pointer)  # killed after the switch, before the ledger said done
-    raise RunDirError(
-        f"{run.path / CURRENT_FILE} names model version {pointer.version} (request {pointer.request_id}, "
-        f"sha256 {pointer.sha256[:12]}), but the ledger's last done request {expected.request_id} left "
-        f"version {expected.version} (sha256 {expected.sha256[:12]}) current: the two disagree. If "
-        f"current.json was restored from an older backup, run {hint}; if the ledger is the older copy "
-        "or comes from another run, restore the ledger that matches instead"
-    )
-
-
-def settle(run: Run, ledger: Ledger) -> list[str]:
-    """Settle requests an interrupted command left ``received``; return one line each.
-
-    Its model already current: marked done. Its version file written (killed before the
-    switch) and made from the current model: rolled forward (the pointer moves to it) and
-    marked done. Otherwise: marked failed (the previous model is intact).
-    """
-    messages = []
-    rollable = {e.request_id: (n, f) for n, f, e in _refuse_newer_records(run, ledger)}
-    for entry in ledger.pending():
-        pointer = read_pointer(run)
-        base = pointer if pointer is not None else original_version(run)
-        if pointer is not None and pointer.request_id == entry.request_id:
-            version = pointer
-            how = "was already in place when the previous command stopped"
-        elif entry.request_id in rollable and _rolls_forward(rollable[entry.request_id][1], entry, base):
-            number, file = rollable[entry.request_id]
-            version = ModelVersion(number, version_path(number), sha256_file(file), entry.request_id)
-            atomic_write_json(run.path / CURRENT_FILE, version.__dict__)
-            how = "was written before the previous command stopped; it is now current"
-        else:
-            ledger.fail(
-                entry.request_id,
-                "interrupted before its model version was written; the previous model is intact. "
-                "Send the request again to retry it",
-            )
-            messages.append(
-                f"request {entry.request_id}: marked failed (interrupted before its model was written; the "
-                "previous model is intact)"
-            )
-            continue
-        record = version_record(run.path / version.path)
-        new = np.setdiff1d(entry.ids, ledger.forgotten_ids()).size
-        budget = record.get("error_budget_used")
-        ledger.complete(
-            entry.request_id,
-            version.sha256,
-            version.version,
-            record.get("metrics") or {"recovered": True},
-            budget if budget is not None else new / run.n_train,
-        )
-        messages.append(f"request {entry.request_id}: completed (its model version {version.version} {how})")
-    return messages
-
-
-def _rolls_forward(file: Path, entry: LedgerEntry, base: ModelVersion) -> bool:
-    """Whether a received request's version file is its finished result on the current model."""
-    try:
-        record = version_record(file)
-    except LedgerError:
-        return False
-    number = int(file.name[1 : -len(".safetensors")])
-    return (
-        number > base.version
-        and record.get("ids_sha256") == entry.ids_sha256
-        and record.get("model_sha256_before") == base.sha256
-        and entry.model_sha256_before == base.sha256
-    )
-
-
-def remove_junk(run: Run, current: ModelVersion, ledger: Ledger) -> None:
-    """Delete temp files, and version files newer than the current one that carry no
-    readable request record (nothing a deletion depends on). Files with a record are
-    never deleted here."""
-    kept = recorded_numbers(ledger)
-    for number, file in version_files(run).items():
-        if number > current.version and number not in kept and _record_request(file) is None:
-            file.unlink(missing_ok=True)
-    remove_temp_files(run)
-
-
 def restore_current(run: Run, *, lock_timeout: float = 0.0) -> ModelVersion:
     """Rewrite current.json (under the run lock) to name the version the ledger records as
     current, after checking the versions and the chain of done requests; return it.
@@ -443,13 +255,46 @@ def restore_current(run: Run, *, lock_timeout: float = 0.0) -> ModelVersion:
     when the ledger is older than the versions or its chain is broken (nothing is written).
     """
     with run_lock(run.path, timeout=lock_timeout), open_ledger(run) as ledger:
-        _refuse_newer_records(run, ledger)
+        refuse_newer_records(run, ledger)
         broken = chain_problems(run, ledger)
         if broken:
             raise RunDirError(broken[0])
-        version = _check_file(run, expected_version(run, ledger))
+        version = check_file(run, expected_version(run, ledger))
         atomic_write_json(run.path / CURRENT_FILE, version.__dict__)
         return version
+
+
+def _checked(run: Run, ledger: Ledger, allow_lost_model: bool, messages: list[str]) -> ModelVersion:
+    """:func:`check_state`; with ``allow_lost_model``, a lost current model gives the version
+    the ledger records instead (the reason appended to ``messages``)."""
+    try:
+        return check_state(run, ledger)
+    except CurrentModelLost as exc:
+        if not allow_lost_model:
+            raise
+        messages.append(f"{exc}; retraining rebuilds it from the ledger")
+        return expected_version(run, ledger)
+
+
+def rebuild_ledger_locked(run: Run, *, lock_timeout: float = 0.0) -> list[str]:
+    """Rebuild a lost ledger from the request records inside the model versions, under the
+    run lock (see :func:`miniunlearn.versions.rebuild_ledger`); return one line per request."""
+    with run_lock(run.path, timeout=lock_timeout):
+        return rebuild_ledger(run)
+
+
+def ledger_records(run: Run) -> tuple[list[dict[str, Any]], str | None]:
+    """Every ledger record of ``run`` (as JSON-able dicts, in the order received) and, when
+    the records disagree with the run's pointer or model versions, why (else None). Unlike
+    every other way in, it lists a ledger that disagrees: that is how a problem is diagnosed."""
+    disagreement = None
+    try:
+        with open_session(run, write=False):
+            pass
+    except (RunDirError, CurrentModelLost) as exc:
+        disagreement = str(exc)
+    with open_ledger(run) as ledger:
+        return ledger.to_json_records(), disagreement
 
 
 @contextlib.contextmanager
@@ -475,14 +320,11 @@ def open_session(
     with contextlib.ExitStack() as stack:
         lock = stack.enter_context(run_lock(run.path, timeout=lock_timeout)) if write else None
         ledger = stack.enter_context(open_ledger(run))
-        messages = settle(run, ledger) if write else []
-        try:
-            current = check_state(run, ledger)
-        except CurrentModelLost as exc:
-            if not allow_lost_model:
-                raise
-            messages.append(f"{exc}; retraining rebuilds it from the ledger")
-            current = expected_version(run, ledger)
+        messages: list[str] = []
+        if write:  # refuse a disagreeing run before settling changes anything
+            _checked(run, ledger, allow_lost_model, [])
+            messages = settle(run, ledger)
+        current = _checked(run, ledger, allow_lost_model, messages)
         if write:
             remove_junk(run, current, ledger)
         yield RunSession(run, ledger, current, read_pointer(run), lock, messages)

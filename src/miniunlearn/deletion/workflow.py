@@ -29,13 +29,13 @@ import numpy as np
 import torch
 
 from ..device import device_scope
-from ..errors import ConfigError, ForgetRequestError, HistoryError
+from ..errors import ConfigError, ForgetRequestError, HistoryError, RunDirError
 from ..ids import ids_digest, normalize_ids, validate_forget_ids
 from ..ledger import LedgerEntry, check_request_id
 from ..methods import UnlearnRequest, get_method, method_class
 from ..training.retrain import retrain
 from ..training.rundir import open_run
-from ..versions import ModelVersion, crash_point
+from ..versions import ModelVersion, crash_point, version_number, version_path
 from .budget import DEFAULT_MAX_APPROX_RATIO, ErrorBudget
 from .session import RunSession, open_session
 
@@ -74,15 +74,16 @@ def _already_done(session: RunSession, previous: LedgerEntry, asked: np.ndarray 
             f"request id {previous.request_id!r} is already done with a different set of ids "
             f"({previous.n_ids} ids); nothing changed. Use a new request id for these ids"
         )
-    version = session.version_of(previous)
-    return ForgetOutcome(
-        "already-done",
-        previous,
-        version,
-        np.zeros(0, np.int64),
-        previous.metrics,
-        [*session.messages, f"request {previous.request_id} was already done; nothing changed"],
-    )
+    notes = [*session.messages, f"request {previous.request_id} was already done; nothing changed"]
+    try:
+        version = session.version_of(previous)
+    except RunDirError as exc:  # a superseded version's file; the current model was checked on opening
+        number = version_number(previous) or 0
+        version = ModelVersion(
+            number, version_path(number), str(previous.model_sha256_after), previous.request_id
+        )
+        notes.append(f"{exc} (a later version superseded it: its ids stay forgotten in the current model)")
+    return ForgetOutcome("already-done", previous, version, np.zeros(0, np.int64), previous.metrics, notes)
 
 
 def _refuse(

@@ -172,7 +172,7 @@ def load_or_retrain(run: Run, forget_ids: np.ndarray, *, progress: bool = False)
     objective = run.objective
     retrain_binding(run, ids)  # a manifest without config/model records is refused before any cache I/O
     return cached(
-        run.path / RETRAIN_DIR / f"{ids_digest(ids)}.safetensors",
+        run.subdir(RETRAIN_DIR, create=True) / f"{ids_digest(ids)}.safetensors",
         load=lambda path: _load_entry(run, objective, ids, path),
         compute=lambda: retrain(run, ids, progress=progress),
         save=lambda w, tmp: _save_entry(run, ids, w, tmp),

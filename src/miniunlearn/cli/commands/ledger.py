@@ -12,18 +12,15 @@ from ..common import EXIT_USER_ERROR, print_json
 
 def cmd_ledger(args: argparse.Namespace) -> int:
     """List the deletion requests of a run, check them, or repair current.json or a lost ledger."""
-    from ...deletion import restore_current
-    from ...runlock import run_lock
+    from ...deletion import rebuild_ledger_locked, restore_current
     from ...training import open_run
-    from ...versions import rebuild_ledger
 
     if sum(map(bool, (args.restore_current, args.rebuild_from_versions, args.verify))) > 1:
         raise MiniUnlearnError("give one of --restore-current, --rebuild-from-versions and --verify")
     run = open_run(args.run_dir)
     if args.rebuild_from_versions:
-        with run_lock(run.path, timeout=args.wait):
-            for line in rebuild_ledger(run):
-                print(line)
+        for line in rebuild_ledger_locked(run, lock_timeout=args.wait):
+            print(line)
         return 0
     if args.restore_current:
         version = restore_current(run, lock_timeout=args.wait)
@@ -51,18 +48,9 @@ def _verify(run: Any) -> int:
 def _list(run: Any, *, as_json: bool) -> int:
     """Print the ledger's records (a table, or JSON); EXIT_USER_ERROR, after listing them, when
     they disagree with the run's model versions."""
-    from ...deletion import open_session
-    from ...errors import CurrentModelLost, RunDirError
-    from ...versions import open_ledger
+    from ...deletion import ledger_records
 
-    warning = None
-    try:
-        with open_session(run, write=False):
-            pass
-    except (RunDirError, CurrentModelLost) as exc:
-        warning = exc  # still list the records: that is how the problem is diagnosed
-    with open_ledger(run) as ledger:
-        records = ledger.to_json_records()
+    records, warning = ledger_records(run)
     if as_json:
         print_json(records)
     else:
