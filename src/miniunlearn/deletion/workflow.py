@@ -155,6 +155,21 @@ def _start(
     return ledger.retry(previous.request_id, before, method=method, options=options)
 
 
+def _nothing_new(
+    session: RunSession, entry: LedgerEntry, skipped: np.ndarray, messages: list[str]
+) -> ForgetOutcome:
+    """Mark a request whose ids were all forgotten already done, with the model unchanged."""
+    entry = session.complete_unchanged(entry, {"skipped_already_forgotten": int(skipped.size)})
+    return ForgetOutcome(
+        "nothing-new",
+        entry,
+        session.current,
+        skipped,
+        None,
+        [*messages, "every id was already forgotten; the model is unchanged"],
+    )
+
+
 def _execute(
     session: RunSession,
     entry: LedgerEntry,
@@ -265,15 +280,7 @@ def forget(
                 raise
         entry = _start(session, previous, asked, run_method, run_options, request_id)
         if new.size == 0:
-            entry = session.complete_unchanged(entry, {"skipped_already_forgotten": int(skipped.size)})
-            return ForgetOutcome(
-                "nothing-new",
-                entry,
-                session.current,
-                skipped,
-                None,
-                [*messages, "every id was already forgotten; the model is unchanged"],
-            )
+            return _nothing_new(session, entry, skipped, messages)
         spent = budget.cost(exact=method_class(run_method).exact, n_new=new.size, n_train=run.n_train)
         method_options = {k: v for k, v in run_options.items() if k not in ("instead_of", "reason")}
         base = session.current_params()

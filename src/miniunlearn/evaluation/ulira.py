@@ -293,6 +293,39 @@ def _model_scores(
     return score[pos_mask], score[neg_mask]
 
 
+def _check_sizes(
+    n_pool: int, n_shadows: int, n_targets: int, forget_fraction: float, min_obs: int, floor: float
+) -> None:
+    """Raise ValueError for attack sizes it cannot run with."""
+    if n_pool < 4:
+        raise ValueError(f"n_pool must be at least 4, got {n_pool}")
+    if n_shadows < 2:
+        raise ValueError(f"n_shadows must be at least 2, got {n_shadows}")
+    if n_targets < 1:
+        raise ValueError(f"n_targets must be at least 1, got {n_targets}")
+    if not 0.0 < forget_fraction < 1.0:
+        raise ValueError(f"forget_fraction must be in (0, 1), got {forget_fraction}")
+    if floor < 0 or min_obs < 0:
+        raise ValueError("std_floor_frac and min_obs_for_std must be non-negative")
+
+
+def _shadow_threshold(
+    s_unl: list[Any], s_out: list[Any], m_unl: _Moments, m_out: _Moments, fit: Callable[..., Any]
+) -> tuple[float, float]:
+    """The attack's threshold and the shadows' AUC, from leave-one-out scores of each shadow
+    against the Gaussians fitted on the other shadows."""
+    sh_pos, sh_neg = [], []
+    for s in range(len(s_unl)):
+        unl, out = fit(m_unl.without(s_unl[s]), m_out.without(s_out[s]))
+        pos, neg = _model_scores(s_unl[s], s_out[s], unl, out)
+        sh_pos.append(pos)
+        sh_neg.append(neg)
+    sh_scores = np.concatenate(sh_pos + sh_neg)
+    sh_labels = np.concatenate([np.ones(sum(p.size for p in sh_pos)), np.zeros(sum(n.size for n in sh_neg))])
+    threshold, _ = best_balanced_threshold(sh_scores, sh_labels)
+    return threshold, float(roc_auc_score(sh_labels, sh_scores))
+
+
 def ulira_attack(
     n_pool: int,
     train_fn: TrainFn,
@@ -321,16 +354,7 @@ def ulira_attack(
     once. Returns a :class:`ULiRAResult`; AUC 0.5 means forgotten samples are
     indistinguishable from never-seen ones.
     """
-    if n_pool < 4:
-        raise ValueError(f"n_pool must be at least 4, got {n_pool}")
-    if n_shadows < 2:
-        raise ValueError(f"n_shadows must be at least 2, got {n_shadows}")
-    if n_targets < 1:
-        raise ValueError(f"n_targets must be at least 1, got {n_targets}")
-    if not 0.0 < forget_fraction < 1.0:
-        raise ValueError(f"forget_fraction must be in (0, 1), got {forget_fraction}")
-    if std_floor_frac < 0 or min_obs_for_std < 0:
-        raise ValueError("std_floor_frac and min_obs_for_std must be non-negative")
+    _check_sizes(n_pool, n_shadows, n_targets, forget_fraction, min_obs_for_std, std_floor_frac)
 
     ss_shadow, ss_target = np.random.SeedSequence(seed).spawn(2)
     shadow_plan = _plan_models(n_pool, n_shadows, forget_fraction, ss_shadow)
@@ -355,17 +379,7 @@ def ulira_attack(
     def fit(m_u: _Moments, m_o: _Moments) -> tuple[tuple, tuple]:
         return m_u.gaussians(*g_unl, *guards), m_o.gaussians(*g_out, *guards)
 
-    # Threshold: leave-one-out scores of each shadow against the other shadows.
-    sh_pos, sh_neg = [], []
-    for s in range(n_shadows):
-        unl, out = fit(m_unl.without(s_unl[s]), m_out.without(s_out[s]))
-        pos, neg = _model_scores(s_unl[s], s_out[s], unl, out)
-        sh_pos.append(pos)
-        sh_neg.append(neg)
-    sh_scores = np.concatenate(sh_pos + sh_neg)
-    sh_labels = np.concatenate([np.ones(sum(p.size for p in sh_pos)), np.zeros(sum(n.size for n in sh_neg))])
-    threshold, _ = best_balanced_threshold(sh_scores, sh_labels)
-    shadow_auc = float(roc_auc_score(sh_labels, sh_scores))
+    threshold, shadow_auc = _shadow_threshold(s_unl, s_out, m_unl, m_out, fit)
 
     unl, out = fit(m_unl, m_out)
     t_pos, t_neg, per_target = [], [], []
