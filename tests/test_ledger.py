@@ -550,9 +550,10 @@ def test_entry_equality_and_record(led: Ledger) -> None:
     assert e.to_record()["request_id"] == "a"
 
 
-def test_ids_digest_agrees_with_ids_module() -> None:
-    ids_mod = pytest.importorskip("miniunlearn.ids")
-    if not hasattr(ids_mod, "ids_digest"):
-        pytest.skip("miniunlearn.ids has no ids_digest")
-    for ids in ([3, 1, 2, 2], [0], list(range(1000, 0, -7)), np.array([5, 5, 9], np.int32)):
-        assert ids_mod.ids_digest(ids) == ids_digest(ids)
+def test_the_recorded_ids_digest_is_the_sha256_of_the_sorted_unique_int64_ids(led: Ledger) -> None:
+    import hashlib
+
+    for i, ids in enumerate(([3, 1, 2, 2], [0], list(range(1000, 0, -7)), np.array([5, 5, 9], np.int32))):
+        entry = led.receive(ids, "ga", {}, H0, request_id=f"d{i}")
+        expected = hashlib.sha256(np.unique(np.asarray(ids)).astype("<i8").tobytes()).hexdigest()
+        assert entry.ids_sha256 == expected == ids_digest(ids)

@@ -16,8 +16,6 @@ import torch
 
 from .errors import ConfigError
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
-
 
 def resolve_device(name: str | torch.device | None = "cpu") -> torch.device:
     """Return the torch device ``name`` asks for: ``auto`` (CUDA when visible, else CPU),

@@ -298,8 +298,3 @@ def load_synthetic(
 def load_synthetic_higgs(*, seed: int = 0, rows: int | None = None, standardize: bool = False) -> Dataset:
     """Load ``synthetic-higgs`` (see :func:`load_synthetic`); takes ``seed``, ``rows``, ``standardize``."""
     return load_synthetic("synthetic-higgs", seed=seed, rows=rows, standardize=standardize)
-
-
-def load_synthetic_covtype(*, seed: int = 0, rows: int | None = None, standardize: bool = False) -> Dataset:
-    """Load ``synthetic-covtype`` (see :func:`load_synthetic`); takes ``seed``, ``rows``, ``standardize``."""
-    return load_synthetic("synthetic-covtype", seed=seed, rows=rows, standardize=standardize)

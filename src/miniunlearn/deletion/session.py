@@ -34,7 +34,7 @@ import torch
 
 from ..errors import CurrentModelLost, LedgerError, RunDirError
 from ..fileio import atomic_write_json, sha256_file
-from ..ledger import RETRAIN_METHOD, Ledger, LedgerEntry
+from ..ledger import Ledger, LedgerEntry
 from ..runlock import HeldLock, run_lock
 from ..training.rundir import Run, open_run
 from ..versions import (
@@ -92,13 +92,10 @@ class RunSession:
         """The run's last exact model and every id it excluded: (parameters, sorted ids) of
         the version the last done retraining produced, or (None, empty) when the run was never
         retrained. Raises RunDirError when that version's file is missing or altered."""
-        done = sorted(self.ledger.entries("done"), key=lambda e: e.done_seq or 0)
-        exact = [
-            e for e in done if e.method == RETRAIN_METHOD and e.model_sha256_after != e.model_sha256_before
-        ]
-        if not exact:
+        last = self.ledger.last_retrain()
+        if last is None or last.model_sha256_after == last.model_sha256_before:
             return None, np.zeros(0, np.int64)
-        last = exact[-1]
+        done = self.ledger.entries("done")
         covered = [e.ids for e in done if (e.done_seq or 0) <= (last.done_seq or 0)]
         ids = np.unique(np.concatenate(covered)).astype(np.int64)
         return load_version_params(self.run, self.version_of(last)), ids
