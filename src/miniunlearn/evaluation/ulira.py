@@ -362,9 +362,9 @@ def ulira_attack(
 
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from ..progress import progress_bar
 
-        bar = tqdm(total=n_shadows + n_targets, desc=f"{name}: models", leave=False)
+        bar = progress_bar(total=n_shadows + n_targets, desc=f"{name}: models", unit="model")
     try:
         s_unl, s_out = _run_models(*shadow_plan, train_fn, unlearn_fn, confidence_fn, cache, bar)
         t_unl, t_out = _run_models(*target_plan, train_fn, unlearn_fn, confidence_fn, cache, bar)

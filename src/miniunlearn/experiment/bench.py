@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ..device import device_scope, resolve_device
 from ..errors import ConfigError
@@ -23,6 +22,7 @@ from ..evaluation.ulira import ULiRAResult
 from ..ids import random_forget_ids
 from ..methods import UnlearnRequest, available_methods, get_method, method_class
 from ..presets import preset
+from ..progress import progress_bar
 from ..training import Run, TrainConfig, retrain
 from ..training.rundir import load_training_data
 from .assess import assess, reference
@@ -275,10 +275,12 @@ def run_bench(spec: BenchSpec, *, progress: bool = True) -> tuple[list[dict[str,
             (_ulira_task, (spec, seed, r, m, pools[seed])) for seed, r in cells for m in spec.methods
         ]
 
-    bar = tqdm(
+    bar = progress_bar(
         total=len(train_tasks) + len(cell_tasks),
         desc=f"bench {spec.dataset}/{spec.model}",
-        disable=not progress,
+        enabled=progress,
+        leave=True,
+        unit="task",
     )
     cell_results: dict[tuple[int, int], tuple[list[dict[str, Any]], dict[str, Any]]] = {}
     attacks: dict[tuple[int, int, str], Any] = {}

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ..objective import Objective
+from ..progress import progress_bar
 from .history import HistoryRecorder, NullRecorder
 from .schedule import StepPlan, without_ids
 
@@ -31,7 +31,7 @@ def train_loop(
     recorder = recorder or NullRecorder()
     w = w0.detach().clone()
     total = plan.total_steps
-    for t in tqdm(range(total), desc=desc, disable=not progress, leave=False, mininterval=0.5):
+    for t in progress_bar(range(total), desc=desc, enabled=progress, unit="step"):
         batch = plan.batch_ids(t)
         if forget_mask is not None:
             batch = without_ids(batch, forget_mask)
