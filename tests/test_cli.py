@@ -196,3 +196,19 @@ def test_methods_lists_every_method_with_its_options(capsys: pytest.CaptureFixtu
     # every option with its type, default, range and a line of help
     assert "max_steps (int, default 50, >= 0): step budget" in out
     assert "T0 (int, default 5, >= 1):" in out
+
+
+def test_train_ends_with_accuracy_loss_gradient_convergence_and_minis_mode(tmp_path, capsys) -> None:
+    from miniunlearn.experiment.summary import run_summary
+    from miniunlearn.training import open_run
+
+    assert main(["-q", "train", "--dataset", "digits", "--out", str(tmp_path / "r"), "--epochs", "30"]) == 0
+    out = capsys.readouterr().out
+    assert "test accuracy" in out and "gradient norm" in out and "stopped before convergence" in out
+    assert "trajectory mode" in out
+    summary = run_summary(open_run(tmp_path / "r"))
+    assert 0.8 < summary["test_acc"] <= 1 and summary["converged"] is False
+    # the reported gradient is the objective's own at the trained model
+    run = open_run(tmp_path / "r")
+    grad = run.objective.value_and_grad(run.load_model_params())[1]
+    assert abs(summary["grad_norm"] - float(grad.norm())) < 1e-9

@@ -1,4 +1,4 @@
-"""The ``miniunlearn`` command line: fetch, train, forget, evaluate, bench, ledger, audit, methods.
+"""The ``miniunlearn`` command line: fetch, train, forget, ids, evaluate, bench, ledger, audit, methods.
 
 The package only parses, calls the library and prints: ``parser`` builds the argument parser,
 ``commands`` holds one ``cmd_*`` function per subcommand, and :func:`main` runs one with the
@@ -22,6 +22,7 @@ from .commands import (
     cmd_evaluate,
     cmd_fetch,
     cmd_forget,
+    cmd_ids,
     cmd_ledger,
     cmd_methods,
     cmd_train,
@@ -40,6 +41,7 @@ __all__ = [
     "cmd_evaluate",
     "cmd_fetch",
     "cmd_forget",
+    "cmd_ids",
     "cmd_ledger",
     "cmd_methods",
     "cmd_train",

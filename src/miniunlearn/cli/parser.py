@@ -18,6 +18,7 @@ from .commands import (
     cmd_evaluate,
     cmd_fetch,
     cmd_forget,
+    cmd_ids,
     cmd_ledger,
     cmd_methods,
     cmd_train,
@@ -139,7 +140,8 @@ def _data_arguments(p: argparse.ArgumentParser) -> None:
         "--data-option",
         action="append",
         help="dataset option key=value (repeatable): label_column=0, header=false, standardize=true, "
-        "test_path=FILE (csv, libsvm); seed=N, rows=N, standardize=true (synthetic-*); "
+        "test_path=FILE (csv, libsvm); id_column=NAME (csv: a column of your own keys, not a feature); "
+        "key_file=FILE (libsvm: one key per data row); seed=N, rows=N, standardize=true (synthetic-*); "
         "the data file itself is --data-path",
     )
 
@@ -181,7 +183,12 @@ def _add_forget(sub: Any) -> None:
         sub, "forget", "serve a deletion request: unlearn ids and write a new model version", cmd_forget
     )
     _run_dir_argument(p)
-    p.add_argument("--ids", help="file with one integer sample id per line")
+    p.add_argument("--ids", help="file with one integer sample id per line (- reads standard input)")
+    p.add_argument(
+        "--keys",
+        help="file with one of your own keys per line (id_column, key_file or row number; see "
+        "`miniunlearn ids`); - reads standard input",
+    )
     p.add_argument("--ratio", type=float, help="forget a random fraction of the training set instead")
     _seed_argument(p, "seed of the random forget set (--ratio)")
     p.add_argument("--method", default="mini", help="unlearning method (see `miniunlearn methods`)")
@@ -198,6 +205,20 @@ def _add_forget(sub: Any) -> None:
     _wait_argument(p, "seconds to wait for another forget on the run")
     _json_argument(p, "print the outcome as JSON")
     _device_argument(p)
+
+
+def _add_ids(sub: Any) -> None:
+    """``ids RUN_DIR``: the users' keys of a run and the sample ids they map to."""
+    p = _subcommand(
+        sub,
+        "ids",
+        "list your keys and the sample ids they map to (CSV key,sample_id,split; test-split keys "
+        "have no sample id)",
+        cmd_ids,
+    )
+    _run_dir_argument(p)
+    p.add_argument("--out", help="write the mapping as CSV to this file instead of printing it")
+    _json_argument(p, "print the mapping (with --out: the summary) as JSON")
 
 
 def _add_evaluate(sub: Any) -> None:
@@ -318,6 +339,7 @@ SUBCOMMANDS = (
     _add_fetch,
     _add_train,
     _add_forget,
+    _add_ids,
     _add_evaluate,
     _add_bench,
     _add_ledger,

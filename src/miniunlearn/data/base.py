@@ -6,6 +6,12 @@ A training sample's id is its row index in the canonical training split, ``0 .. 
 Every loader returns the training rows in a fixed, documented order (the order of the source
 file, or of a fixed seeded split), so an id means the same sample across runs and machines.
 :meth:`Dataset.subset_train` re-numbers ids ``0 .. n - 1`` within the subset.
+
+Keys
+----
+A sample id is not the row of the user's file. :attr:`Dataset.keys` (a
+:class:`~miniunlearn.data.keys.SampleKeys`) says what the user calls each training sample and
+which keys fell in the test split; see :mod:`miniunlearn.data.keys`.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from miniunlearn.data.keys import SampleKeys
 from miniunlearn.errors import ConfigError
 
 
@@ -29,6 +36,8 @@ class Dataset:
         y_test: int64 array ``(n_test,)``.
         n_classes: number of classes.
         image_shape: ``(C, H, W)`` for image sets (so a CNN can reshape the flat rows), else None.
+        keys: the users' keys of the rows (the user-file loaders set them; None: none known, and
+            a run then records each sample's id as its key).
 
     Equality and hashing are by identity (the fields are arrays).
     """
@@ -40,6 +49,7 @@ class Dataset:
     y_test: np.ndarray
     n_classes: int
     image_shape: tuple[int, int, int] | None = None
+    keys: SampleKeys | None = None
 
     def __post_init__(self) -> None:
         """Check dtypes, shapes and label ranges; raise ValueError on any inconsistency."""
@@ -61,6 +71,9 @@ class Dataset:
             if len(shape) != 3 or int(np.prod(shape)) != self.n_features:
                 raise ValueError(f"image_shape {shape} does not match {self.n_features} features")
             object.__setattr__(self, "image_shape", shape)
+        n_keys = None if self.keys is None else np.asarray(self.keys.train).shape[0]
+        if n_keys is not None and n_keys != self.n_train:
+            raise ValueError(f"keys name {n_keys} training rows, not {self.n_train}")
 
     @property
     def n_train(self) -> int:
@@ -125,4 +138,5 @@ class Dataset:
         ids = np.asarray(ids, dtype=np.int64)
         if ids.size == 0 or ids.min() < 0 or ids.max() >= self.n_train:
             raise ConfigError(f"a training subset needs ids in 0..{self.n_train - 1}, got {ids.size} ids")
-        return replace(self, x_train=self.x_train[ids], y_train=self.y_train[ids])
+        keys = self.keys.select(ids) if self.keys is not None else None
+        return replace(self, x_train=self.x_train[ids], y_train=self.y_train[ids], keys=keys)

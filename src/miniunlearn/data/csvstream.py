@@ -34,7 +34,7 @@ from miniunlearn.data.chunked import chunk_rows, file_blocks
 from miniunlearn.data.labelvocab import LabelVocab
 from miniunlearn.data.npyfile import NpyWriter
 from miniunlearn.data.streamed import ParsedPart, finish_arrays, load_userfile
-from miniunlearn.data.tabular import check_fields, csv_layout
+from miniunlearn.data.tabular import CsvLayout, check_fields, check_unique_keys, csv_layout
 from miniunlearn.errors import DataCorruptError
 
 
@@ -98,22 +98,23 @@ def _parse_lines(
 def parse_csv_file(
     path: Path,
     out: Path,
-    layout: tuple[int, bool, int],
+    layout: CsvLayout,
     delimiter: str,
     vocab: LabelVocab,
     numeric: bool,
 ) -> ParsedPart:
     """Parse one CSV file into the float32 ``.npy`` file ``out``; return its :class:`ParsedPart`.
 
-    Takes the source file, the output path, the ``(label index, has header, n columns)`` of
-    :func:`csv_layout`, the delimiter, the label vocabulary shared by train and test, and
-    whether to parse labels as numbers first (see :func:`_parse_lines`). Raises
-    DataCorruptError naming the line of a malformed line (or of one whose number of fields
-    differs from the first line's) or the data row of a non-finite value.
+    Takes the source file, the output path, the :class:`CsvLayout` of :func:`csv_layout`, the
+    delimiter, the label vocabulary shared by train and test, and whether to parse labels as
+    numbers first (see :func:`_parse_lines`). The part's keys are the key column's stripped
+    strings (None without one). Raises DataCorruptError naming the line of a malformed line (or
+    of one whose number of fields differs from the first line's) or the data row of a
+    non-finite value.
     """
-    label, has_header, n_fields = layout
-    features = [i for i in range(n_fields) if i != label]
-    codes = []
+    label, has_header, n_fields = layout.label, layout.has_header, layout.n_fields
+    features = layout.features
+    codes, keys = [], []
     rows = 0
     with open_text(path) as handle, NpyWriter(out, np.float32, (len(features),)) as writer:
         for first, lines in line_blocks(handle, source=path):
@@ -126,13 +127,20 @@ def parse_csv_file(
                 bad = rows + int(np.argmin(finite)) + 1
                 raise DataCorruptError(f"{path}: non-finite feature value in data row {bad}")
             codes.append(vocab.add(raw))
+            if layout.key is not None:
+                keys.append(np.char.strip(_loadtxt(lines, str, [layout.key], delimiter)[:, 0]))
             writer.append(x)
             rows += x.shape[0]
     if rows == 0:
         raise DataCorruptError(f"{path}: no data rows")
     width = len(features)
     return ParsedPart(
-        path, np.concatenate(codes), width, lambda: file_blocks(out, chunk_rows(width)), npy=out
+        path,
+        np.concatenate(codes),
+        width,
+        lambda: file_blocks(out, chunk_rows(width)),
+        npy=out,
+        keys=np.concatenate(keys) if layout.key is not None else None,
     )
 
 
@@ -141,24 +149,30 @@ def load_csv_streamed(
     test: Path | None,
     *,
     label_column: int | str = -1,
+    id_column: int | str | None = None,
     header: bool | None = None,
     delimiter: str = ",",
     standardize: bool = False,
+    key_source: str = "",
 ) -> Dataset:
     """Load CSV files through the user-file cache, parsing them in blocks on a cache miss.
 
-    Takes the train file, an optional test file and the options of
-    :func:`miniunlearn.data.tabular.load_csv` (same meaning). Returns a Dataset named ``"csv"``
-    with memory-mapped arrays, identical to the in-memory result. Raises DataCorruptError for
-    a malformed file (naming the line), ConfigError for a bad option.
+    Takes the train file, an optional test file, the options of
+    :func:`miniunlearn.data.tabular.load_csv` (same meaning) and the words for the rows' keys.
+    Returns a Dataset named ``"csv"`` with memory-mapped arrays, identical to the in-memory
+    result. Raises DataCorruptError for a malformed file (naming the line) or a repeated key
+    (naming its lines), ConfigError for a bad option.
     """
-    layout = csv_layout(train, label_column, header, delimiter, None)
-    test_layout = csv_layout(test, label_column, header, delimiter, layout[2]) if test else None
+    layout = csv_layout(train, label_column, header, delimiter, None, id_column)
+    test_layout = (
+        csv_layout(test, label_column, header, delimiter, layout.n_fields, id_column) if test else None
+    )
     options = {
         "label_column": label_column,
         "header": header,
         "delimiter": delimiter,
         "standardize": bool(standardize),
+        **({"id_column": id_column} if id_column is not None else {}),
     }
     source = " / ".join(str(f) for f in (train, test) if f is not None)
 
@@ -175,8 +189,13 @@ def load_csv_streamed(
                     parsed_test = parse_csv_file(test, out, test_layout, delimiter, vocab, numeric)
             except _TextLabels:
                 continue  # string labels somewhere: parse again keeping every label as a string
+            if id_column is not None:
+                parts = [(train, layout, parsed_train.keys)]
+                if parsed_test is not None and test is not None and test_layout is not None:
+                    parts.append((test, test_layout, parsed_test.keys))
+                check_unique_keys(parts, delimiter, id_column)  # type: ignore[arg-type]
             return finish_arrays(build_dir, parsed_train, parsed_test, vocab, bool(standardize))
         raise AssertionError("unreachable: the string-label pass never raises _TextLabels")
 
     files = [train] + ([test] if test is not None else [])
-    return load_userfile("csv", files, options, build)
+    return load_userfile("csv", files, options, build, key_source)

@@ -97,14 +97,16 @@ def load_dataset(
     optional cache directory for the fetched and synthetic sets, ``path`` (the data file; only for
     ``libsvm`` and ``csv``) and loader options:
 
-    * ``libsvm``: ``test_path``, ``n_features``, ``standardize`` (see :func:`load_libsvm`);
-    * ``csv``: ``test_path``, ``label_column``, ``header``, ``delimiter``, ``standardize``
-      (see :func:`load_csv`);
+    * ``libsvm``: ``test_path``, ``n_features``, ``standardize``, ``key_file`` (see
+      :func:`load_libsvm`);
+    * ``csv``: ``test_path``, ``label_column``, ``id_column``, ``header``, ``delimiter``,
+      ``standardize`` (see :func:`load_csv`);
     * ``synthetic-higgs``, ``synthetic-covtype``: ``seed``, ``rows``, ``standardize`` (see
       :mod:`miniunlearn.data.synthetic`; generated into the cache on first load);
     * the others take none.
 
-    Returns a :class:`Dataset` whose training ids are the row indices of its training split.
+    Returns a :class:`Dataset` whose training ids are the row indices of its training split;
+    the user-file loaders also give the rows' keys (:mod:`miniunlearn.data.keys`).
     Raises ConfigError (unknown name, listing the valid ones; bad option), DataMissingError
     (a fetchable set not cached: the message gives ``miniunlearn fetch NAME``; a user file not
     found) or DataCorruptError (a corrupt cache file or unparsable user file).

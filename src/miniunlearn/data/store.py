@@ -8,6 +8,8 @@ Layout of one entry (``<root>`` is e.g. ``<cache>/synthetic`` or ``<cache>/userf
     <root>/<entry>/y_train.npy   int64 (n_train,)
     <root>/<entry>/x_test.npy    float32 (n_test, d)
     <root>/<entry>/y_test.npy    int64 (n_test,)
+    <root>/<entry>/<extra>.npy   any further arrays the caller names (``extra=``), e.g. the
+                                 rows' keys of a user file
     <root>/.<entry>.lock         serialises checking and building the entry across processes
 
 Building is atomic: the files are written into a fresh ``<root>/.<entry>.build-*`` directory,
@@ -79,15 +81,17 @@ class _Damaged(Exception):
     """An entry failed a check (message: what is wrong)."""
 
 
-def _describe(build_dir: Path, key: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
-    """Check and hash the built arrays; return the meta record."""
+def _describe(
+    build_dir: Path, key: dict[str, Any], info: dict[str, Any], names: tuple[str, ...] = ARRAY_FILES
+) -> dict[str, Any]:
+    """Check and hash the built arrays ``names``; return the meta record."""
     files = {}
-    for name in ARRAY_FILES:
+    for name in names:
         path = build_dir / f"{name}.npy"
         if not path.is_file():
             raise RuntimeError(f"the builder did not write {path.name}")
         arr = np.load(path, mmap_mode="r", allow_pickle=False) if path.stat().st_size else None
-        if arr is None or arr.dtype != _DTYPES[name]:
+        if arr is None or arr.dtype != _DTYPES.get(name, arr.dtype):
             raise RuntimeError(f"the builder wrote {path.name} with the wrong dtype")
         with open(path, "rb+") as handle:
             os.fsync(handle.fileno())
@@ -101,8 +105,11 @@ def _describe(build_dir: Path, key: dict[str, Any], info: dict[str, Any]) -> dic
     return {"format": ENTRY_FORMAT, "key": _jsonable(key), "info": _jsonable(info), "files": files}
 
 
-def _open(entry: Path, key: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Verify the entry as the module docstring says; return its arrays (memory-mapped) and meta."""
+def _open(
+    entry: Path, key: dict[str, Any], names: tuple[str, ...] = ARRAY_FILES
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Verify the entry as the module docstring says; return its arrays ``names`` (memory-mapped)
+    and meta."""
     try:
         meta = json.loads((entry / META).read_text())
     except (OSError, ValueError) as exc:
@@ -112,10 +119,10 @@ def _open(entry: Path, key: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict
     if meta.get("key") != _jsonable(key):
         raise _Damaged(f"{META} describes other data ({meta.get('key')!r:.200})")
     files = meta.get("files")
-    if not isinstance(files, dict) or sorted(files) != sorted(f"{n}.npy" for n in ARRAY_FILES):
+    if not isinstance(files, dict) or sorted(files) != sorted(f"{n}.npy" for n in names):
         raise _Damaged(f"{META} lists the wrong files")
     arrays = {}
-    for name in ARRAY_FILES:
+    for name in names:
         path = entry / f"{name}.npy"
         record = files[path.name]
         try:
@@ -148,14 +155,14 @@ def _remove(path: Path) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def _build(entry: Path, key: dict[str, Any], build: Builder) -> None:
+def _build(entry: Path, key: dict[str, Any], build: Builder, names: tuple[str, ...] = ARRAY_FILES) -> None:
     """Build the entry into a temporary directory next to it and rename it into place."""
     for stale in entry.parent.glob(f".{entry.name}.build-*"):  # crashed builds (we hold the lock)
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.build-", dir=entry.parent))
     try:
         info = build(tmp)
-        meta = _describe(tmp, key, info)
+        meta = _describe(tmp, key, info, names)
         atomic_write_json(tmp / META, meta)
         mask = _umask()
         os.chmod(tmp / META, 0o666 & ~mask)  # temporary files are created private: use the usual modes
@@ -166,11 +173,13 @@ def _build(entry: Path, key: dict[str, Any], build: Builder) -> None:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    for name in ARRAY_FILES:  # just hashed while describing: no need to hash again in this process
+    for name in names:  # just hashed while describing: no need to hash again in this process
         _VERIFIED.add(_identity(entry / f"{name}.npy"))
 
 
-def _build_in_temp(key: dict[str, Any], build: Builder, why: OSError) -> tuple[dict[str, np.ndarray], dict]:
+def _build_in_temp(
+    key: dict[str, Any], build: Builder, why: OSError, names: tuple[str, ...] = ARRAY_FILES
+) -> tuple[dict[str, np.ndarray], dict]:
     """Build without a cache: into a temporary directory that is deleted once mapped."""
     warnings.warn(
         f"cannot write the data cache ({why}); building the arrays in a temporary directory "
@@ -180,40 +189,42 @@ def _build_in_temp(key: dict[str, Any], build: Builder, why: OSError) -> tuple[d
     tmp = Path(tempfile.mkdtemp(prefix="miniunlearn-data-"))
     try:
         info = build(tmp)
-        meta = _describe(tmp, key, info)
-        arrays = {n: np.load(tmp / f"{n}.npy", mmap_mode="r", allow_pickle=False) for n in ARRAY_FILES}
+        meta = _describe(tmp, key, info, names)
+        arrays = {n: np.load(tmp / f"{n}.npy", mmap_mode="r", allow_pickle=False) for n in names}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return arrays, meta
 
 
 def load_entry(
-    entry: Path, key: dict[str, Any], build: Builder
+    entry: Path, key: dict[str, Any], build: Builder, extra: tuple[str, ...] = ()
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Return the verified arrays of a cache entry, building (or rebuilding) it when needed.
 
     Takes the entry directory, its key (a JSON-serialisable dict recorded in ``meta.json`` and
     compared on load) and ``build``, a function that writes ``x_train.npy``, ``y_train.npy``,
     ``x_test.npy`` and ``y_test.npy`` into the directory it is given and returns an info dict
-    (JSON-serialisable, e.g. ``{"n_classes": 2}``). Returns ``(arrays, meta)``: the four arrays
-    memory-mapped read-only and the meta record (its ``"info"`` is the builder's dict). A
+    (JSON-serialisable, e.g. ``{"n_classes": 2}``), and the names of further arrays ``build``
+    writes (``<name>.npy``, any dtype). Returns ``(arrays, meta)``: the four arrays and the
+    extra ones memory-mapped read-only and the meta record (its ``"info"`` is the builder's dict). A
     damaged entry is deleted and rebuilt (see the module docstring). Errors of ``build`` pass
     through; a cache root that cannot be written falls back to a temporary build.
     """
     entry = Path(entry)
+    names = ARRAY_FILES + tuple(extra)
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(entry.parent / f".{entry.name}.lock"))
         with lock:
             if entry.exists():
                 try:
-                    return _open(entry, key)
+                    return _open(entry, key, names)
                 except _Damaged as why:
                     warnings.warn(f"cache entry {entry} is damaged ({why}); rebuilding it", stacklevel=2)
                     _remove(entry)
-            _build(entry, key, build)
+            _build(entry, key, build, names)
             try:
-                return _open(entry, key)
+                return _open(entry, key, names)
             except _Damaged as why:
                 raise DataCorruptError(
                     f"cache entry {entry} failed its check right after it was built ({why}); "
@@ -222,7 +233,7 @@ def load_entry(
     except OSError as exc:
         if _writable(entry.parent):
             raise
-        return _build_in_temp(key, build, exc)
+        return _build_in_temp(key, build, exc, names)
 
 
 def _umask() -> int:

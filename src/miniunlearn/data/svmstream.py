@@ -31,6 +31,7 @@ import numpy as np
 from miniunlearn.data.base import Dataset
 from miniunlearn.data.blocks import byte_blocks, open_binary
 from miniunlearn.data.chunked import chunk_rows
+from miniunlearn.data.keys import row_source
 from miniunlearn.data.labelvocab import LabelVocab
 from miniunlearn.data.streamed import ParsedPart, finish_arrays, load_userfile
 from miniunlearn.data.svmparse import parse_block
@@ -154,4 +155,4 @@ def load_libsvm_streamed(
                 (build_dir / f"spill-{i}.{suffix}").unlink()
         return info
 
-    return load_userfile("libsvm", files, options, build)
+    return load_userfile("libsvm", files, options, build, row_source(str(train), test is not None))

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from miniunlearn.data.base import Dataset
+from miniunlearn.data.keys import SampleKeys, row_source
 from miniunlearn.data.splits import check_finite, encode_labels, fixed_split, standardize
 from miniunlearn.errors import ConfigError, DataMissingError
 
@@ -32,23 +33,32 @@ def assemble(
     x_test: np.ndarray | None,
     raw_y_test: np.ndarray | None,
     standardize_features: bool,
+    keys: tuple[np.ndarray | None, np.ndarray | None, str] | None = None,
 ) -> Dataset:
     """Build a Dataset from parsed user data.
 
     Takes the registry name, a source description for errors, the train features and raw
     labels, optional test features and raw labels (None: a fixed stratified 80/20 split of the
-    train file, seed 0, rows kept in file order), and whether to standardise with train stats.
+    train file, seed 0, rows kept in file order), whether to standardise with train stats, and
+    the rows' keys ``(train file's keys, test file's keys, what they are)`` (None, or None
+    arrays: 0-based row numbers of the train file; rows of a test file then have none).
     Returns the Dataset; raises DataCorruptError on non-finite features or bad labels.
     """
     check_finite(x_train, source)
-    if x_test is None or raw_y_test is None:
+    split = x_test is None or raw_y_test is None
+    k_train, k_test, words = keys if keys is not None else (None, None, row_source(source, not split))
+    if k_train is None:
+        k_train, k_test = np.arange(x_train.shape[0], dtype=np.int64), np.zeros(0, dtype=np.int64)
+    if split:
         y_all, _, k = encode_labels(raw_y_train, raw_y_train[:0], source)
         tr, te = fixed_split(y_all)
         x_tr, y_tr, x_te, y_te = x_train[tr], y_all[tr], x_train[te], y_all[te]
+        sample_keys = SampleKeys(words, k_train[tr], k_train[te])
     else:
         check_finite(x_test, source)
         y_tr, y_te, k = encode_labels(raw_y_train, raw_y_test, source)
         x_tr, x_te = x_train, x_test
+        sample_keys = SampleKeys(words, k_train, k_test if k_test is not None else k_train[:0])
     if standardize_features:
         x_tr, x_te = standardize(x_tr, x_te)
     return Dataset(
@@ -58,4 +68,5 @@ def assemble(
         np.ascontiguousarray(x_te, dtype=np.float32),
         y_te,
         n_classes=k,
+        keys=sample_keys,
     )

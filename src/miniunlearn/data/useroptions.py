@@ -112,6 +112,15 @@ def as_label_column(value: Any, option: str = "csv: label_column") -> int | str:
     )
 
 
+def as_id_column(value: Any, option: str = "csv: id_column") -> int | str | None:
+    """Return the CSV ``id_column`` option: None (keys are row numbers), an index or a header name.
+
+    Takes the value and the option's name for errors; accepts what :func:`as_label_column`
+    accepts, plus None. Raises ConfigError otherwise.
+    """
+    return None if value is None else as_label_column(value, option)
+
+
 def as_n_features(value: Any, option: str = "libsvm: n_features") -> int | None:
     """Return the LIBSVM ``n_features`` option: None (from the file) or 1 .. ``MAX_FEATURES``.
 

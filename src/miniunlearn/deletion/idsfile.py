@@ -1,4 +1,5 @@
-"""Reading the sample ids of a deletion request from a text file (or standard input)."""
+"""Reading the sample ids, or the users' keys, of a deletion request from a text file (or
+standard input)."""
 
 from __future__ import annotations
 
@@ -14,24 +15,38 @@ from ..errors import ForgetRequestError
 _DECIMAL_ID = re.compile(r"-?[0-9]{1,19}")
 
 
-def _read_text(path: str | os.PathLike[str]) -> tuple[str, str]:
-    """(text, name to show) of an ids file, or of standard input when ``path`` is ``-``."""
+def _read_text(
+    path: str | os.PathLike[str], what: str = "ids file", entry: str = "integer id"
+) -> tuple[str, str]:
+    """(text, name to show) of an ids (or keys) file, or of standard input when ``path`` is ``-``."""
     if str(path) == "-":
         try:
             return sys.stdin.buffer.read().decode("utf-8-sig"), "<stdin>"
         except UnicodeDecodeError as exc:
             raise ForgetRequestError(
-                f"standard input is not UTF-8 text ({exc}); give one id per line"
+                f"standard input is not UTF-8 text ({exc}); give one {entry.split()[-1]} per line"
             ) from None
     file = Path(path)
     try:
         return file.read_text(encoding="utf-8-sig"), str(file)  # a byte-order mark is not part of an id
     except FileNotFoundError:
-        raise ForgetRequestError(f"ids file {file} does not exist") from None
+        raise ForgetRequestError(f"{what} {file} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ForgetRequestError(
-            f"cannot read ids file {file} ({exc}); it must be a text file with one integer id per line"
+            f"cannot read {what} {file} ({exc}); it must be a text file with one {entry} per line"
         ) from None
+
+
+def read_keys_file(path: str | os.PathLike[str]) -> list[str]:
+    """Read one key per line from ``path`` (``-``: standard input), UTF-8 with or without a
+    byte-order mark. Surrounding spaces are not part of a key; blank lines are ignored. There
+    are no comments (a key may hold ``#``).
+
+    Returns the keys in file order. Raises ForgetRequestError when the file cannot be read.
+    """
+    text, _ = _read_text(path, "keys file", "key")
+    keys = (line.strip(" \t\r") for line in text.split("\n"))
+    return [key for key in keys if key]
 
 
 def read_ids_file(path: str | os.PathLike[str]) -> np.ndarray:

@@ -16,6 +16,11 @@ A request goes through these steps, each durable before the next begins:
 
 Killing the process anywhere leaves the previous model current and the ledger
 consistent, or the new model current and the request done on the next command.
+
+A request may name the users' own keys instead of sample ids (:func:`forget_keys`): they
+are mapped through the run's ``keys.npz`` first; unknown keys refuse the request (recorded
+``refused``), keys of rows that were never trained on (the test split, rows a subset left
+out) are reported and skipped, and a request with no training key at all records nothing.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from ..ids import ids_digest, normalize_ids, validate_forget_ids
 from ..ledger import LedgerEntry, check_request_id
 from ..methods import UnlearnRequest, get_method, method_class
 from ..training.retrain import retrain
-from ..training.rundir import open_run
+from ..training.rundir import NO_KEYS, open_run
 from ..versions import ModelVersion, crash_point, version_number, version_path
 from .budget import DEFAULT_MAX_APPROX_RATIO, ErrorBudget
 from .session import RunSession, open_session
@@ -369,3 +374,109 @@ def retrain_all(
 
         entry, version, record = _execute(session, entry, compute, None, 0.0, {})
         return ForgetOutcome("done", entry, version, np.zeros(0, np.int64), record, list(session.messages))
+
+
+@dataclass
+class KeysOutcome:
+    """What a :func:`forget_keys` call did.
+
+    ``outcome``: the :class:`ForgetOutcome` of the request on the keys' sample ids, or None
+    when no key was a training sample (nothing was recorded). ``ids``: those sample ids.
+    ``test_keys``/``unused_keys``: keys of rows never trained on (the test split; training-split
+    rows the run's subset left out), skipped. ``messages``: what to tell the user about them.
+    """
+
+    outcome: ForgetOutcome | None
+    ids: np.ndarray
+    test_keys: list[str]
+    unused_keys: list[str]
+    messages: list[str] = field(default_factory=list)
+
+
+def _shown_keys(keys: list[str], limit: int = 5) -> str:
+    """Up to ``limit`` keys, quoted, then how many more."""
+    shown = ", ".join(repr(k) for k in keys[:limit])
+    return shown + (f" ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def _untrained_messages(test: list[str], unused: list[str]) -> list[str]:
+    """The plain words for keys whose rows were never trained on."""
+    out = []
+    if test:
+        out.append(
+            f"{len(test)} key(s) are in the test split: those rows were never trained on, so there is "
+            f"nothing to forget: {_shown_keys(test)}"
+        )
+    if unused:
+        out.append(
+            f"{len(unused)} key(s) are rows this run's training subset left out: never trained on, so "
+            f"there is nothing to forget: {_shown_keys(unused)}"
+        )
+    return out
+
+
+def _refuse_unknown_keys(
+    run_dir: str | os.PathLike[str],
+    unknown: list[str],
+    known: np.ndarray,
+    method: str,
+    request_id: str | None,
+    lock_timeout: float,
+) -> ForgetRequestError:
+    """Record a request naming unknown keys as refused (with its known sample ids), as bad ids
+    are; return the error to raise."""
+    why = (
+        f"{len(unknown)} key(s) are not keys of this run's data (see `miniunlearn ids RUN`): "
+        f"{_shown_keys(unknown)}"
+    )
+    run = open_run(run_dir, verify_hashes=False)
+    with open_session(run, write=True, lock_timeout=lock_timeout) as session:
+        previous = session.ledger.get(request_id) if request_id else None
+        _refuse(session, previous, known, method, request_id, why)
+    return ForgetRequestError(f"{why}; nothing was changed")
+
+
+def forget_keys(
+    run_dir: str | os.PathLike[str],
+    keys: list[str],
+    *,
+    method: str = "mini",
+    options: dict[str, Any] | None = None,
+    request_id: str | None = None,
+    lock_timeout: float = 0.0,
+    **kwargs: Any,
+) -> KeysOutcome:
+    """Serve a deletion request that names the users' own keys (see :mod:`miniunlearn.data.keys`).
+
+    Takes the run, the keys (text, as in a keys file), and the arguments of :func:`forget`.
+    Keys of training samples are forgotten by :func:`forget` (same checks, ledger and
+    versions); keys of rows never trained on are reported in the outcome's messages and
+    skipped; when no key is a training sample nothing is recorded and the outcome holds no
+    request. Raises RunDirError for a run trained before keys were recorded, ForgetRequestError
+    for an empty request, and for unknown keys (naming up to 5; the request is recorded
+    ``refused``, nothing else changes).
+    """
+    request_id = check_request_id(request_id) if request_id is not None else None
+    get_method(method, **dict(options or {}))  # an unknown method is refused before anything is recorded
+    run = open_run(run_dir, verify_hashes=False)
+    if not run.files("keys"):
+        raise RunDirError(f"{run.path}: {NO_KEYS}")
+    if not keys:
+        raise ForgetRequestError("the keys file names no key: give one key per line")
+    match = run.sample_keys().lookup(keys)
+    if match.unknown:
+        raise _refuse_unknown_keys(run_dir, match.unknown, match.ids, method, request_id, lock_timeout)
+    messages = _untrained_messages(match.test, match.unused)
+    if match.ids.size == 0:
+        messages.append("no key names a training sample: nothing to forget; no request was recorded")
+        return KeysOutcome(None, match.ids, match.test, match.unused, messages)
+    outcome = forget(
+        run_dir,
+        match.ids,
+        method=method,
+        options=options,
+        request_id=request_id,
+        lock_timeout=lock_timeout,
+        **kwargs,
+    )
+    return KeysOutcome(outcome, match.ids, match.test, match.unused, messages)

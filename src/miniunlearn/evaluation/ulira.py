@@ -362,7 +362,7 @@ def ulira_attack(
 
     bar = None
     if progress:
-        from ..progress import progress_bar
+        from miniunlearn.progress import progress_bar
 
         bar = progress_bar(total=n_shadows + n_targets, desc=f"{name}: models", unit="model")
     try:

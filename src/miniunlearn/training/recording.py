@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data.keys import save_keys
 from ..device import device_scope, resolve_device
 from ..errors import ConfigError, RunDirError
 from ..fileio import atomic_write_json, fsync_dir
@@ -31,6 +32,7 @@ from .curvature import CURVATURE_FILE, default_rank, save_sketch, sketch_hessian
 from .history import make_recorder
 from .rundir import (
     CONFIG,
+    KEYS,
     MANIFEST,
     MODEL,
     SCHEDULE,
@@ -73,7 +75,7 @@ def _train_run(config: TrainConfig, out: Path, progress: bool, device: torch.dev
     # never unlearned or retrained against data other than it was trained on
     config = absolute_data_paths(config)
     data_files = [data_file_entry(p) for p in user_data_files(config) if os.path.isfile(p)]
-    dataset = load_training_data(config)
+    dataset = load_training_data(config, keys=True)
     model = model_for(config, dataset, device)
     check_replayable(model)
     objective = objective_for(config, dataset, model)
@@ -103,13 +105,15 @@ def _train_run(config: TrainConfig, out: Path, progress: bool, device: torch.dev
                 "lower --lr and train again. Nothing was written"
             )
         (tmp / PARTIAL_OWNER).unlink()
-        files = {CONFIG: "config", MODEL: "model", SCHEDULE: "schedule", **recorder.close()}
+        files = {CONFIG: "config", MODEL: "model", SCHEDULE: "schedule", KEYS: "keys", **recorder.close()}
         curvature = record_curvature(config, objective, w, tmp, plan.total_steps, train_seconds)
         if curvature:
             files[CURVATURE_FILE] = "history-curvature"
         (tmp / CONFIG).write_text(config.to_json() + "\n")
         save_params(tmp / MODEL, objective, w, {"format": "miniunlearn-model", "version": "original"})
         save_schedule(tmp / SCHEDULE, plan)
+        assert dataset.keys is not None  # load_training_data(keys=True) gives every dataset keys
+        save_keys(tmp / KEYS, dataset.keys)
         manifest = {
             "format": "miniunlearn-run/1",
             "n_train": dataset.n_train,

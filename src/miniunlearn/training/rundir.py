@@ -10,6 +10,8 @@ Layout::
       history/curvature.safetensors  Hessian sketch, part of the minimal history
                                 (role ``history-curvature``)
       history/full_*.npy        full history (role ``history-full``)
+      keys.npz                  the users' key of every sample id and the test split's keys
+                                (role ``keys``; runs trained before keys were recorded lack it)
       manifest.json             every file above with path, sha256, bytes, role
 
 A run is trained into a hidden sibling directory and renamed into place only when
@@ -33,6 +35,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..data import Dataset, load_dataset
+from ..data.keys import SampleKeys, load_keys, sample_id_keys
 from ..device import resolve_device
 from ..errors import ConfigError, RunDirError
 from ..fileio import run_file, run_subdir, save_tensors, sha256_file
@@ -53,12 +56,24 @@ MANIFEST = "manifest.json"
 CONFIG = "config.json"
 MODEL = "model.safetensors"
 SCHEDULE = "schedule.npz"
+KEYS = "keys.npz"
+NO_KEYS = (
+    "this run was trained before keys were recorded; use sample ids (--ids FILE), or train the run "
+    "again to record keys"
+)
 CPU = torch.device("cpu")
 
 
-def load_training_data(config: TrainConfig) -> Dataset:
-    """Load the dataset named by ``config`` (restricted to ``subset_ids`` or ``n_train`` when set)."""
+def load_training_data(config: TrainConfig, *, keys: bool = False) -> Dataset:
+    """Load the dataset named by ``config`` (restricted to ``subset_ids`` or ``n_train`` when set).
+
+    Its keys (:mod:`miniunlearn.data.keys`) are the loader's; with ``keys`` (as at training),
+    a dataset without keys of its own (built-in and synthetic sets) gets each sample's id in
+    its full training split as its key.
+    """
     dataset = load_dataset(config.dataset, path=config.data_path, **config.data_options)
+    if keys and dataset.keys is None:
+        dataset = replace(dataset, keys=sample_id_keys(dataset.n_train, dataset.name))
     if config.subset_ids is not None:
         dataset = dataset.select_train(np.asarray(config.subset_ids))
     elif config.n_train is not None and config.n_train < dataset.n_train:
@@ -139,20 +154,27 @@ def manifest_entry(run_dir: Path, rel: str, role: str) -> dict[str, Any]:
     return {"path": rel, "sha256": sha256_file(path), "bytes": path.stat().st_size, "role": role}
 
 
+FILE_OPTIONS = ("test_path", "key_file")  # data options that name a file the run reads
+
+
 def user_data_files(config: TrainConfig) -> list[str]:
-    """The user data files a config reads: ``data_path`` and a ``test_path`` data option."""
-    return [p for p in (config.data_path, config.data_options.get("test_path")) if p is not None]
+    """The user data files a config reads: ``data_path`` and the ``test_path`` and ``key_file``
+    data options."""
+    options = [config.data_options.get(name) for name in FILE_OPTIONS]
+    return [p for p in (config.data_path, *options) if p is not None]
 
 
 def absolute_data_paths(config: TrainConfig) -> TrainConfig:
-    """``config`` with its user data paths (``data_path``, a ``test_path`` option) absolute."""
+    """``config`` with its user data paths (``data_path``, ``test_path`` and ``key_file``
+    options) absolute."""
 
     def absolute(path: Any) -> str:
         return os.path.abspath(os.path.expanduser(str(path)))
 
     options = dict(config.data_options)
-    if options.get("test_path") is not None:
-        options["test_path"] = absolute(options["test_path"])
+    for name in FILE_OPTIONS:
+        if options.get(name) is not None:
+            options[name] = absolute(options[name])
     data_path = absolute(config.data_path) if config.data_path is not None else None
     return replace(config, data_path=data_path, data_options=options)
 
@@ -274,6 +296,29 @@ class Run:
         if not same:
             raise RunDirError(f"{self.path / SCHEDULE} does not match the run's config; the run was altered")
         return plan
+
+    def sample_keys(self) -> SampleKeys:
+        """The users' keys recorded at training (``keys.npz``), its sha256 checked against the
+        manifest. Raises RunDirError for a run trained before keys were recorded (saying to use
+        sample ids), or a keys file that is changed, unreadable or names another training set."""
+        rows = self.files("keys")
+        if not rows:
+            raise RunDirError(f"{self.path}: {NO_KEYS}")
+        path = self.file_path(rows[0]["path"], "keys file")
+        if not path.is_file() or sha256_file(path) != rows[0]["sha256"]:
+            raise RunDirError(
+                f"{path} is missing or fails its sha256 check: the file was changed or is corrupt"
+            )
+        try:
+            keys = load_keys(path)
+        except (OSError, ValueError, KeyError) as exc:
+            raise RunDirError(f"{path} is corrupt ({exc})") from exc
+        if keys.train.shape[0] != self.n_train:
+            raise RunDirError(
+                f"{path} names {keys.train.shape[0]} training samples but the run has {self.n_train}; "
+                "the run was altered"
+            )
+        return keys
 
     def initial_params(self) -> torch.Tensor:
         """The parameters before training (same seed gives the same init)."""

@@ -11,6 +11,7 @@ from .audit import cmd_audit
 from .bench import cmd_bench
 from .evaluate import cmd_evaluate
 from .forget import cmd_forget
+from .ids import cmd_ids
 from .ledger import cmd_ledger
 from .methods import cmd_methods
 from .train import cmd_fetch, cmd_train
@@ -21,6 +22,7 @@ __all__ = [
     "cmd_evaluate",
     "cmd_fetch",
     "cmd_forget",
+    "cmd_ids",
     "cmd_ledger",
     "cmd_methods",
     "cmd_train",

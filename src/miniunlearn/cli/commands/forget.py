@@ -12,7 +12,20 @@ from ..common import parse_options, print_json
 
 def cmd_forget(args: argparse.Namespace) -> int:
     """Serve a deletion request on a run directory."""
-    outcome = _serve(args)
+    _one_source(args)
+    extra: dict[str, Any] = {}
+    if args.keys is not None:
+        keyed = _serve_keys(args)
+        for message in keyed.messages:
+            print(message, file=sys.stderr)
+        extra = {"test_keys": keyed.test_keys, "unused_keys": keyed.unused_keys}
+        if keyed.outcome is None:
+            if args.json:
+                print_json({"status": "not-trained", **extra})
+            return 0
+        outcome = keyed.outcome
+    else:
+        outcome = _serve(args)
     for message in outcome.messages:
         print(message, file=sys.stderr)
     if args.json:
@@ -25,11 +38,40 @@ def cmd_forget(args: argparse.Namespace) -> int:
                 "model_version": outcome.version.version,
                 "model_sha256": outcome.version.sha256,
                 "record": outcome.record,
+                **extra,
             }
         )
     else:
         _print_outcome(outcome)
     return 0
+
+
+def _one_source(args: argparse.Namespace) -> None:
+    """Refuse more than one of --ids, --keys and --ratio."""
+    flags = (("--ids", args.ids), ("--keys", args.keys), ("--ratio", args.ratio))
+    given = [flag for flag, value in flags if value is not None]
+    if len(given) > 1:
+        raise MiniUnlearnError(
+            f"give one of --ids FILE, --keys FILE or --ratio X, not both {' and '.join(given)}"
+        )
+
+
+def _serve_keys(args: argparse.Namespace) -> Any:
+    """Run a request that names the users' own keys (--keys FILE)."""
+    from ...deletion.idsfile import read_keys_file
+    from ...deletion.workflow import forget_keys
+
+    return forget_keys(
+        args.run_dir,
+        read_keys_file(args.keys),
+        method=args.method,
+        options=parse_options(args.option),
+        request_id=args.request_id,
+        retrain_now=args.retrain_now,
+        max_approx_ratio=args.max_approx_ratio,
+        lock_timeout=args.wait,
+        device=args.device,
+    )
 
 
 def _serve(args: argparse.Namespace) -> Any:
@@ -38,13 +80,11 @@ def _serve(args: argparse.Namespace) -> Any:
     from ...ids import random_forget_ids
     from ...training import open_run
 
-    if args.ids is not None and args.ratio is not None:
-        raise MiniUnlearnError("give either --ids FILE or --ratio X, not both")
     if args.ids is None and args.ratio is None:
         if not args.retrain_now:
             raise MiniUnlearnError(
-                "give the ids to forget with --ids FILE, or --ratio X (--seed S) for a "
-                "random set, or --retrain-now alone to retrain on all remaining data"
+                "give the ids to forget with --ids FILE (or your own keys with --keys FILE), or --ratio X "
+                "(--seed S) for a random set, or --retrain-now alone to retrain on all remaining data"
             )
         return retrain_all(
             args.run_dir, request_id=args.request_id, lock_timeout=args.wait, device=args.device

@@ -46,4 +46,25 @@ def cmd_train(args: argparse.Namespace) -> int:
         size = run.history_bytes(role)
         if size:
             print(f"  {role:17s} {size:>12,d} bytes")
+    _print_summary(run)
+    keys = run.sample_keys()
+    print(
+        f"  keys: {keys.train.shape[0]:,d} training, {keys.test.shape[0]:,d} in the test split; the "
+        f"{keys.source} (`miniunlearn ids {run.path}` lists them)"
+    )
     return 0
+
+
+def _print_summary(run: Any) -> None:
+    """Print the trained model's accuracy, loss, gradient, convergence and mini's mode."""
+    from ...experiment.summary import run_summary
+
+    s = run_summary(run)
+    converged = {True: "converged", False: "stopped before convergence", None: "convergence unknown"}
+    print(
+        f"  train accuracy {s['train_acc']:.4f}, test accuracy {s['test_acc']:.4f}, loss {s['loss']:.4g}, "
+        f"gradient norm {s['grad_norm']:.3g} ({s['grad_ratio']:.3g} of the first step's: "
+        f"{converged[s['converged']]})"
+    )
+    if s["mini_mode"]:
+        print(f"  mini will serve requests on this run in its {s['mini_mode']} mode (docs/method.md)")
