@@ -360,17 +360,14 @@ def ulira_attack(
     shadow_plan = _plan_models(n_pool, n_shadows, forget_fraction, ss_shadow)
     target_plan = _plan_models(n_pool, n_targets, forget_fraction, ss_target)
 
-    bar = None
-    if progress:
-        from miniunlearn.progress import progress_bar
+    from miniunlearn.progress import progress_bar
 
-        bar = progress_bar(total=n_shadows + n_targets, desc=f"{name}: models", unit="model")
+    bar = progress_bar(total=n_shadows + n_targets, desc=f"{name}: models", enabled=progress, unit="model")
     try:
         s_unl, s_out = _run_models(*shadow_plan, train_fn, unlearn_fn, confidence_fn, cache, bar)
         t_unl, t_out = _run_models(*target_plan, train_fn, unlearn_fn, confidence_fn, cache, bar)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
 
     m_unl, m_out = _Moments.of(s_unl), _Moments.of(s_out)
     g_unl, g_out = m_unl.global_stats(), m_out.global_stats()

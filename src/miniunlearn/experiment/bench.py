@@ -275,13 +275,8 @@ def run_bench(spec: BenchSpec, *, progress: bool = True) -> tuple[list[dict[str,
             (_ulira_task, (spec, seed, r, m, pools[seed])) for seed, r in cells for m in spec.methods
         ]
 
-    bar = progress_bar(
-        total=len(train_tasks) + len(cell_tasks),
-        desc=f"bench {spec.dataset}/{spec.model}",
-        enabled=progress,
-        leave=True,
-        unit="task",
-    )
+    total, desc = len(train_tasks) + len(cell_tasks), f"bench {spec.dataset}/{spec.model}"
+    bar = progress_bar(total=total, desc=desc, enabled=progress, leave=True, unit="task")
     cell_results: dict[tuple[int, int], tuple[list[dict[str, Any]], dict[str, Any]]] = {}
     attacks: dict[tuple[int, int, str], Any] = {}
     with TaskRunner(options) as runner:
