@@ -137,3 +137,122 @@ def test_importing_and_plotting_leaves_the_global_backend_alone(tmp_path) -> Non
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "svg"
     assert (tmp_path / "roc.png").stat().st_size > 0
+
+
+# -- readable figures: bars for one ratio, honest value axes, ROC legends outside -----------
+
+
+def single_ratio_records(seeds: int = 3) -> list[dict]:
+    """One ratio, four methods; the AUCs differ only by noise (0.500 .. 0.511)."""
+    methods = ("retrain", "mini", "finetune", "neggrad")
+    return [
+        record(m, 0.1, s, mia_auc=0.5 + 0.001 * (i + s), test_acc=0.95 + 0.001 * s)
+        for i, m in enumerate(methods)
+        for s in range(seeds)
+    ]
+
+
+def _labels(ax) -> list[str]:
+    return ax.get_legend_handles_labels()[1]
+
+
+def test_single_ratio_gets_bars_per_method_with_reference_and_chance() -> None:
+    from matplotlib.container import BarContainer
+
+    from miniunlearn.evaluation.plots import AUC_MIN_RANGE, metric_figure
+
+    fig = metric_figure(single_ratio_records(), "mia_auc", "AUC", "MIA")
+    (ax,) = fig.axes
+    (bars,) = [c for c in ax.containers if isinstance(c, BarContainer)]
+    assert len(bars) == 3  # one bar per method, retraining excepted
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["finetune", "mini", "neggrad"]
+    assert bars.errorbar is not None  # std over 3 seeds
+    assert {"retrain (reference)", "retrain ± std over 3 seeds", "chance (0.5)"} <= set(_labels(ax))
+    chance = [ln for ln in ax.get_lines() if ln.get_label() == "chance (0.5)"]
+    assert len(chance) == 1 and list(chance[0].get_ydata()) == [0.5, 0.5]
+    lo, hi = ax.get_ylim()
+    assert lo <= AUC_MIN_RANGE[0] and hi >= AUC_MIN_RANGE[1]  # no zoom into 0.500 .. 0.511
+    labels = [t for t in ax.texts if t.get_text()[:1].isdigit()]
+    assert len(labels) == 3  # each bar's value, written once
+    _assert_apart(fig, labels)
+
+
+def _assert_apart(fig, texts) -> None:
+    """No two of ``texts`` overlap once drawn."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    boxes = [t.get_window_extent(canvas.get_renderer()) for t in texts]
+    for i, a in enumerate(boxes):
+        assert not any(a.overlaps(b) for b in boxes[i + 1 :])
+
+
+def test_single_seed_bars_have_no_error_bars_and_accuracy_spans_zero_to_one() -> None:
+    from matplotlib.container import BarContainer
+
+    from miniunlearn.evaluation.plots import metric_figure
+
+    fig = metric_figure(single_ratio_records(seeds=1), "test_acc", "acc", "Accuracy")
+    (ax,) = fig.axes
+    (bars,) = [c for c in ax.containers if isinstance(c, BarContainer)]
+    assert len(bars) == 3 and bars.errorbar is None
+    assert "retrain ± std over 1 seeds" not in _labels(ax) and "chance (0.5)" not in _labels(ax)
+    lo, hi = ax.get_ylim()
+    assert lo <= 0.0 and hi >= 1.0
+
+
+def test_multi_ratio_keeps_lines_with_a_minimum_span() -> None:
+    from miniunlearn.evaluation.plots import metric_figure, value_limits
+    from miniunlearn.evaluation.report import FRACTION_METRICS
+
+    recs = [r | {"mia_auc": 0.5 + 0.002 * r["seed"]} for r in records()]
+    fig = metric_figure(recs, "mia_auc", "AUC", "MIA")
+    (ax,) = fig.axes
+    assert not ax.containers or all(type(c).__name__ == "ErrorbarContainer" for c in ax.containers)
+    assert {"finetune", "retrain (reference)", "chance (0.5)"} <= set(_labels(ax))
+    lo, hi = ax.get_ylim()
+    assert lo <= 0.4 and hi >= 0.6
+    lo, hi = metric_figure(recs, "test_acc", "acc", "Accuracy").axes[0].get_ylim()
+    assert hi - lo >= 0.1 and hi <= 1.01
+    assert value_limits("other", 0.0, 1.0) is None and "mia_efficacy" in FRACTION_METRICS
+    assert value_limits("auc", 0.7, 0.9) == pytest.approx((0.4 - 0.03 * 0.51, 0.91 + 0.03 * 0.51))
+
+
+def test_roc_has_a_panel_per_ratio_and_legends_outside_the_axes() -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from miniunlearn.evaluation.plots import MAX_ROC_CURVES, roc_figure
+
+    rng = np.random.default_rng(0)
+    methods = [
+        "retrain",
+        "mini",
+        "deltagrad",
+        "warmstart",
+        "finetune",
+        "neggrad",
+        "newton",
+        "l1sparse",
+        "salun",
+    ]
+    curves = {}
+    for ratio in ("1%", "10%", "30%"):
+        for i, m in enumerate(methods):
+            res = score_attack("c", rng.normal(0.1 * i, 1, 100), rng.normal(0, 1, 100))
+            curves[f"{m} @ {ratio}"] = (res.fpr, res.tpr)
+    fig = roc_figure(curves)
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in axes] == ["forget ratio 1%", "forget ratio 10%", "forget ratio 30%"]
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    title = fig._suptitle.get_window_extent(renderer)
+    for ax in axes:
+        legend = ax.get_legend()
+        labels = [t.get_text() for t in legend.get_texts()]
+        assert len(labels) == MAX_ROC_CURVES + 1 and labels[0].startswith("retrain (AUC ")  # + chance
+        assert "salun" in legend.get_title().get_text()  # the curve left out is named
+        box, frame = legend.get_window_extent(renderer), ax.get_window_extent(renderer)
+        assert not box.overlaps(frame) and not box.overlaps(title)
+        assert not ax.title.get_window_extent(renderer).overlaps(title)

@@ -86,27 +86,25 @@ def _restore(run_dir: Path, where: Path) -> None:
             shutil.copy2(where / name, run_dir / name)
 
 
+def _two_done_then_r3_killed(run_dir: Path, tmp_path: Path, point: str) -> None:
+    """Serve r1 (ids A) and r2 (ids B), then kill r3 (ids C, from the command line) at ``point``."""
+    forget(run_dir, A, request_id="r1", **FAST)
+    forget(run_dir, B, request_id="r2", **FAST)
+    _kill_r3(run_dir, tmp_path, point)
+
+
+def _kill_r3(run_dir: Path, tmp_path: Path, point: str) -> None:
+    """Send r3 (ids C) from the command line and kill it at ``point``."""
+    command = ["forget", str(run_dir), "--ids", _ids_file(tmp_path, C), "--request-id", "r3"]
+    killed = _cli(run_dir, *command, "--method", "finetune", "-o", "steps=2", crash_at=point)
+    assert killed.returncode == -signal.SIGKILL
+
+
 # -- 1: backups restored mid-request -----------------------------------------------
 
 
 def test_a_ledger_backed_up_mid_request_rolls_the_done_request_forward(run_dir: Path, tmp_path: Path) -> None:
-    forget(run_dir, A, request_id="r1", **FAST)
-    forget(run_dir, B, request_id="r2", **FAST)
-    killed = _cli(
-        run_dir,
-        "forget",
-        str(run_dir),
-        "--ids",
-        _ids_file(tmp_path, C),
-        "--request-id",
-        "r3",
-        "--method",
-        "finetune",
-        "-o",
-        "steps=2",
-        crash_at="after-receive",
-    )
-    assert killed.returncode == -signal.SIGKILL
+    _two_done_then_r3_killed(run_dir, tmp_path, "after-receive")
     _backup(run_dir, tmp_path / "backup")
     done = forget(run_dir, C, request_id="r3", **FAST)
     assert done.version.version == 3
@@ -127,23 +125,7 @@ def test_a_ledger_backed_up_mid_request_rolls_the_done_request_forward(run_dir: 
 def test_a_ledger_backed_up_with_the_request_failed_is_refused_then_rebuilt(
     run_dir: Path, tmp_path: Path, capsys
 ) -> None:
-    forget(run_dir, A, request_id="r1", **FAST)
-    forget(run_dir, B, request_id="r2", **FAST)
-    killed = _cli(
-        run_dir,
-        "forget",
-        str(run_dir),
-        "--ids",
-        _ids_file(tmp_path, C),
-        "--request-id",
-        "r3",
-        "--method",
-        "finetune",
-        "-o",
-        "steps=2",
-        crash_at="after-receive",
-    )
-    assert killed.returncode == -signal.SIGKILL
+    _two_done_then_r3_killed(run_dir, tmp_path, "after-receive")
     with open_session(run_dir, write=True):
         pass  # settles: r3 failed
     assert _state(run_dir)["r3"] == "failed"
@@ -386,21 +368,7 @@ def test_a_pending_request_whose_current_version_holds_other_ids_is_refused(
     forget(run_dir, A, request_id="r1", **FAST)
     forget(run_dir, B, request_id="r2", **FAST)
     shutil.copy2(run_dir / "ledger.sqlite", tmp_path / "L0")
-    killed = _cli(
-        run_dir,
-        "forget",
-        str(run_dir),
-        "--ids",
-        _ids_file(tmp_path, C),
-        "--request-id",
-        "r3",
-        "--method",
-        "finetune",
-        "-o",
-        "steps=2",
-        crash_at="after-receive",
-    )
-    assert killed.returncode == -signal.SIGKILL
+    _kill_r3(run_dir, tmp_path, "after-receive")
     shutil.copy2(run_dir / "ledger.sqlite", tmp_path / "L1")  # r3 received with ids C
     shutil.copy2(tmp_path / "L0", run_dir / "ledger.sqlite")
     assert forget(run_dir, D, request_id="r3", **FAST).version.version == 3  # r3 done with ids D
@@ -457,21 +425,7 @@ def test_a_refused_command_changes_nothing_and_the_documented_recovery_still_wor
     forget(run_dir, A, request_id="r1", **FAST)
     older = (run_dir / CURRENT_FILE).read_bytes()
     forget(run_dir, B, request_id="r2", **FAST)
-    killed = _cli(
-        run_dir,
-        "forget",
-        str(run_dir),
-        "--ids",
-        _ids_file(tmp_path, C),
-        "--request-id",
-        "r3",
-        "--method",
-        "finetune",
-        "-o",
-        "steps=2",
-        crash_at="after-version",
-    )
-    assert killed.returncode == -signal.SIGKILL
+    _kill_r3(run_dir, tmp_path, "after-version")
     (run_dir / CURRENT_FILE).write_bytes(older)  # an older current.json restored
     with pytest.raises(RunDirError, match="disagree"):
         forget(run_dir, D, request_id="r4", **FAST)

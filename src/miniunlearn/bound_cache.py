@@ -23,12 +23,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from .fileio import cached, save_tensors
-from .training.history import read_metadata, stable_metadata
-from .training.retrain import ForeignCacheEntry, retrain_binding
+from .training.history import stable_metadata
+from .training.retrain import ForeignCacheEntry, recorded_binding, retrain_binding
 from .training.rundir import Run
 
 _IDS_FIELDS = ("ids_sha256", "n_ids")
@@ -54,17 +54,6 @@ def cache_binding(
     binding["binding"] = f"miniunlearn-{kind}/1"
     binding.update({f"depends.{name}": str(value) for name, value in sorted(depends.items())})
     return binding
-
-
-def recorded_binding(path: Path) -> dict[str, str]:
-    """Return the binding stored in the metadata of the safetensors file ``path`` ({} when
-    it has none or cannot be read)."""
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            found = read_metadata(handle.metadata())
-    except (SafetensorError, OSError, ValueError, TypeError):
-        return {}
-    return found if isinstance(found, dict) else {}
 
 
 def check_bound_entry(path: Path, expected: Mapping[str, str]) -> None:

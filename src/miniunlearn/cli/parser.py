@@ -314,9 +314,21 @@ def _add_ledger(sub: Any) -> None:
     _wait_argument(p)
 
 
+def _tolerance(text: str) -> float:
+    """A verdict tolerance: a number in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
+    return value
+
+
 def _add_audit(sub: Any) -> None:
     """``audit RUN_DIR --request ID``: write one request's report."""
-    p = _subcommand(sub, "audit", "write a report (Markdown + PNG) for one deletion request", cmd_audit)
+    what = "write a report (self-contained HTML + JSON) for one deletion request"
+    p = _subcommand(sub, "audit", what, cmd_audit)
     _run_dir_argument(p)
     p.add_argument("--request", required=True, help="request id")
     p.add_argument("--out", help="output directory (default RUN_DIR/audit)")
@@ -324,6 +336,12 @@ def _add_audit(sub: Any) -> None:
         "--with-metrics",
         action="store_true",
         help="also compare the request's model with retraining (retrains once, cached)",
+    )
+    p.add_argument(
+        "--tolerance",
+        type=_tolerance,
+        default=0.05,
+        help="largest gap to retraining (accuracies, MIA efficacy) the verdict still calls a match",
     )
     _attack_arguments(p)
     _seed_argument(p, "seed of the attacks")

@@ -15,7 +15,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_KEYS", "DEFAULT_TABLE_METRICS", "markdown_table", "summarise"]
+__all__ = [
+    "DEFAULT_KEYS",
+    "DEFAULT_TABLE_METRICS",
+    "FRACTION_METRICS",
+    "markdown_table",
+    "metric_kind",
+    "summarise",
+]
 
 DEFAULT_KEYS: tuple[str, ...] = ("dataset", "model", "method", "ratio")
 """Record fields that identify a group; everything numeric else is averaged over seeds."""
@@ -33,6 +40,19 @@ DEFAULT_TABLE_METRICS: tuple[str, ...] = (
 """Metrics :func:`markdown_table` shows by default (those present in the summary)."""
 
 _NOT_METRICS = frozenset({"seed"})
+
+FRACTION_METRICS = frozenset({"mia_efficacy", "mia_bacc", "mia_tpr_1pct"})
+"""Fractions in [0, 1] whose names do not end in ``_acc``."""
+
+
+def metric_kind(metric: str) -> str:
+    """Return ``"auc"`` (an AUC: in [0, 1], chance 0.5), ``"fraction"`` (an accuracy or
+    another share in [0, 1]) or ``"other"`` for a record field named ``metric``."""
+    if metric == "auc" or metric.endswith("_auc"):
+        return "auc"
+    if metric.endswith("_acc") or metric in FRACTION_METRICS:
+        return "fraction"
+    return "other"
 
 
 def _is_number(value: Any) -> bool:

@@ -105,7 +105,7 @@ def retrain_binding(run: Run, forget_ids: np.ndarray) -> dict[str, str]:
     }
 
 
-def _recorded_binding(path: Path) -> dict[str, str]:
+def recorded_binding(path: Path) -> dict[str, str]:
     """The metadata stored in the safetensors file ``path`` ({} when absent or unreadable)."""
     try:
         with safe_open(str(path), framework="pt") as handle:
@@ -124,7 +124,7 @@ def check_retrain_entry(run: Run, ids: np.ndarray | list[int], path: Path, param
     model bit for bit: the original model is never a retraining.
     """
     ids = np.unique(np.asarray(ids, dtype=np.int64))
-    expected, found = retrain_binding(run, ids), _recorded_binding(path)
+    expected, found = retrain_binding(run, ids), recorded_binding(path)
     wrong = sorted(k for k, v in expected.items() if found.get(k) != v)
     if "binding" in wrong:
         raise ForeignCacheEntry(

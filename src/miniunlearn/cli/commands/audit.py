@@ -10,7 +10,7 @@ from .attacks import check_attacks, population, ulira, ulira_pool
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    """Write the audit report (Markdown + PNG) of one request."""
+    """Write the audit report (self-contained HTML + JSON) of one request."""
     import numpy as np
 
     from ...audit import write_audit
@@ -28,10 +28,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
             raise MiniUnlearnError(
                 f"no request {args.request!r} in {run.path}; list them with `miniunlearn ledger {run.path}`"
             )
+        done = session.ledger.entries("done")
         if entry.state == "done":
             version = session.version_of(entry)  # an audit never vouches for an altered model
-            done = [e for e in session.ledger.entries("done") if (e.done_seq or 0) <= (entry.done_seq or 0)]
-    metrics = retrain_metrics = None
+            done = [e for e in done if (e.done_seq or 0) <= (entry.done_seq or 0)]
+        earlier = [e.ids for e in done if e.request_id != entry.request_id]
+    previously = np.unique(np.concatenate(earlier)) if earlier else np.zeros(0, np.int64)
+    metrics = retrain_metrics = counts = None
     if args.with_metrics and entry.state == "done":
         forgotten = np.unique(np.concatenate([e.ids for e in done]))
         params = load_version_params(run, version)
@@ -39,8 +42,16 @@ def cmd_audit(args: argparse.Namespace) -> int:
             run, params, cached_retrain(run, forgotten), forgotten, attacks=population(args), seed=args.seed
         )
         metrics, retrain_metrics = split_by_model(assessed | ulira(run, entry, forgotten, args))
-    md, png = write_audit(
-        entry, Path(args.out or run.path / "audit"), metrics=metrics, retrain_metrics=retrain_metrics
+        n_test = len(run.dataset.y_test)
+        counts = {"forget": int(forgotten.size), "retain": run.n_train - int(forgotten.size), "test": n_test}
+    files = write_audit(
+        entry,
+        Path(args.out or run.path / "audit"),
+        metrics=metrics,
+        retrain_metrics=retrain_metrics,
+        previously_forgotten=previously,
+        counts=counts,
+        tolerance=args.tolerance,
     )
-    print(f"audit written: {md}\n               {png}")
+    print(f"audit written: {files.html}\n               {files.json}")
     return 0

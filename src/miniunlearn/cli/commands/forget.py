@@ -61,17 +61,7 @@ def _serve_keys(args: argparse.Namespace) -> Any:
     from ...deletion.idsfile import read_keys_file
     from ...deletion.workflow import forget_keys
 
-    return forget_keys(
-        args.run_dir,
-        read_keys_file(args.keys),
-        method=args.method,
-        options=parse_options(args.option),
-        request_id=args.request_id,
-        retrain_now=args.retrain_now,
-        max_approx_ratio=args.max_approx_ratio,
-        lock_timeout=args.wait,
-        device=args.device,
-    )
+    return forget_keys(args.run_dir, read_keys_file(args.keys), **_request_settings(args))
 
 
 def _serve(args: argparse.Namespace) -> Any:
@@ -93,17 +83,20 @@ def _serve(args: argparse.Namespace) -> Any:
         ids = read_ids_file(args.ids)
     else:
         ids = random_forget_ids(open_run(args.run_dir, verify_hashes=False).n_train, args.ratio, args.seed)
-    return forget(
-        args.run_dir,
-        ids,
-        method=args.method,
-        options=parse_options(args.option),
-        request_id=args.request_id,
-        retrain_now=args.retrain_now,
-        max_approx_ratio=args.max_approx_ratio,
-        lock_timeout=args.wait,
-        device=args.device,
-    )
+    return forget(args.run_dir, ids, **_request_settings(args))
+
+
+def _request_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of a request that the flags set (method, options, id, budget ...)."""
+    return {
+        "method": args.method,
+        "options": parse_options(args.option),
+        "request_id": args.request_id,
+        "retrain_now": args.retrain_now,
+        "max_approx_ratio": args.max_approx_ratio,
+        "lock_timeout": args.wait,
+        "device": args.device,
+    }
 
 
 def _print_outcome(outcome: Any) -> None:
