@@ -373,9 +373,13 @@ def test_a_pending_request_whose_current_version_holds_other_ids_is_refused(
     shutil.copy2(tmp_path / "L0", run_dir / "ledger.sqlite")
     assert forget(run_dir, D, request_id="r3", **FAST).version.version == 3  # r3 done with ids D
     shutil.copy2(tmp_path / "L1", run_dir / "ledger.sqlite")
-    with pytest.raises(RunDirError, match="was not made from the ledger's request r3"):
+    with pytest.raises(RunDirError, match="made with other ids than the ledger's"):
         forget(run_dir, A, request_id="r4", **FAST)
-    assert _state(run_dir)["r3"] == "received"  # nothing was changed
+    # --verify and --restore-current refuse too (restoring would undo the done r3)
+    assert main(["-q", "ledger", str(run_dir), "--verify"]) == 2
+    assert main(["-q", "ledger", str(run_dir), "--restore-current"]) == 2
+    assert _state(run_dir)["r3"] == "received"  # nothing was changed by any of them
+    assert json.loads((run_dir / CURRENT_FILE).read_text())["version"] == 3  # r3's model stays current
 
 
 def test_a_ledger_from_a_clone_of_the_run_is_refused_and_retraining_is_not_offered(
@@ -452,3 +456,53 @@ def test_a_resent_request_whose_superseded_version_file_is_gone_still_reports_do
     again = forget(run_dir, A, request_id="r1", **FAST)
     assert again.status == "already-done" and again.version.version == 1
     assert any("superseded" in m for m in again.messages)
+
+
+# -- found by a second hostile probe ---------------------------------------------------
+
+
+def test_a_request_that_changed_nothing_with_edited_ids_is_refused(run_dir: Path) -> None:
+    import hashlib
+
+    forget(run_dir, A, request_id="r1", **FAST)
+    assert forget(run_dir, A, request_id="r5", **FAST).status == "nothing-new"
+    blob = np.arange(200, 205, dtype="<i8").tobytes()
+    _sql(
+        run_dir,
+        "UPDATE requests SET ids = ?, ids_sha256 = ?, n_ids = 5 WHERE request_id = 'r5'",
+        blob,
+        hashlib.sha256(blob).hexdigest(),
+    )
+    with pytest.raises(RunDirError, match="left the model unchanged"):
+        forget(run_dir, list(range(200, 205)), request_id="r6", **FAST)
+
+
+@pytest.mark.timeout(30)
+def test_a_fifo_in_place_of_the_lock_owner_file_does_not_hang_the_waiting_command(run_dir: Path) -> None:
+    with open_session(run_dir, write=True):
+        (run_dir / ".lock.owner").unlink()
+        os.mkfifo(run_dir / ".lock.owner")
+        with pytest.raises(LedgerError, match="another forget is running"):
+            forget(run_dir, A, **FAST)
+
+
+def test_a_command_whose_run_directory_changed_deletes_nothing(run_dir: Path, monkeypatch) -> None:
+    from miniunlearn.runlock import HeldLock
+
+    calls = {"n": 0}
+    real_check = HeldLock.check
+
+    def check_then_lose(self: HeldLock) -> None:
+        calls["n"] += 1
+        if calls["n"] >= 3:  # lost after the version file is written, before the switch
+            raise LedgerError("the run directory was moved or replaced while this command held its lock")
+        real_check(self)
+
+    monkeypatch.setattr(HeldLock, "check", check_then_lose)
+    with open_session(run_dir, write=True) as session:
+        entry = session.ledger.receive(A, "finetune", {}, session.current.sha256, request_id="A")
+        with pytest.raises(LedgerError, match="moved or replaced"):
+            session.commit(entry, session.current_params() + 1e-3, {}, 0.0)
+        note = session.fail(entry, "lost")
+    assert note is not None and "left in place" in note
+    assert (run_dir / "versions" / "v1.safetensors").exists()  # not deleted by path

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LedgerError
-from .fileio import atomic_write_json
+from .fileio import atomic_write_json, open_regular
 
 LOCK_FILENAME = ".lock"
 """File name of the run lock inside a run directory."""
@@ -71,7 +71,8 @@ class HeldLock(os.PathLike[str]):
 def _holder(owner_path: Path) -> str:
     """' (lock held by pid N on HOST since T)' from the owner file, or '' when unknown."""
     with contextlib.suppress(OSError, ValueError, TypeError, AttributeError, KeyError):
-        info = json.loads(owner_path.read_text())
+        with open_regular(owner_path) as handle:  # never blocks on a FIFO planted in its place
+            info = json.loads(handle.read(4096))
         return (
             f" (lock held by pid {int(info['pid'])} on {info.get('host', '?')} "
             f"since {info.get('acquired_at', '?')})"

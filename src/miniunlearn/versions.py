@@ -325,9 +325,13 @@ def rebuild_ledger(run: Run) -> list[str]:
         before = sha256_file(files[number])
         records.append(record | {"model_sha256_after": before, "model_version": number})
     if pointer is not None and pointer.sha256 != before:
+        last = max(files) if files else 0
+        named = {"version": last, "path": version_path(last), "sha256": before}
+        named["request_id"] = records[-1]["request_id"] if records else None
         raise LedgerError(
             f"current.json names a model ({pointer.sha256[:12]}) that is not the last version "
-            f"({before[:12]}); restore current.json or the ledger from a backup"
+            f"v{last} ({before[:12]}): it belongs to another copy of this run, or to an older state. "
+            f"Restore this run's own current.json, or write it as {json.dumps(named)} and run this again"
         )
     Ledger.build(path, records)
     lines = [f"restored request {r['request_id']} -> model version {r['model_version']}" for r in records]

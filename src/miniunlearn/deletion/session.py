@@ -56,6 +56,7 @@ from .state import (
     chain_problems,
     check_file,
     check_state,
+    record_problems,
     record_request,
     refuse_newer_records,
     remove_junk,
@@ -231,9 +232,14 @@ class RunSession:
             pointer = None
         if pointer is not None and pointer.request_id == entry.request_id:
             return None
-        for number, file in version_files(self.run).items():
-            if number > self.current.version and record_request(file) == entry.request_id:
-                file.unlink(missing_ok=True)
+        try:
+            if self.lock is not None:
+                self.lock.check()  # never delete by path in a directory that is no longer the locked one
+            for number, file in version_files(self.run).items():
+                if number > self.current.version and record_request(file) == entry.request_id:
+                    file.unlink(missing_ok=True)
+        except LedgerError as lost:
+            return f"{lost}; files written by this command were left in place"
         try:
             self.ledger.fail(entry.request_id, reason)
         except (LedgerError, OSError) as again:
@@ -253,7 +259,7 @@ def restore_current(run: Run, *, lock_timeout: float = 0.0) -> ModelVersion:
     """
     with run_lock(run.path, timeout=lock_timeout), open_ledger(run) as ledger:
         refuse_newer_records(run, ledger)
-        broken = chain_problems(run, ledger)
+        broken = chain_problems(run, ledger) or record_problems(run, ledger)
         if broken:
             raise RunDirError(broken[0])
         version = check_file(run, expected_version(run, ledger))

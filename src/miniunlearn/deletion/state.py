@@ -90,10 +90,22 @@ def record_problems(run: Run, ledger: Ledger) -> list[str]:
     files' headers. Returns one line each; a missing file is not reported here."""
     files = version_files(run)
     problems = []
-    for entry in ledger.entries("done"):
+    forgotten = np.zeros(0, np.int64)
+    for entry in sorted(ledger.entries("done"), key=lambda e: e.done_seq or 0):
+        earlier, forgotten = forgotten, np.union1d(forgotten, entry.ids)
+        if entry.model_sha256_before == entry.model_sha256_after:
+            new = np.setdiff1d(entry.ids, earlier)
+            if new.size:  # a request that changed no model removed nothing new
+                problems.append(
+                    f"request {entry.request_id} left the model unchanged, but the ledger records ids no "
+                    f"earlier request removed ({new.size}, first {new[:5].tolist()}): the ledger was edited. "
+                    "Nothing was changed; restore the ledger from a backup, or move it aside and rebuild it "
+                    f"with `miniunlearn ledger {run.path} --rebuild-from-versions`"
+                )
+            continue
         number = version_number(entry)
-        if not number or number not in files or entry.model_sha256_before == entry.model_sha256_after:
-            continue  # the original model, a request that changed nothing, or a deleted file
+        if not number or number not in files:
+            continue  # the original model, or a deleted file
         try:
             record = version_record(files[number])
         except LedgerError:
@@ -110,6 +122,15 @@ def record_problems(run: Run, ledger: Ledger) -> list[str]:
                 f"aside and rebuild it with `miniunlearn ledger {run.path} --rebuild-from-versions`"
             )
     return problems
+
+
+def _carries(file: Path, entry: LedgerEntry) -> bool:
+    """Whether version ``file`` records request ``entry`` with the same ids."""
+    try:
+        record = version_record(file)
+    except LedgerError:
+        return False
+    return record.get("request_id") == entry.request_id and record.get("ids_sha256") == entry.ids_sha256
 
 
 def refuse_newer_records(run: Run, ledger: Ledger) -> list[tuple[int, Path, LedgerEntry]]:
@@ -129,8 +150,10 @@ def refuse_newer_records(run: Run, ledger: Ledger) -> list[tuple[int, Path, Ledg
         if request_id is None:
             continue
         entry = ledger.get(request_id)
-        if entry is not None and entry.state == "received":
+        if entry is not None and entry.state == "received" and _carries(file, entry):
             pending.append((number, file, entry))
+        elif entry is not None and entry.state == "received":
+            newer.append(f"v{number} (request {request_id}, made with other ids than the ledger's)")
         else:
             state = "" if entry is None else f", which the ledger records as {entry.state}"
             newer.append(f"v{number} (request {request_id}{state})")
@@ -170,9 +193,11 @@ def check_state(run: Run, ledger: Ledger) -> ModelVersion:
         )
     if pointer == expected:
         return check_file(run, pointer)
-    pending = {e.request_id for e in ledger.pending()}
+    pending = {e.request_id: e for e in ledger.pending()}
     if pointer.request_id in pending and pointer.version > expected.version:
-        return check_file(run, pointer)  # killed after the switch, before the ledger said done
+        # killed after the switch, before the ledger said done: the version must be that request's
+        _require_made_by(run, pointer, pending[pointer.request_id], expected)
+        return check_file(run, pointer)
     raise RunDirError(
         f"{run.path / CURRENT_FILE} names model version {pointer.version} (request {pointer.request_id}, "
         f"sha256 {pointer.sha256[:12]}), but the ledger's last done request {expected.request_id} left "
