@@ -367,9 +367,12 @@ def _cell(
     itemsize = torch.finfo(config.torch_dtype).bits // 8
     full_history_bytes = 2 * run.total_steps * run.objective.dim * itemsize
     forget = _forget_ids(spec, run, seed, r_index)
+    # one line per phase of the cell: the retraining, then each method
+    phases = progress_bar(total=len(spec.methods), desc=f"cell {ratio:.0%} seed {seed}", enabled=progress)
+    phases.set_postfix_str("retraining")
     started = time.perf_counter()
     evals_before = run.objective.grad_evals
-    retrained = retrain(run, forget, progress=False)
+    retrained = retrain(run, forget, progress=progress)
     retrain_time = time.perf_counter() - started
     retrain_evals = run.objective.grad_evals - evals_before
     ref = reference(run, retrained, forget, attacks=spec.attacks, seed=seed)
@@ -380,6 +383,7 @@ def _cell(
     records: list[dict[str, Any]] = []
     curves: dict[str, Any] = {}
     for method in spec.methods:
+        phases.set_postfix_str(method)
         options = spec.method_options.get(method, {})
         if method == "retrain":
             params, time_s, evals, hist_bytes, diag = retrained, retrain_time, retrain_evals, 0, {}
@@ -409,6 +413,7 @@ def _cell(
             "ulira_auc": None,
             **{f"diag_{k}": v for k, v in diag.items() if isinstance(v, int | float | bool | str)},
         }
+        phases.update()
         if not torch.isfinite(params).all():  # a diverged method is reported, not fatal
             records.append({**record, **DIVERGED})
             continue
@@ -419,6 +424,7 @@ def _cell(
             curves[f"{method} @ {ratio:.0%}"] = roc["unlearned"]
             curves[f"retrain @ {ratio:.0%}"] = roc["retrain_"]
         records.append({**record, **metrics})
+    phases.close()
     return records, curves
 
 
