@@ -25,6 +25,7 @@ from miniunlearn.errors import CurrentModelLost, ForgetRequestError, HistoryErro
 from miniunlearn.fileio import sha256_file
 from miniunlearn.ledger import Ledger
 from miniunlearn.training import TrainConfig, open_run, train_run
+from miniunlearn.versions import rebuild_ledger
 
 CONFIG = TrainConfig(
     dataset="digits", epochs=60, lr=1.0, lam=0.02, history="mini", checkpoints=4, dtype="float64", seed=0
@@ -506,3 +507,37 @@ def test_a_command_whose_run_directory_changed_deletes_nothing(run_dir: Path, mo
         note = session.fail(entry, "lost")
     assert note is not None and "left in place" in note
     assert (run_dir / "versions" / "v1.safetensors").exists()  # not deleted by path
+
+
+# -- found by a third hostile probe -----------------------------------------------------
+
+
+def test_restoring_the_pointer_is_refused_when_the_ledger_is_the_older_copy(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    forget(run_dir, A, request_id="r1", **FAST)
+    forget(run_dir, B, request_id="r2", **FAST)
+    shutil.copy2(run_dir / "ledger.sqlite", tmp_path / "ledger.old")
+    shutil.copytree(run_dir / "versions", tmp_path / "versions.old")
+    forget(run_dir, C, request_id="r3", **FAST)
+    shutil.copy2(tmp_path / "ledger.old", run_dir / "ledger.sqlite")  # the older ledger and versions,
+    shutil.rmtree(run_dir / "versions")  # current.json stays the newest (it names v3)
+    shutil.copytree(tmp_path / "versions.old", run_dir / "versions")
+    assert main(["-q", "ledger", str(run_dir), "--restore-current"]) == 2  # it would undo r3
+    with pytest.raises(RunDirError, match="the ledger is the older copy"):
+        forget(run_dir, D, request_id="r4", **FAST)
+    assert json.loads((run_dir / CURRENT_FILE).read_text())["version"] == 3
+    (run_dir / "ledger.sqlite").rename(tmp_path / "moved-aside")
+    with pytest.raises(LedgerError, match="would drop that request"):  # never suggests pointing back
+        rebuild_ledger(open_run(run_dir))
+
+
+def test_a_version_file_replaced_by_a_copy_of_another_is_rebuilt_by_retraining(run_dir: Path) -> None:
+    forget(run_dir, A, request_id="r1", **FAST)
+    forget(run_dir, B, request_id="r2", **FAST)
+    forget(run_dir, C, request_id="r3", **FAST)
+    shutil.copy2(run_dir / "versions" / "v2.safetensors", run_dir / "versions" / "v3.safetensors")
+    with pytest.raises(CurrentModelLost, match="altered"):
+        forget(run_dir, D, request_id="r4", **FAST)
+    outcome = retrain_all(run_dir, request_id="rebuild")
+    assert outcome.status == "done" and set(A + B + C) <= _forgotten(run_dir)

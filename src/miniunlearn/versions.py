@@ -300,6 +300,12 @@ def rebuild_ledger(run: Run) -> list[str]:
             "this again"
         )
     top = pointer.version if pointer is not None else 0
+    if top and top not in files:
+        raise LedgerError(
+            f"current.json names model version {top} (request {pointer.request_id}), whose file is missing: "
+            "the versions folder is older than current.json (restored from a backup?), and rebuilding "
+            f"without v{top} would drop that request. Restore the newest versions/ folder and run this again"
+        )
     beyond = [n for n in files if n > top]
     if beyond:
         last = max(beyond)

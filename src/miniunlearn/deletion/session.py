@@ -58,6 +58,7 @@ from .state import (
     check_state,
     record_problems,
     record_request,
+    refuse_newer_pointer,
     refuse_newer_records,
     remove_junk,
     settle,
@@ -262,7 +263,9 @@ def restore_current(run: Run, *, lock_timeout: float = 0.0) -> ModelVersion:
         broken = chain_problems(run, ledger) or record_problems(run, ledger)
         if broken:
             raise RunDirError(broken[0])
-        version = check_file(run, expected_version(run, ledger))
+        expected = expected_version(run, ledger)
+        refuse_newer_pointer(run, expected)
+        version = check_file(run, expected)
         atomic_write_json(run.path / CURRENT_FILE, version.__dict__)
         return version
 

@@ -91,7 +91,9 @@ def record_problems(run: Run, ledger: Ledger) -> list[str]:
     files = version_files(run)
     problems = []
     forgotten = np.zeros(0, np.int64)
-    for entry in sorted(ledger.entries("done"), key=lambda e: e.done_seq or 0):
+    done = sorted(ledger.entries("done"), key=lambda e: e.done_seq or 0)
+    done_bodies = {(e.request_id, e.ids_sha256, e.model_sha256_before) for e in done}
+    for entry in done:
         earlier, forgotten = forgotten, np.union1d(forgotten, entry.ids)
         if entry.model_sha256_before == entry.model_sha256_after:
             new = np.setdiff1d(entry.ids, earlier)
@@ -112,6 +114,8 @@ def record_problems(run: Run, ledger: Ledger) -> list[str]:
             continue  # written before versions carried their request
         ours = (entry.request_id, entry.ids_sha256, entry.model_sha256_before)
         theirs = (record.get("request_id"), record.get("ids_sha256"), record.get("model_sha256_before"))
+        if theirs in done_bodies and theirs != ours:
+            continue  # a copy of another version of this run: an altered file, which its sha256 check reports
         if ours != theirs:
             problems.append(
                 f"model version {number} carries request {theirs[0]} (ids sha256 {str(theirs[1])[:12]}), but "
@@ -169,6 +173,24 @@ def refuse_newer_records(run: Run, ledger: Ledger) -> list[tuple[int, Path, Ledg
     return pending
 
 
+def refuse_newer_pointer(run: Run, expected: ModelVersion) -> None:
+    """Raise RunDirError when ``current.json`` names a later version than the ledger records
+    (``expected``): the ledger, not the pointer, is the older copy, and pointing current.json
+    back would undo the newer request. An unreadable or missing pointer passes."""
+    try:
+        pointer = read_pointer(run)
+    except RunDirError:
+        return
+    if pointer is not None and pointer.version > expected.version:
+        raise RunDirError(
+            f"current.json names model version {pointer.version} (request {pointer.request_id}), newer than "
+            f"the version {expected.version} the ledger records: the ledger is the older copy (restored "
+            f"from a backup?), and pointing current.json back would undo request {pointer.request_id}. "
+            "Nothing was changed. Restore the newest ledger.sqlite (and versions/), or move ledger.sqlite "
+            f"aside and rebuild it with `miniunlearn ledger {run.path} --rebuild-from-versions`"
+        )
+
+
 def check_state(run: Run, ledger: Ledger) -> ModelVersion:
     """Return the run's current version after checking that the pointer, its file, the
     version files and the ledger agree (see the module docstring for the rules).
@@ -198,6 +220,7 @@ def check_state(run: Run, ledger: Ledger) -> ModelVersion:
         # killed after the switch, before the ledger said done: the version must be that request's
         _require_made_by(run, pointer, pending[pointer.request_id], expected)
         return check_file(run, pointer)
+    refuse_newer_pointer(run, expected)
     raise RunDirError(
         f"{run.path / CURRENT_FILE} names model version {pointer.version} (request {pointer.request_id}, "
         f"sha256 {pointer.sha256[:12]}), but the ledger's last done request {expected.request_id} left "
