@@ -541,3 +541,24 @@ def test_a_version_file_replaced_by_a_copy_of_another_is_rebuilt_by_retraining(r
         forget(run_dir, D, request_id="r4", **FAST)
     outcome = retrain_all(run_dir, request_id="rebuild")
     assert outcome.status == "done" and set(A + B + C) <= _forgotten(run_dir)
+
+
+def test_an_older_pointer_and_versions_restored_are_rebuilt_by_retraining(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    """current.json and versions/ from a backup taken before r3, the ledger the newest: the
+    ledger's current model (v3) is gone, so --retrain-now must be able to rebuild it."""
+    forget(run_dir, A, request_id="r1", **FAST)
+    forget(run_dir, B, request_id="r2", **FAST)
+    shutil.copy2(run_dir / CURRENT_FILE, tmp_path / "current.old")
+    shutil.copytree(run_dir / "versions", tmp_path / "versions.old")
+    forget(run_dir, C, request_id="r3", **FAST)
+    shutil.copy2(tmp_path / "current.old", run_dir / CURRENT_FILE)
+    shutil.rmtree(run_dir / "versions")
+    shutil.copytree(tmp_path / "versions.old", run_dir / "versions")
+    with pytest.raises(CurrentModelLost, match="--retrain-now"):
+        forget(run_dir, D, request_id="r4", **FAST)
+    assert main(["-q", "ledger", str(run_dir), "--restore-current"]) == 2
+    assert main(["-q", "forget", str(run_dir), "--retrain-now", "--request-id", "rt"]) == 0
+    assert set(A + B + C) <= _forgotten(run_dir)
+    assert forget(run_dir, D, request_id="r4", **FAST).status == "done"

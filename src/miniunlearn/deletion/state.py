@@ -221,6 +221,7 @@ def check_state(run: Run, ledger: Ledger) -> ModelVersion:
         _require_made_by(run, pointer, pending[pointer.request_id], expected)
         return check_file(run, pointer)
     refuse_newer_pointer(run, expected)
+    check_file(run, expected)  # the ledger's current model gone too: CurrentModelLost, retraining rebuilds it
     raise RunDirError(
         f"{run.path / CURRENT_FILE} names model version {pointer.version} (request {pointer.request_id}, "
         f"sha256 {pointer.sha256[:12]}), but the ledger's last done request {expected.request_id} left "
