@@ -327,10 +327,10 @@ def open_session(
         lock = stack.enter_context(run_lock(run.path, timeout=lock_timeout)) if write else None
         ledger = stack.enter_context(open_ledger(run))
         messages: list[str] = []
-        if write:  # refuse a disagreeing run before settling changes anything
-            _checked(run, ledger, allow_lost_model, [])
+        current = _checked(run, ledger, allow_lost_model, messages)  # before settling changes anything
+        if write and ledger.pending():  # settling changes the state: check it again after
             messages = settle(run, ledger)
-        current = _checked(run, ledger, allow_lost_model, messages)
+            current = _checked(run, ledger, allow_lost_model, messages)
         if write:
             remove_junk(run, current, ledger)
         yield RunSession(run, ledger, current, read_pointer(run), lock, messages)

@@ -261,7 +261,7 @@ def forget(
     request_id = check_request_id(request_id) if request_id is not None else None
     run = open_run(run_dir, device=device)
     options = dict(options or {})
-    get_method(method, **options)  # reject unknown methods and options before anything is written
+    asked_method = get_method(method, **options)  # unknown methods and options refused before any write
     with device_scope(run.device), open_session(run, write=True, lock_timeout=lock_timeout) as session:
         ledger = session.ledger
         previous = ledger.get(request_id) if request_id else None
@@ -279,7 +279,7 @@ def forget(
             messages.append(f"served by retraining from scratch ({why})")
         else:
             try:
-                get_method(method, **options).check_run(run)
+                asked_method.check_run(run)
             except (HistoryError, ConfigError) as exc:  # a history or mode the run lacks
                 _refuse(session, previous, asked, method, request_id, str(exc))
                 raise
@@ -287,9 +287,14 @@ def forget(
         if new.size == 0:
             return _nothing_new(session, entry, skipped, messages)
         spent = budget.cost(exact=method_class(run_method).exact, n_new=new.size, n_train=run.n_train)
-        method_options = {k: v for k, v in run_options.items() if k not in ("instead_of", "reason")}
+        if why:
+            method_options = {k: v for k, v in run_options.items() if k not in ("instead_of", "reason")}
+            unlearner = get_method(run_method, **method_options)
+        else:
+            unlearner = asked_method
         base = session.current_params()
-        anchor_params, anchor_ids = session.anchor()
+        # only approximate methods predict from the last exact model; a retraining needs no anchor
+        anchor_params, anchor_ids = (None, np.zeros(0, np.int64)) if unlearner.exact else session.anchor()
 
         def compute() -> tuple[torch.Tensor, dict[str, Any]]:
             request = UnlearnRequest(
@@ -300,7 +305,7 @@ def forget(
                 anchor_params=anchor_params,
                 anchor_ids=anchor_ids,
             )
-            result = get_method(run_method, **method_options).unlearn(request)
+            result = unlearner.unlearn(request)
             return result.params, result.record.to_dict()
 
         entry, version, record = _execute(
