@@ -342,13 +342,15 @@ def ulira_attack(
     std_floor_frac: float = 0.25,
     fix_variance: bool = False,
     name: str = "ulira",
+    desc: str | None = None,
 ) -> ULiRAResult:
     """Run the U-LiRA per-example attack against an unlearning method.
 
     Takes the pool size (samples are ids ``0..n_pool-1``), the three callables
     described in the module docstring, the numbers of shadow and target models,
     the fraction of each model's members to forget, a seed, an optional
-    dict-like ``cache`` of trained states, ``progress`` (show a tqdm bar), and
+    dict-like ``cache`` of trained states, ``progress`` (show a progress bar of
+    the models, labelled ``desc``, default ``"{name}: models"``), and
     the Gaussian-fit guards (``min_obs_for_std``, ``std_floor_frac``,
     ``fix_variance``). Trains ``n_shadows + n_targets`` models and unlearns each
     once. Returns a :class:`ULiRAResult`; AUC 0.5 means forgotten samples are
@@ -362,7 +364,9 @@ def ulira_attack(
 
     from miniunlearn.progress import progress_bar
 
-    bar = progress_bar(total=n_shadows + n_targets, desc=f"{name}: models", enabled=progress, unit="model")
+    bar = progress_bar(
+        total=n_shadows + n_targets, desc=desc or f"{name}: models", enabled=progress, unit="model"
+    )
     try:
         s_unl, s_out = _run_models(*shadow_plan, train_fn, unlearn_fn, confidence_fn, cache, bar)
         t_unl, t_out = _run_models(*target_plan, train_fn, unlearn_fn, confidence_fn, cache, bar)

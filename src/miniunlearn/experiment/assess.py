@@ -11,6 +11,7 @@ import torch
 
 from ..evaluation.attacks import population_mia
 from ..evaluation.metrics import accuracy, mean_kl, param_distance
+from ..progress import progress_bar
 from ..training.rundir import Run
 
 ROWS_PER_BLOCK = 262_144
@@ -93,6 +94,7 @@ def assess(
     attacks: Sequence[str] = ("population",),
     seed: int = 0,
     keep_curves: bool = False,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Compare ``params`` with the retrained model after forgetting ``forget_ids``.
 
@@ -102,15 +104,24 @@ def assess(
     KL of test predictions (retrained || unlearned), and with ``"population"`` in
     ``attacks`` the confidence and loss attacks' forget AUC, balanced accuracy and TPR at
     1 % FPR for both models plus the retain exposure. ``keep_curves`` adds ROC arrays
-    under ``roc`` (for plots; not JSON-flat).
+    under ``roc`` (for plots; not JSON-flat). ``progress``: with ``"population"`` in ``attacks``,
+    a bar over the models attacked (labelled ``population attack``).
     """
-    ref = (
-        retrained
-        if isinstance(retrained, Reference)
-        else reference(run, retrained, forget_ids, attacks=attacks, seed=seed)
+    n_models = 1 if isinstance(retrained, Reference) else 2
+    bar = progress_bar(
+        total=n_models, desc="population attack", enabled=progress and "population" in attacks, unit="model"
     )
-    mine = split_outputs(run, params, forget_ids)
-    metrics, roc = model_metrics(mine, attacks=attacks, seed=seed)
+    try:
+        if isinstance(retrained, Reference):
+            ref = retrained
+        else:
+            ref = reference(run, retrained, forget_ids, attacks=attacks, seed=seed)
+            bar.update(1)
+        mine = split_outputs(run, params, forget_ids)
+        metrics, roc = model_metrics(mine, attacks=attacks, seed=seed)
+        bar.update(1)
+    finally:
+        bar.close()
     out: dict[str, Any] = {
         "dist_to_retrain": param_distance(params, ref.params),
         "kl_to_retrain": mean_kl(ref.outputs["test"][0], mine["test"][0]),

@@ -19,8 +19,9 @@ import numpy as np
 from ..data import Dataset
 from ..errors import ConfigError
 from ..evaluation.metrics import logit_scaled_confidence
-from ..evaluation.ulira import ULiRAResult, planned_trainings, ulira_attack
+from ..evaluation.ulira import ULiRAResult, member_set_hash, planned_trainings, ulira_attack
 from ..methods import UnlearnRequest, get_method
+from ..progress import progress_bar
 from ..training import Run, TrainConfig
 from ..training.rundir import load_training_data
 from .parallel import TaskRunner, open_or_train
@@ -142,10 +143,12 @@ def run_ulira(
     n_targets: int,
     seed: int,
     cache: dict[Any, Any],
+    progress: bool = False,
 ) -> ULiRAResult:
     """Run the per-example attack against ``method`` on shadows from ``factory``.
 
     ``cache`` is shared across methods so shadow training happens once per seed.
+    ``progress``: one bar over the models, labelled ``ulira: scoring METHOD``.
     """
     return ulira_attack(
         factory.pool_ids.size,
@@ -157,6 +160,8 @@ def run_ulira(
         forget_fraction=forget_fraction,
         seed=seed,
         cache=cache,
+        progress=progress,
+        desc=f"ulira: scoring {method}",
     )
 
 
@@ -180,28 +185,29 @@ def ulira_metrics(
     n_targets: int,
     seed: int,
     runner: TaskRunner | None = None,
+    progress: bool = False,
 ) -> dict[str, float]:
     """Run the per-example attack against each of ``methods`` ({prefix: (method, options)}) on
     shadows of ``run``'s recipe, stored under RUN_DIR/shadows (a real folder of the run, never a
-    symbolic link). With a ``runner``, the shadows are first trained as parallel tasks on it
-    (same results as without).
+    symbolic link). The shadow and target models are trained (or found on disk) first: as
+    parallel tasks on ``runner`` when given, else in this process; the results are the same.
+    ``progress``: a bar for that phase (``ulira: shadow models``), then one per method
+    (``ulira: scoring METHOD``).
 
     Returns ``{prefix + "ulira_auc" | "ulira_bacc" | "ulira_tpr_1pct": value}`` for each prefix.
     """
     root = run.subdir(SHADOWS_DIR, create=True)
     factory = ShadowFactory(run.config, shadow_pool(run, pool_size, seed), root)
-    if runner is not None:
-        tasks = shadow_tasks(
-            factory.config,
-            factory.pool_ids,
-            factory.root,
-            n_shadows=n_shadows,
-            n_targets=n_targets,
-            seed=seed,
-        )
-        for _ in runner.map(build_shadow, tasks):
-            pass
     cache: dict[Any, Any] = {}
+    _train_shadows(
+        factory,
+        n_shadows=n_shadows,
+        n_targets=n_targets,
+        seed=seed,
+        runner=runner,
+        cache=cache,
+        progress=progress,
+    )
     out = {}
     for prefix, (method, options) in methods.items():
         result = run_ulira(
@@ -213,6 +219,7 @@ def ulira_metrics(
             n_targets=n_targets,
             seed=seed,
             cache=cache,
+            progress=progress,
         )
         out |= {
             f"{prefix}ulira_auc": result.auc,
@@ -220,3 +227,38 @@ def ulira_metrics(
             f"{prefix}ulira_tpr_1pct": result.tpr_at_1pct_fpr,
         }
     return out
+
+
+def _train_shadows(
+    factory: ShadowFactory,
+    *,
+    n_shadows: int,
+    n_targets: int,
+    seed: int,
+    runner: TaskRunner | None,
+    cache: dict[Any, Any],
+    progress: bool,
+) -> None:
+    """Train (or open) every shadow and target model the attack with ``seed`` asks for, before
+    it runs: as tasks on ``runner`` (they land on disk, where the attack opens them), or in this
+    process straight into ``cache`` (keyed as :func:`ulira_attack` looks them up)."""
+    plans = planned_trainings(factory.pool_ids.size, n_shadows=n_shadows, n_targets=n_targets, seed=seed)
+    bar = progress_bar(total=len(plans), desc="ulira: shadow models", enabled=progress, unit="model")
+    try:
+        if runner is not None:
+            tasks = shadow_tasks(
+                factory.config,
+                factory.pool_ids,
+                factory.root,
+                n_shadows=n_shadows,
+                n_targets=n_targets,
+                seed=seed,
+            )
+            for _ in runner.map(build_shadow, tasks):
+                bar.update(1)
+            return
+        for members, train_seed in plans:
+            cache[(member_set_hash(members), train_seed)] = factory.train(members, train_seed)
+            bar.update(1)
+    finally:
+        bar.close()

@@ -29,7 +29,7 @@ from ..models import check_replayable
 from ..objective import Objective, flatten_params
 from .config import CONVEX_MODELS, TrainConfig
 from .curvature import CURVATURE_FILE, default_rank, save_sketch, sketch_hessian
-from .history import make_recorder
+from .history import make_recorder, recording_cost_for
 from .rundir import (
     CONFIG,
     KEYS,
@@ -61,7 +61,8 @@ def train_run(
     """Train ``config`` on ``device`` and write a complete run directory at ``out_dir``; return
     it opened on that device.
 
-    Raises RunDirError if ``out_dir`` exists already; nothing is written in that case.
+    Raises RunDirError if ``out_dir`` exists already; nothing is written in that case
+    (:func:`miniunlearn.experiment.parallel.open_or_train` opens a run trained there before).
     """
     device = resolve_device(device)
     with device_scope(device):
@@ -70,7 +71,7 @@ def train_run(
 
 def _train_run(config: TrainConfig, out: Path, progress: bool, device: torch.device) -> Run:
     if out.exists():
-        raise RunDirError(f"{out} already exists; choose another --out or delete it first")
+        raise RunDirError(exists_message(out))
     # absolute paths, so the run opens from any working directory; hashes, so a run is
     # never unlearned or retrained against data other than it was trained on
     config = absolute_data_paths(config)
@@ -96,9 +97,13 @@ def _train_run(config: TrainConfig, out: Path, progress: bool, device: torch.dev
             dtype=config.torch_dtype,
             early=early_fractions(config),
         )
-        started = time.perf_counter()
-        w = train_loop(objective, flatten_params(model), plan, recorder=recorder, progress=progress)
+        cost = recording_cost_for(config.history)
+        started, evals = time.perf_counter(), objective.grad_evals
+        w = train_loop(
+            objective, flatten_params(model), plan, recorder=recorder, progress=progress, cost=cost
+        )
         train_seconds = time.perf_counter() - started
+        train_evals = objective.grad_evals - evals - cost.total_evals()
         if not torch.isfinite(w).all():
             raise ConfigError(
                 f"training diverged (non-finite parameters) with lr={config.lr}, lam={config.lam}; "
@@ -109,6 +114,7 @@ def _train_run(config: TrainConfig, out: Path, progress: bool, device: torch.dev
         curvature = record_curvature(config, objective, w, tmp, plan.total_steps, train_seconds)
         if curvature:
             files[CURVATURE_FILE] = "history-curvature"
+            cost.add("history-curvature", curvature["grad_evals"], curvature["seconds"])
         (tmp / CONFIG).write_text(config.to_json() + "\n")
         save_params(tmp / MODEL, objective, w, {"format": "miniunlearn-model", "version": "original"})
         save_schedule(tmp / SCHEDULE, plan)
@@ -122,6 +128,10 @@ def _train_run(config: TrainConfig, out: Path, progress: bool, device: torch.dev
             # results are bit-identical for the same seed *and* thread count
             "torch_threads": torch.get_num_threads(),
             "train_seconds": round(train_seconds, 3),
+            # training's own per-sample gradient evaluations, and what each history added
+            "train_grad_evals": int(train_evals),
+            "train_passes": round(train_evals / dataset.n_train, 4),
+            "recording": cost.manifest(dataset.n_train),
             **({"curvature": curvature} if curvature else {}),
             **({"data_files": data_files} if data_files else {}),
             "files": [manifest_entry(tmp, rel, role) for rel, role in sorted(files.items())],
@@ -131,12 +141,21 @@ def _train_run(config: TrainConfig, out: Path, progress: bool, device: torch.dev
         try:
             os.rename(tmp, out)
         except OSError as exc:  # another process created it meanwhile
-            raise RunDirError(f"{out} already exists; choose another --out or delete it first") from exc
+            raise RunDirError(exists_message(out)) from exc
         fsync_dir(out.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return open_run(out, device=device)
+
+
+def exists_message(out: Path) -> str:
+    """Why training into ``out`` is refused, in words that fit the Python call and the command."""
+    return (
+        f"{out} already exists; nothing was written. To use the run there, open it (open_run in Python; "
+        f"miniunlearn forget/evaluate/audit {out} on the command line); to train anew, choose another "
+        "directory (--out on the command line) or delete it first"
+    )
 
 
 PARTIAL_OWNER = ".owner.json"  # pid and host of the process training into a partial directory

@@ -31,9 +31,12 @@ def population(args: argparse.Namespace) -> list[str]:
     return [a for a in args.attacks if a == "population"]
 
 
-def ulira(run: Any, producer: Any, forgotten: np.ndarray, args: argparse.Namespace) -> dict[str, float]:
+def ulira(
+    run: Any, producer: Any, forgotten: np.ndarray, args: argparse.Namespace, *, progress: bool = False
+) -> dict[str, float]:
     """With ``ulira`` asked: the per-example attack against the method of the request that made
-    the model (``producer``) and against retraining, at the fraction forgotten so far."""
+    the model (``producer``) and against retraining, at the fraction forgotten so far;
+    ``progress`` shows a bar for its shadow models and one for each method scored."""
     if "ulira" not in args.attacks:
         return {}
     from ...experiment.shadows import ULIRA_TARGETS, ulira_metrics
@@ -47,4 +50,5 @@ def ulira(run: Any, producer: Any, forgotten: np.ndarray, args: argparse.Namespa
         n_shadows=args.ulira_shadows,
         n_targets=ULIRA_TARGETS,
         seed=args.seed,
+        progress=progress,
     )

@@ -38,10 +38,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if args.with_metrics and entry.state == "done":
         forgotten = np.unique(np.concatenate([e.ids for e in done]))
         params = load_version_params(run, version)
+        progress = not args.quiet
+        retrained = cached_retrain(run, forgotten, progress=progress)
         assessed = assess(
-            run, params, cached_retrain(run, forgotten), forgotten, attacks=population(args), seed=args.seed
+            run, params, retrained, forgotten, attacks=population(args), seed=args.seed, progress=progress
         )
-        metrics, retrain_metrics = split_by_model(assessed | ulira(run, entry, forgotten, args))
+        per_example = ulira(run, entry, forgotten, args, progress=progress)
+        metrics, retrain_metrics = split_by_model(assessed | per_example)
         n_test = len(run.dataset.y_test)
         counts = {"forget": int(forgotten.size), "retain": run.n_train - int(forgotten.size), "test": n_test}
     files = write_audit(

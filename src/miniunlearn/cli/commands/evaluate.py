@@ -42,9 +42,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         producer = session.ledger.get(version.request_id) if version.request_id else None
     if forgotten.size == 0 or producer is None:
         raise MiniUnlearnError("nothing has been forgotten on this run yet; there is nothing to evaluate")
-    retrained = cached_retrain(run, forgotten, progress=not args.quiet)
-    metrics = assess(run, params, retrained, forgotten, attacks=population(args), seed=args.seed)
-    metrics |= ulira(run, producer, forgotten, args)
+    # a progress line per long phase: the retraining, the population attack, the per-example
+    # attack's shadow models, then its scoring of each method; -q silences them all
+    progress = not args.quiet
+    retrained = cached_retrain(run, forgotten, progress=progress)
+    metrics = assess(
+        run, params, retrained, forgotten, attacks=population(args), seed=args.seed, progress=progress
+    )
+    metrics |= ulira(run, producer, forgotten, args, progress=progress)
     metrics |= {"model_version": version.version, "n_forgotten": int(forgotten.size)}
     if args.json:
         print_json(metrics)
