@@ -21,7 +21,9 @@ from miniunlearn.methods import UnlearnRequest, get_method
 from miniunlearn.training import TrainConfig, cached_retrain, open_run, train_run
 
 # full-batch logistic regression stopped before convergence: mini serves it in trajectory mode
+# when asked by name (mode=auto retrains so short a run: retraining costs fewer passes)
 CONFIG = TrainConfig(dataset="digits", model="logreg", epochs=30, lr=1.0, lam=0.01, history="both", seed=0)
+TRAJECTORY = {"mode": "trajectory"}
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +38,10 @@ def _retrained_run(pristine: Path, where: Path) -> tuple[Path, np.ndarray]:
     n = open_run(run_dir).n_train
     a = random_forget_ids(n, 0.3, 1)
     b = np.setdiff1d(random_forget_ids(n, 0.3, 2), a)
-    forget(run_dir, a, request_id="a")
-    assert forget(run_dir, b, request_id="b").entry.method == "retrain"  # the budget (0.5) was crossed
+    forget(run_dir, a, request_id="a", options=TRAJECTORY)
+    assert (
+        forget(run_dir, b, request_id="b", options=TRAJECTORY).entry.method == "retrain"
+    )  # the budget (0.5) was crossed
     return run_dir, np.union1d(a, b)
 
 
@@ -52,7 +56,7 @@ def test_one_more_id_after_a_retraining_is_as_close_as_mini_from_that_base(
     run_dir, excluded = _retrained_run(pristine, tmp_path / "run")
     run = open_run(run_dir)
     x = np.setdiff1d(np.arange(run.n_train), excluded)[:1]
-    outcome = forget(run_dir, x, request_id="c")
+    outcome = forget(run_dir, x, request_id="c", options=TRAJECTORY)
     assert outcome.record["diagnostics"]["mode"] == "trajectory"
     assert outcome.record["diagnostics"]["rebased_on_ids"] == excluded.size
     rebased = _distance(run_dir, np.union1d(excluded, x))
@@ -63,10 +67,10 @@ def test_one_more_id_after_a_retraining_is_as_close_as_mini_from_that_base(
         tmp_path / "base",
         progress=False,
     )
-    from_base = get_method("mini").unlearn(UnlearnRequest(base, np.array([0])))
+    from_base = get_method("mini", **TRAJECTORY).unlearn(UnlearnRequest(base, np.array([0])))
     mini_from_base = float((from_base.params - cached_retrain(base, np.array([0]))).norm())
     # the prediction from the original run, without re-basing
-    unrebased = get_method("mini").unlearn(UnlearnRequest(run, np.union1d(excluded, x))).params
+    unrebased = get_method("mini", **TRAJECTORY).unlearn(UnlearnRequest(run, np.union1d(excluded, x))).params
     plain = float((unrebased - cached_retrain(run, np.union1d(excluded, x))).norm())
     # measured: 0.00418 re-based, 0.00418 from the base, 0.120 without re-basing, 0.0168 for
     # the retrained model kept as it is. The trajectory mode is a deterministic Lanczos
@@ -80,9 +84,9 @@ def test_requests_after_a_retraining_still_equal_their_union(pristine: Path, tmp
     two = Path(shutil.copytree(one, tmp_path / "two"))
     rest = np.setdiff1d(np.arange(open_run(one).n_train), excluded)
     u1, u2 = rest[:5], rest[5:12]
-    forget(one, np.union1d(u1, u2), request_id="u")
-    forget(two, u1, request_id="u1")
-    second = forget(two, u2, request_id="u2")
+    forget(one, np.union1d(u1, u2), request_id="u", options=TRAJECTORY)
+    forget(two, u1, request_id="u1", options=TRAJECTORY)
+    second = forget(two, u2, request_id="u2", options=TRAJECTORY)
     assert second.record["diagnostics"]["anchor_prediction_cached"]  # the anchor is predicted once
     a, b = (load_version_params(open_run(d), current_version(open_run(d))) for d in (one, two))
     assert float((a - b).norm()) <= 1e-6 * float(a.norm())

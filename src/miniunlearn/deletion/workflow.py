@@ -37,7 +37,7 @@ from ..device import device_scope
 from ..errors import ConfigError, ForgetRequestError, HistoryError, RunDirError
 from ..ids import ids_digest, normalize_ids, validate_forget_ids
 from ..ledger import LedgerEntry, check_request_id
-from ..methods import UnlearnRequest, get_method, method_class
+from ..methods import UnlearningMethod, UnlearnRequest, get_method, method_class
 from ..training.retrain import retrain
 from ..training.rundir import NO_KEYS, open_run
 from ..versions import ModelVersion, crash_point, version_number, version_path
@@ -211,22 +211,31 @@ def _execute(
 
 def _plan(
     session: RunSession,
-    method: str,
+    unlearner: UnlearningMethod,
     options: dict[str, Any],
     n_new: int,
+    n_forgotten: int,
     retrain_now: bool,
     budget: ErrorBudget,
 ) -> tuple[str, dict[str, Any], str | None]:
     """How to serve a request: (method, options, why it is retrained instead or None).
 
-    An approximate method is replaced by retraining when asked (``retrain_now``) or when
-    its cost would take the run past its error budget; an exact one is served as asked.
+    An approximate method is replaced by retraining when asked (``retrain_now``), when
+    its cost would take the run past its error budget, or when the method itself would
+    rather retrain (retraining costs it no more; ``n_forgotten`` ids were forgotten
+    before); an exact one is served as asked.
     """
-    if method_class(method).exact:
+    method = unlearner.name
+    if unlearner.exact:
         return method, options, None
     spent = session.ledger.error_budget_since_last_retrain()
     cost = budget.cost(exact=False, n_new=n_new, n_train=session.run.n_train)
     why = "asked with --retrain-now" if retrain_now else budget.exceeded(spent, cost)
+    if why is None and n_new:
+        try:
+            why = unlearner.retraining_reason(session.run, n_forgotten + n_new)
+        except (HistoryError, ConfigError):  # refused with its own message by check_run
+            why = None
     if why is None:
         return method, options, None
     return RETRAIN, {"use_cache": True, "instead_of": method, "reason": why}, why
@@ -274,7 +283,9 @@ def forget(
         messages = list(session.messages)
         if skipped.size:
             messages.append(f"{skipped.size} id(s) were already forgotten by earlier requests; skipped")
-        run_method, run_options, why = _plan(session, method, options, new.size, retrain_now, budget)
+        run_method, run_options, why = _plan(
+            session, asked_method, options, new.size, forgotten.size, retrain_now, budget
+        )
         if why:
             messages.append(f"served by retraining from scratch ({why})")
         else:

@@ -49,6 +49,8 @@ RECORD_KEYS = (
     "time_s",
     "grad_evals",
     "passes",
+    "recording_passes",
+    "recording_s",
     "history_bytes",
     "dist_to_retrain",
     "dist_to_optimum",
@@ -385,10 +387,13 @@ def _cell(
     for method in spec.methods:
         phases.set_postfix_str(method)
         options = spec.method_options.get(method, {})
+        recording: dict[str, float | int] | None = {"grad_evals": 0, "passes": 0.0, "seconds": 0.0}
         if method == "retrain":
             params, time_s, evals, hist_bytes, diag = retrained, retrain_time, retrain_evals, 0, {}
         else:
-            result = get_method(method, **options).unlearn(UnlearnRequest(run, forget))
+            unlearner = get_method(method, **options)
+            recording = run.recording_cost(unlearner.history_read())
+            result = unlearner.unlearn(UnlearnRequest(run, forget))
             params, time_s = result.params, result.record.time_s
             evals, hist_bytes = result.record.grad_evals, result.record.history_bytes
             diag = result.record.diagnostics
@@ -405,6 +410,11 @@ def _cell(
             "passes": evals / retain_size,
             "history_bytes": int(hist_bytes),
             "full_history_bytes": full_history_bytes,
+            # the one-off cost at training of the history the method reads (None: not recorded)
+            "recording_grad_evals": None if recording is None else recording["grad_evals"],
+            "recording_passes": None if recording is None else recording["passes"],
+            "recording_s": None if recording is None else recording["seconds"],
+            "train_passes": run.manifest.get("train_passes"),
             "retrain_time_s": retrain_time,
             "speedup_vs_retrain": retrain_time / max(time_s, 1e-12),
             "train_time_s": run.manifest.get("train_seconds"),

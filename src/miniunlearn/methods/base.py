@@ -9,7 +9,8 @@ time, per-sample gradient evaluations, history bytes read and diagnostics.
 Adding a method is adding one module to this package that defines a subclass of
 :class:`UnlearningMethod` decorated with :func:`register`, its options declared with
 :func:`.options.option` (checked once, when the method is built) and its history needs in
-``needs_history`` (what ``bench`` records and ``check_run`` refuses follow from it).
+``needs_history`` (what ``bench`` records and ``check_run`` refuses follow from it; a history
+read only when present goes in ``reads_history``, so that benchmarks charge its recording).
 """
 
 from __future__ import annotations
@@ -121,6 +122,9 @@ class UnlearningMethod(ABC):
     summary: ClassVar[str] = ""
     # manifest roles of the recorded history the method cannot run without
     needs_history: ClassVar[tuple[str, ...]] = ()
+    # manifest roles of the recorded history the method reads when the run has it (None:
+    # ``needs_history``); what recording them cost is charged to the method in benchmarks
+    reads_history: ClassVar[tuple[str, ...] | None] = None
     # True when the result is the model retrained without the forgotten ids (no error
     # budget spent; a run's error budget resets after it)
     exact: ClassVar[bool] = False
@@ -137,6 +141,17 @@ class UnlearningMethod(ABC):
         for an unknown name or a value of the wrong type or out of range.
         """
         self.options = check_options(self.name, self.Options, options)
+
+    def history_read(self) -> tuple[str, ...]:
+        """The manifest roles of the recorded history this method, with its options, reads
+        when the run holds them: whose recording cost a fair comparison charges to it."""
+        return self.needs_history if self.reads_history is None else self.reads_history
+
+    def retraining_reason(self, run: Run, n_forget: int) -> str | None:
+        """Why this method, with its options, would serve a request that leaves ``n_forget``
+        samples of ``run`` out in all by retraining from scratch instead (say, retraining
+        costs no more); None (the default) when it serves requests itself."""
+        return None
 
     def check_run(self, run: Run) -> None:
         """Raise HistoryError when ``run`` lacks a history this method needs (``needs_history``),

@@ -8,6 +8,11 @@ final checkpoint when the run has a minimal history (else one pass over the data
 so both methods aim at the same point and differ only in what the history adds.
 No other history is used. It stops when the largest gradient entry falls below
 ``rtol`` times its start (torch's criterion), or after ``max_steps`` iterations.
+
+It accumulates in float64 by default (``precision="float64"``; the result is returned
+in the run's precision): in float32 the line search stalls at rounding long before the
+tolerance (measured on MNIST at 10 %: 0.0011 from retraining in float32, 0.00052 in
+float64, where ``mini`` lands), which would make the peer look worse than it is.
 """
 
 from __future__ import annotations
@@ -39,10 +44,19 @@ class WarmStart(UnlearningMethod):
         match_residual: bool = option(
             True, "aim at g_R(w) = g_D(w_T) as mini does (False: the retain optimum)"
         )
+        precision: str = option(
+            "float64", "precision the solve accumulates in (float32: the run's own, if it is float32)",
+            choices=("float64", "float32"),
+        )
+
+    def history_read(self) -> tuple[str, ...]:
+        """The minimal history's last gradient when matching the residual, else nothing."""
+        return ("history-mini",) if self.options.match_residual else ()
 
     def _unlearn(self, request: UnlearnRequest) -> tuple[torch.Tensor, int, dict[str, Any]]:
         opts = self.options
-        run, objective = request.run, request.run.objective
+        run = request.run
+        objective = run.objective.cast(torch.float64 if opts.precision == "float64" else run.objective.dtype)
         retain = request.retain_ids
         c, history_bytes = torch.zeros(objective.dim, dtype=objective.dtype, device=objective.device), 0
         if opts.match_residual:
@@ -50,9 +64,9 @@ class WarmStart(UnlearningMethod):
                 history = run.mini_history()
                 c, history_bytes = history.grads[0].to(objective.dtype), int(history.grads[0].nbytes)
             except HistoryError:
-                c = objective.value_and_grad(run.load_model_params())[1]
+                c = objective.value_and_grad(run.load_model_params().to(objective.dtype))[1]
 
-        w = torch.nn.Parameter(request.start_params())
+        w = torch.nn.Parameter(request.start_params().to(objective.dtype))
         f0, g0 = objective.value_and_grad(w.detach(), retain)
         first = {"value": f0 - torch.dot(c, w.detach()), "grad": g0 - c}
         start_norm, start_max = float(first["grad"].norm()), float(first["grad"].abs().max())
@@ -78,11 +92,15 @@ class WarmStart(UnlearningMethod):
             history_size=opts.history,
             line_search_fn="strong_wolfe",
         )
-        optimizer.step(closure)
+        try:
+            optimizer.step(closure)
+        finally:
+            if objective is not run.objective:  # the copy's evaluations count on the run's objective
+                run.objective.grad_evals += objective.grad_evals
         state = optimizer.state[w]
         final_norm = float(final["grad"].norm())
         return (
-            w.detach().clone(),
+            w.detach().to(run.objective.dtype).clone(),
             history_bytes,
             {
                 "steps": int(state.get("n_iter", 0)),
@@ -90,5 +108,6 @@ class WarmStart(UnlearningMethod):
                 "grad_norm_start": start_norm,
                 "grad_norm_last_evaluated": final_norm,
                 "converged": float(final["grad"].abs().max()) <= opts.rtol * start_max,
+                "precision": str(objective.dtype).removeprefix("torch."),
             },
         )

@@ -16,7 +16,7 @@ Batch ids, learning rates and RNG states of every step are in the schedule file
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -47,6 +47,42 @@ def stable_metadata(meta: dict[str, str]) -> dict[str, str]:
 def read_metadata(raw: dict[str, str] | None) -> dict[str, str]:
     """Inverse of :func:`stable_metadata` (an empty dict when absent)."""
     return json.loads((raw or {}).get("miniunlearn", "{}"))
+
+
+@dataclass
+class RecordingCost:
+    """What recording a history cost training, per manifest role: per-sample gradient
+    evaluations beyond training's own (the minimal history's full-data gradients at
+    checkpoints of a mini-batch run; none for full-batch runs, whose step gradient is the
+    full one) and seconds spent computing and keeping them. ``step_role`` is charged for
+    what the recorder does at every step, ``gradient_role`` for the full-data gradients."""
+
+    step_role: str | None = None
+    gradient_role: str | None = None
+    evals: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def add(self, role: str | None, evals: int, seconds: float) -> None:
+        """Charge ``evals`` evaluations and ``seconds`` to ``role`` (nothing when None)."""
+        if role is not None:
+            self.evals[role] = self.evals.get(role, 0) + int(evals)
+            self.seconds[role] = self.seconds.get(role, 0.0) + float(seconds)
+
+    def total_evals(self) -> int:
+        """Evaluations charged to every role together."""
+        return sum(self.evals.values())
+
+    def manifest(self, n_train: int) -> dict[str, dict[str, float]]:
+        """The manifest's ``recording`` entries: per role, evaluations, passes over the
+        training data and seconds."""
+        return {
+            role: {
+                "grad_evals": self.evals[role],
+                "passes": round(self.evals[role] / max(n_train, 1), 4),
+                "seconds": round(self.seconds[role], 3),
+            }
+            for role in sorted(self.evals)
+        }
 
 
 class HistoryRecorder(Protocol):
@@ -196,6 +232,15 @@ class CompositeRecorder:
         for r in self.recorders:
             files.update(r.close())
         return files
+
+
+def recording_cost_for(mode: str) -> RecordingCost:
+    """An empty :class:`RecordingCost` charging per-step work to the full history and full-data
+    gradients to the minimal one, for the history ``mode`` a run records."""
+    return RecordingCost(
+        step_role="history-full" if mode in ("full", "both") else None,
+        gradient_role="history-mini" if mode in MINI_HISTORY_MODES else None,
+    )
 
 
 def make_recorder(

@@ -347,6 +347,21 @@ class Run:
         """The full history, memory-mapped (raises HistoryError when absent or mismatched)."""
         return load_full_history(self.path, dim=self.objective.dim, total_steps=self.total_steps)
 
+    def recording_cost(self, roles: tuple[str, ...]) -> dict[str, float | int] | None:
+        """What recording the histories of ``roles`` that this run holds cost its training:
+        ``{"grad_evals", "passes" (over the training data), "seconds"}``, summed over roles
+        (zeros for none); None for a run trained before the manifest recorded it."""
+        recording = self.manifest.get("recording")
+        if recording is None:
+            return None
+        held = [role for role in roles if role in recording]
+        evals = sum(int(recording[role]["grad_evals"]) for role in held)
+        return {
+            "grad_evals": evals,
+            "passes": evals / self.n_train,
+            "seconds": sum(float(recording[role]["seconds"]) for role in held),
+        }
+
 
 MANIFEST_COUNTS = ("n_train", "n_params", "total_steps")  # integers every manifest holds
 

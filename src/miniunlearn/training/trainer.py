@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
 from ..objective import Objective
 from ..progress import progress_bar
-from .history import HistoryRecorder, NullRecorder
+from .history import HistoryRecorder, NullRecorder, RecordingCost
 from .schedule import StepPlan, without_ids
 
 
@@ -20,15 +22,18 @@ def train_loop(
     recorder: HistoryRecorder | None = None,
     progress: bool = False,
     desc: str = "train",
+    cost: RecordingCost | None = None,
 ) -> torch.Tensor:
     """Run gradient descent along ``plan`` from ``w0`` and return the final parameters.
 
     At step t: B_t = the plan's batch (minus ids where ``forget_mask`` is True),
     w_{t+1} = w_t - lr_t * grad F_{B_t}(w_t). A step whose batch is emptied by the mask
     is skipped (w unchanged), exactly as removing those samples from the data would.
-    ``recorder`` receives every step and, where it asks, the full-data gradient.
+    ``recorder`` receives every step and, where it asks, the full-data gradient; what that
+    costs beyond training itself is charged to ``cost`` when given.
     """
     recorder = recorder or NullRecorder()
+    cost = cost or RecordingCost()
     w = w0.detach().clone()
     total = plan.total_steps
     for t in progress_bar(range(total), desc=desc, enabled=progress, unit="step"):
@@ -38,15 +43,28 @@ def train_loop(
             if batch is not None and batch.size == 0:
                 continue
         value, grad = objective.value_and_grad(w, batch)
+        started = time.perf_counter()
         recorder.record_step(t, w, grad, float(plan.lrs[t]))
+        cost.add(cost.step_role, 0, time.perf_counter() - started)
         if recorder.needs_full_gradient(t):
-            if batch is None:
-                recorder.record_full_gradient(t, w, grad, float(value))
-            else:
-                full_value, full_grad = objective.value_and_grad(w)
-                recorder.record_full_gradient(t, w, full_grad, float(full_value))
+            _record_full_gradient(objective, recorder, cost, t, w, (value, grad) if batch is None else None)
         w = w - plan.lrs[t] * grad
     if recorder.needs_full_gradient(total):
-        full_value, full_grad = objective.value_and_grad(w)
-        recorder.record_full_gradient(total, w, full_grad, float(full_value))
+        _record_full_gradient(objective, recorder, cost, total, w, None)
     return w
+
+
+def _record_full_gradient(
+    objective: Objective,
+    recorder: HistoryRecorder,
+    cost: RecordingCost,
+    step: int,
+    w: torch.Tensor,
+    known: tuple[torch.Tensor, torch.Tensor] | None,
+) -> None:
+    """Hand the recorder the full-data value and gradient at ``w``: ``known`` when the step's
+    batch was the whole data, else one extra pass, charged to ``cost``."""
+    started, evals = time.perf_counter(), objective.grad_evals
+    value, grad = known if known is not None else objective.value_and_grad(w)
+    recorder.record_full_gradient(step, w, grad, float(value))
+    cost.add(cost.gradient_role, objective.grad_evals - evals, time.perf_counter() - started)

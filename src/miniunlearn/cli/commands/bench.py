@@ -29,6 +29,7 @@ TABLE_METRICS = (
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Sweep methods over unlearning ratios against retraining; print a table, write JSON and plots."""
+    from ...evaluation.breakeven import break_even, break_even_table
     from ...evaluation.report import markdown_table, summarise
     from ...experiment.bench import run_bench
 
@@ -38,6 +39,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if "ulira" in args.attacks:
         metrics.insert(metrics.index("mia_auc") + 1, "ulira_auc")
     print(markdown_table(summarise(records), metrics=metrics))
+    paid_back = break_even_table(break_even(records))
+    if paid_back:
+        print("\nWhen mini's recorded history pays for itself (one-off recording at training against")
+        print("cheaper requests; passes are over the retain set per request, over the training set")
+        print("for recording):\n")
+        print(paid_back)
     if args.json:
         from ...fileio import atomic_write_json
 

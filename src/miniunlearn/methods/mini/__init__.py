@@ -18,6 +18,9 @@ After a retraining, the two prediction modes (trajectory, response) predict the 
 from the retrained model rather than the whole retraining (``rebase.py``).
 
 ``mode=auto`` (default) picks one per run by the rules of :func:`.choose.choose_mode`.
+A request whose retraining costs no more passes than the chosen mode's budget is served by
+retraining instead (``cost.py``), and a response prediction that raises the retain
+objective above the starting model's is replaced by retraining; the record says so.
 Options are flat (``-o mini:max_steps=10``); each applies to the modes its field declares
 (``options.py``), and one given explicitly for a mode that does not serve the run is
 refused before any work. See docs/method.md for the measurements behind these choices.
@@ -30,9 +33,11 @@ from typing import Any
 import torch
 
 from ...training.history import MiniHistory
+from ...training.retrain import retrain
 from ...training.rundir import Run
 from ..base import UnlearningMethod, UnlearnRequest, register
 from .choose import HistoryInfo, choose_mode, history_info
+from .cost import retraining_reason
 from .fixed_point import unlearn_fixed_point
 from .identity import retain_at_checkpoints
 from .options import MODES, RESPONSE, REWIND, TRAJECTORY, MiniOptions, check_options_apply
@@ -48,6 +53,7 @@ class MiniUnlearning(UnlearningMethod):
 
     name = "mini"
     needs_history = ("history-mini",)
+    reads_history = ("history-mini", "history-curvature")
     summary = (
         "stored checkpoints and curvature sketch; exact retain gradient by the gradient identity; "
         "sketch-preconditioned L-BFGS contraction (networks trained by SGD: rewind to an early "
@@ -72,11 +78,38 @@ class MiniUnlearning(UnlearningMethod):
         super().check_run(run)
         self.resolve_mode(run, history_info(run.mini_history()))
 
-    def _unlearn(self, request: UnlearnRequest) -> tuple[torch.Tensor, int, dict[str, Any]]:
-        history = request.run.mini_history()
+    def retraining_reason(self, run: Run, n_forget: int) -> str | None:
+        """Why a request leaving out ``n_forget`` samples in all is served by retraining: the
+        mode serving ``run`` may cost as many passes as retraining (see ``cost.py``); None
+        when the mode is cheaper."""
+        history = run.mini_history()
         info = history_info(history)
-        mode = self.resolve_mode(request.run, info)
-        w, read, extra = self._serve(mode, request, history, info)
+        return self._retraining_reason(self.resolve_mode(run, info), run, history, info, n_forget)
+
+    def _retraining_reason(
+        self, mode: str, run: Run, history: MiniHistory, info: HistoryInfo, n_forget: int
+    ) -> str | None:
+        """:meth:`retraining_reason` with the mode and history already read."""
+        rows = info.response_rows if mode == RESPONSE and info.response_rows else history.steps
+        return retraining_reason(mode, run, self.options, n_forget, len(rows))
+
+    def _unlearn(self, request: UnlearnRequest) -> tuple[torch.Tensor, int, dict[str, Any]]:
+        run = request.run
+        history = run.mini_history()
+        info = history_info(history)
+        mode = self.resolve_mode(run, info)
+        reason = self._retraining_reason(mode, run, history, info, int(request.all_forgotten.size))
+        if reason is None:
+            w, read, extra = self._serve(mode, request, history, info)
+            if mode == RESPONSE:
+                reason = _raised_retain_objective(request, w)
+        if reason is not None:  # exact, and no dearer than the mode (or the mode went wrong)
+            w, read, extra = retrain(run, request.all_forgotten), 0, {"served_by_retraining": reason}
+            return (
+                w,
+                read,
+                {"mode": "retrain", "mode_replaced": mode, "residual_ratio": info.residual_ratio, **extra},
+            )
         return w, read, {"mode": mode, "residual_ratio": info.residual_ratio, **extra}
 
     def _serve(
@@ -97,6 +130,22 @@ class MiniUnlearning(UnlearningMethod):
                 request, mode, self.options, lambda r: unlearn_trajectory(r, history, self.options)
             )
         return unlearn_fixed_point(request, history, self.options)
+
+
+def _raised_retain_objective(request: UnlearnRequest, w: torch.Tensor) -> str | None:
+    """Why the predicted ``w`` is rejected: its retain objective is above the starting
+    model's (two retain passes), which a retraining's never was in our measurements (a
+    linear-response prediction that left its region of validity lands far off); None when
+    it is not."""
+    objective, retain = request.run.objective, request.retain_ids
+    before = float(objective.value_and_grad(request.start_params(), retain)[0])
+    after = float(objective.value_and_grad(w, retain)[0])
+    if after <= before:
+        return None
+    return (
+        f"the response prediction raised the retain objective from {before:.6g} to {after:.6g}, "
+        "so it left the region where linear response holds"
+    )
 
 
 __all__ = [

@@ -97,6 +97,11 @@ class MiniOptions:
     response_slope_samples: int = _option(
         16384, (RESPONSE,), "samples in the product giving the mean gradient's slope at a checkpoint", ge=1
     )
+    retrain_when_cheaper: bool = _option(
+        True,
+        (AUTO,),
+        "mode=auto serves by retraining when that costs no more passes than the mode's budget",
+    )
     response_per_batch_below: float = _option(
         0.3, (RESPONSE,), "forget sets below this share of the data are read batch by batch", ge=0, le=1
     )

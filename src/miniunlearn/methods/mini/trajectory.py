@@ -33,6 +33,7 @@ from .identity import retain_at_checkpoints
 from .options import MiniOptions
 
 CACHE_DIR = "cache"
+OPTIMUM_MIN_STEPS = 100  # the retain optimum is solved with at least this step budget
 
 
 def lanczos_function_apply(
@@ -118,7 +119,7 @@ def solve_optimum(
             **solve_kwargs(options),
             "rtol": min(options.rtol, 1e-6),
             "xtol": 0.0,
-            "max_steps": max(options.max_steps, 100),
+            "max_steps": max(options.max_steps, OPTIMUM_MIN_STEPS),
         },
     )
 
