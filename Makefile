@@ -25,7 +25,7 @@ $(VENV)/.installed-dev: $(VENV)/.installed-run
 demo: $(VENV)/.installed-run
 	$(BIN)/miniunlearn fetch mnist
 	$(BIN)/miniunlearn bench --dataset mnist --model logreg --ratios 0.3 --seeds 1 \
-		--methods retrain,deltagrad,warmstart,mini,finetune,neggrad,newton \
+		--methods retrain,deltagrad,warmstart,nystrom,mini,finetune,neggrad,newton \
 		--runs-dir $(DEMO_OUT)/runs --json $(DEMO_OUT)/results.json --plots $(DEMO_OUT)/plots
 
 test: venv

@@ -990,7 +990,8 @@ class Ledger:
         """Put a ``failed`` (or crash-left ``received``) request back to ``received``.
 
         Records the model it now starts from and, when given, the method and options
-        the retry will use; clears the failure reason and completion time (received_at
+        the retry will use; keeps a failed attempt's method, reason and time as a
+        ``failed`` event, clears the failure reason and completion time (received_at
         is kept), and returns the entry. Raises :class:`LedgerError` for a done or
         refused request.
         """
@@ -1003,6 +1004,12 @@ class Ledger:
                     f"request can be retried"
                 )
             new_method = _check_method(method) if method is not None else row["method"]
+            if row["state"] == "failed":  # the failure is kept as an event of the request
+                earlier = {"method": row["method"], "reason": row["reason"], "failed_at": row["completed_at"]}
+                conn.execute(
+                    "INSERT INTO events (request_id, at, event, detail) VALUES (?, ?, 'failed', ?)",
+                    (request_id, _now(), json.dumps(earlier, sort_keys=True)),
+                )
             conn.execute(
                 "UPDATE requests SET state = 'received', completed_at = NULL, "
                 "reason = CASE WHEN method = ? THEN reason ELSE NULL END, "

@@ -11,7 +11,7 @@ samples to bound memory and vectorised with ``torch.func``.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -31,12 +31,20 @@ class Objective:
 
     Takes a model (used only for its structure; its device is where the data is moved
     and every sum is computed), training inputs ``x`` (n, features), labels ``y`` (n,),
-    the L2 strength ``lam`` and a chunk size (rows per vectorised block). Counts per-sample
+    the L2 strength ``lam`` and a chunk size (rows per vectorised block); with ``share_data``
+    the inputs keep their own precision and are cast a block at a time. Counts per-sample
     gradient evaluations in ``grad_evals`` (a Hessian-vector product counts two).
     """
 
     def __init__(
-        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, lam: float, chunk_size: int = 8192
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        lam: float,
+        chunk_size: int = 8192,
+        *,
+        share_data: bool = False,
     ) -> None:
         self.model = model
         params = dict(model.named_parameters())
@@ -46,7 +54,8 @@ class Objective:
         self.dim = int(sum(self.sizes))
         self.dtype = next(iter(params.values())).dtype
         device = next(iter(params.values())).device  # the data joins the model's device
-        self.x = x.to(device, self.dtype)
+        # shared: kept in its own precision (no copy) and cast a block at a time
+        self.x = x.to(device) if share_data else x.to(device, self.dtype)
         self.y = y.to(device, torch.long)
         self.n = int(x.shape[0])
         self.lam = float(lam)
@@ -59,11 +68,13 @@ class Objective:
         return self.x.device
 
     def cast(self, dtype: torch.dtype) -> Objective:
-        """Return this objective computed in ``dtype`` (a copy of the model and data cast to it);
-        ``self`` when it already is. Gradient evaluations are counted on the copy."""
+        """Return this objective computed in ``dtype`` (a copy of the model cast to it, sharing
+        the data, which is cast a block at a time); ``self`` when it already is. Gradient
+        evaluations are counted on the copy."""
         if dtype == self.dtype:
             return self
-        return Objective(copy.deepcopy(self.model).to(dtype), self.x, self.y, self.lam, self.chunk_size)
+        model = copy.deepcopy(self.model).to(dtype)
+        return Objective(model, self.x, self.y, self.lam, self.chunk_size, share_data=True)
 
     # -- parameter plumbing -------------------------------------------------
     def unflatten(self, w: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -84,17 +95,17 @@ class Objective:
             return torch.empty(0, 0, dtype=self.dtype, device=self.device)
         return torch.cat(outs)
 
-    def _chunks(self, ids: IdArray) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def _chunks(self, ids: IdArray) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield (inputs, labels) of ``ids`` (all samples if None) a block at a time, the
+        inputs in this objective's precision (one block cast at a time)."""
         if ids is None:
-            return [
-                (self.x[i : i + self.chunk_size], self.y[i : i + self.chunk_size])
-                for i in range(0, self.n, self.chunk_size)
-            ]
+            for i in range(0, self.n, self.chunk_size):
+                yield self.x[i : i + self.chunk_size].to(self.dtype), self.y[i : i + self.chunk_size]
+            return
         idx = torch.as_tensor(np.asarray(ids), dtype=torch.long).to(self.device)
-        return [
-            (self.x[idx[i : i + self.chunk_size]], self.y[idx[i : i + self.chunk_size]])
-            for i in range(0, idx.numel(), self.chunk_size)
-        ]
+        for i in range(0, idx.numel(), self.chunk_size):
+            block = idx[i : i + self.chunk_size]
+            yield self.x[block].to(self.dtype), self.y[block]
 
     def _count(self, ids: IdArray) -> int:
         return self.n if ids is None else int(len(ids))

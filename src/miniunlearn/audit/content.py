@@ -239,8 +239,8 @@ def audit_content(
     """Return the JSON-ready content of the audit report of ``entry`` (see :func:`write_audit`).
 
     Keys: ``request``, ``ids``, ``hashes``, ``record`` (the method's record as stored in
-    the ledger), ``comparison`` (None without metrics), ``warnings``, ``generated_by``,
-    ``generated_at``.
+    the ledger), ``certificate`` (see :func:`certificate_part`), ``comparison`` (None
+    without metrics), ``warnings``, ``generated_by``, ``generated_at``.
     """
     record = dict(entry.metrics or {})
     if metrics is None and retrain_metrics:  # older callers: the recorded values of the same keys
@@ -265,12 +265,43 @@ def audit_content(
                 "ids_sha256": entry.ids_sha256,
             },
             "record": entry.metrics,
+            "certificate": certificate_part(entry.metrics),
             "comparison": comparison,
             "warnings": warnings,
             "generated_by": f"miniunlearn {__version__}",
             "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
     )
+
+
+def certificate_part(record: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The report's certificate section from a request's record: ``status`` (``certified``,
+    ``none`` for runs that get none, ``not recorded``), a ``text`` a person can read, and
+    the certificate's ``fields`` (empty unless certified)."""
+    record = record or {}
+    certificate = record.get("certificate")
+    if certificate:
+        trained = certificate.get("trained_run_distance_bound")
+        text = (
+            f"The served model is at most {certificate['distance_bound']:.3g} (L2, in parameters) from the "
+            f"model that minimises the training objective without every forgotten sample, and no training "
+            f"sample's logits differ between the two by more than {certificate['logit_bound']:.3g}. This "
+            f"bound is true, not an estimate: |grad F_R(w)| = {certificate['grad_norm']:.3g} measured over "
+            f"{certificate['n_retain']} retained samples, divided by lam = {certificate['lam']:g}."
+        )
+        if trained is not None:
+            text += (
+                f" Retraining stops short of that optimum too: the original training ended within "
+                f"{trained:.3g} of its own optimum, so compare with that, not with zero."
+            )
+        return {"status": "certified", "text": text, "fields": dict(certificate)}
+    if record.get("certificate_note"):
+        return {"status": "none", "text": str(record["certificate_note"]) + ".", "fields": {}}
+    return {
+        "status": "not recorded",
+        "text": "No certificate was recorded for this request (not served, or served by an older version).",
+        "fields": {},
+    }
 
 
 def _request_part(entry: LedgerEntry) -> dict[str, Any]:

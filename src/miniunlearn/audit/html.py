@@ -139,6 +139,11 @@ def _html(content: Mapping[str, Any], png: bytes | None) -> str:
     ]
     if content["ids"]["note"]:
         parts.append(f'<p class="note">{html.escape(content["ids"]["note"])}.</p>')
+    certificate = content["certificate"]
+    parts += ["<h2>Certificate</h2>", f"<p>{html.escape(certificate['text'])}</p>"]
+    if certificate["fields"]:
+        rows = [(k, _fmt(v)) for k, v in certificate["fields"].items()]
+        parts.append(_html_table(rows, ["field", "value"]))
     parts.append(_html_comparison(content, png))
     if comp is None:
         parts += [f'<div class="warning">{html.escape(w)}</div>' for w in content["warnings"]]

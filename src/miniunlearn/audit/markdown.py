@@ -61,6 +61,11 @@ def _markdown(content: Mapping[str, Any], png_name: str | None) -> str:
     lines.append("")
     if content["ids"]["note"]:
         lines += [f"Note: {content['ids']['note']}.", ""]
+    certificate = content["certificate"]
+    lines += ["## Certificate", "", _md_escape(certificate["text"]), ""]
+    if certificate["fields"]:
+        lines += ["| field | value |", "|---|---|"]
+        lines += [f"| {k} | {_md_escape(_fmt(v))} |" for k, v in certificate["fields"].items()] + [""]
     lines += ["## Comparison with retraining", "", *_md_comparison(content, png_name)]
     if content["comparison"] is None and content["warnings"]:
         lines += [f"> **Warning:** {w}" for w in content["warnings"]] + [""]

@@ -202,6 +202,14 @@ def _add_forget(sub: Any) -> None:
         help="error budget: fraction of the data approximate methods may remove before the "
         "next request is served by retraining",
     )
+    p.add_argument(
+        "--max-certified-distance",
+        type=float,
+        default=None,
+        help="error budget in certificate units (convex runs): an approximate result certified farther "
+        "than this from the retain optimum is discarded and the request served by retraining "
+        "(default: no such limit)",
+    )
     _wait_argument(p, "seconds to wait for another forget on the run")
     _json_argument(p, "print the outcome as JSON")
     _device_argument(p)
@@ -244,7 +252,7 @@ def _add_bench(sub: Any) -> None:
     p.add_argument(
         "--methods",
         type=_names,
-        default=["retrain", "deltagrad", "warmstart", "mini"],
+        default=["retrain", "deltagrad", "warmstart", "nystrom", "mini"],
         help="comma list of methods to compare (see `miniunlearn methods`)",
     )
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1), 1..1000")

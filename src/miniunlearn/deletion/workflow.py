@@ -33,13 +33,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..certificate import certify, no_certificate_reason
 from ..device import device_scope
 from ..errors import ConfigError, ForgetRequestError, HistoryError, RunDirError
 from ..ids import ids_digest, normalize_ids, validate_forget_ids
 from ..ledger import LedgerEntry, check_request_id
 from ..methods import UnlearningMethod, UnlearnRequest, get_method, method_class
 from ..training.retrain import retrain
-from ..training.rundir import NO_KEYS, open_run
+from ..training.rundir import NO_KEYS, Run, open_run
 from ..versions import ModelVersion, crash_point, version_number, version_path
 from .budget import DEFAULT_MAX_APPROX_RATIO, ErrorBudget
 from .session import RunSession, open_session
@@ -62,6 +63,14 @@ class ForgetOutcome:
     skipped_ids: np.ndarray
     record: dict[str, Any] | None
     messages: list[str] = field(default_factory=list)
+
+    @property
+    def certificate(self) -> dict[str, Any] | None:
+        """The served model's certificate (see :mod:`miniunlearn.certificate`): the bound on
+        its distance to the retain optimum and what it implies for logits; None for a run
+        that gets none (networks) or a request served before certificates were recorded."""
+        record = self.record if self.record is not None else self.entry.metrics
+        return (record or {}).get("certificate")
 
 
 def _recordable(ids: Any) -> np.ndarray:
@@ -175,6 +184,25 @@ def _nothing_new(
     )
 
 
+def certificate_fields(run: Run, params: torch.Tensor, forgotten: np.ndarray) -> dict[str, Any]:
+    """The record's certificate of model ``params`` once ``forgotten`` (every id forgotten,
+    this request's included) is left out: ``{"certificate": {...}}`` with the bound on the
+    distance to the retain optimum and, beside it, the trained run's own bound from its
+    stored final gradient; ``{"certificate": None, "certificate_note": why}`` for runs that
+    get none (networks)."""
+    why = no_certificate_reason(run)
+    if why is not None:
+        return {"certificate": None, "certificate_note": why}
+    retain = np.setdiff1d(np.arange(run.n_train), forgotten)
+    fields = certify(run, params, retain).to_dict()
+    try:  # how far training itself stopped from its optimum, from the stored final gradient
+        final_grad = run.mini_history().grads[0].double()
+        fields["trained_run_distance_bound"] = float(final_grad.norm()) / run.config.lam
+    except HistoryError:
+        fields["trained_run_distance_bound"] = None
+    return {"certificate": fields}
+
+
 def _execute(
     session: RunSession,
     entry: LedgerEntry,
@@ -182,9 +210,11 @@ def _execute(
     base: torch.Tensor | None,
     budget: float,
     extra: dict[str, Any],
+    forgotten_after: np.ndarray,
 ) -> tuple[LedgerEntry, ModelVersion, dict[str, Any]]:
-    """Run ``compute()`` -> (params, record) and commit it; on any error mark the request
-    failed and re-raise. A result equal to ``base`` (no parameter changed) fails it."""
+    """Run ``compute()`` -> (params, record), certify it (``forgotten_after``: every id left
+    out once it is served) and commit it; on any error mark the request failed and re-raise.
+    A result equal to ``base`` (no parameter changed) fails it."""
     crash_point("after-receive")
     try:
         params, record = compute()
@@ -199,6 +229,8 @@ def _execute(
                 "not recorded as done and the model is unchanged. Send the request again with another "
                 "method or options (a step budget above 0), or with --retrain-now"
             )
+        if "certificate" not in record:
+            record |= certificate_fields(session.run, params, forgotten_after)
         record = {**record, **extra}
         done, version = session.commit(entry, params, record, budget)
     except BaseException as exc:
@@ -217,20 +249,21 @@ def _plan(
     n_forgotten: int,
     retrain_now: bool,
     budget: ErrorBudget,
+    forced: str | None = None,
 ) -> tuple[str, dict[str, Any], str | None]:
     """How to serve a request: (method, options, why it is retrained instead or None).
 
-    An approximate method is replaced by retraining when asked (``retrain_now``), when
-    its cost would take the run past its error budget, or when the method itself would
-    rather retrain (retraining costs it no more; ``n_forgotten`` ids were forgotten
-    before); an exact one is served as asked.
+    An approximate method is replaced by retraining when ``forced`` (a reason) or asked
+    (``retrain_now``), when its cost would take the run past its error budget, or when the
+    method itself would rather retrain (retraining costs it no more; ``n_forgotten`` ids
+    were forgotten before); an exact one is served as asked.
     """
     method = unlearner.name
     if unlearner.exact:
         return method, options, None
     spent = session.ledger.error_budget_since_last_retrain()
     cost = budget.cost(exact=False, n_new=n_new, n_train=session.run.n_train)
-    why = "asked with --retrain-now" if retrain_now else budget.exceeded(spent, cost)
+    why = forced or ("asked with --retrain-now" if retrain_now else budget.exceeded(spent, cost))
     if why is None and n_new:
         try:
             why = unlearner.retraining_reason(session.run, n_forgotten + n_new)
@@ -239,6 +272,15 @@ def _plan(
     if why is None:
         return method, options, None
     return RETRAIN, {"use_cache": True, "instead_of": method, "reason": why}, why
+
+
+class CertifiedDistanceExceeded(ForgetRequestError):
+    """An approximate result was certified farther from the retain optimum than the run's
+    budget allows (``request_id``: the request it failed, to be served by retraining)."""
+
+    def __init__(self, reason: str, request_id: str) -> None:
+        super().__init__(reason)
+        self.reason, self.request_id = reason, request_id
 
 
 def forget(
@@ -250,6 +292,7 @@ def forget(
     request_id: str | None = None,
     retrain_now: bool = False,
     max_approx_ratio: float = DEFAULT_MAX_APPROX_RATIO,
+    max_certified_distance: float | None = None,
     lock_timeout: float = 0.0,
     device: str | torch.device = "cpu",
 ) -> ForgetOutcome:
@@ -259,14 +302,40 @@ def forget(
     method. ``request_id``: idempotency key (see the module docstring for how each
     state of a re-sent id is handled). ``retrain_now``: serve it by retraining from
     scratch. ``max_approx_ratio``: error budget in [0, 1], the fraction of the training
-    set approximate methods may remove between exact retrainings. ``lock_timeout``:
-    seconds to wait for another command. ``device``: where the unlearning computes.
-    Raises ForgetRequestError (recorded as ``refused``) for ids outside the training
-    set, an empty request, one that would leave no training data, or a method the run
-    cannot serve; a failure while unlearning marks the request ``failed`` and leaves the
-    current model in place.
+    set approximate methods may remove between exact retrainings.
+    ``max_certified_distance``: on convex runs, the largest certified distance to the
+    retain optimum an approximate result may have; one farther is discarded (the request
+    is recorded failed with the reason) and the request is served by retraining under the
+    same id. ``lock_timeout``: seconds to wait for another command. ``device``: where the
+    unlearning computes. Raises ForgetRequestError (recorded as ``refused``) for ids
+    outside the training set, an empty request, one that would leave no training data,
+    or a method the run cannot serve; a failure while unlearning marks the request
+    ``failed`` and leaves the current model in place.
     """
-    budget = ErrorBudget(max_approx_ratio)
+    budget = ErrorBudget(max_approx_ratio, max_certified_distance)
+    serve = dict(method=method, options=options, lock_timeout=lock_timeout, device=device, budget=budget)
+    try:
+        return _forget(run_dir, ids, request_id=request_id, retrain_now=retrain_now, **serve)
+    except CertifiedDistanceExceeded as exc:
+        outcome = _forget(run_dir, ids, request_id=exc.request_id, forced_retrain=exc.reason, **serve)
+        outcome.messages.insert(0, f"{method}'s result was discarded: {exc.reason}")
+        return outcome
+
+
+def _forget(
+    run_dir: str | os.PathLike[str],
+    ids: Any,
+    *,
+    method: str,
+    options: dict[str, Any] | None,
+    request_id: str | None,
+    budget: ErrorBudget,
+    lock_timeout: float,
+    device: str | torch.device,
+    retrain_now: bool = False,
+    forced_retrain: str | None = None,
+) -> ForgetOutcome:
+    """:func:`forget` once: ``forced_retrain`` (a reason) serves the request by retraining."""
     request_id = check_request_id(request_id) if request_id is not None else None
     run = open_run(run_dir, device=device)
     options = dict(options or {})
@@ -284,7 +353,7 @@ def forget(
         if skipped.size:
             messages.append(f"{skipped.size} id(s) were already forgotten by earlier requests; skipped")
         run_method, run_options, why = _plan(
-            session, asked_method, options, new.size, forgotten.size, retrain_now, budget
+            session, asked_method, options, new.size, forgotten.size, retrain_now, budget, forced_retrain
         )
         if why:
             messages.append(f"served by retraining from scratch ({why})")
@@ -317,10 +386,23 @@ def forget(
                 anchor_ids=anchor_ids,
             )
             result = unlearner.unlearn(request)
-            return result.params, result.record.to_dict()
+            record = result.record.to_dict()
+            if not unlearner.exact and budget.max_certified_distance is not None:
+                record |= certificate_fields(run, result.params, np.union1d(forgotten, new))
+                certificate = record["certificate"]
+                why = certificate and budget.certificate_exceeded(certificate["distance_bound"])
+                if why:
+                    raise CertifiedDistanceExceeded(why, entry.request_id)
+            return result.params, record
 
         entry, version, record = _execute(
-            session, entry, compute, base, spent, {"skipped_already_forgotten": int(skipped.size)}
+            session,
+            entry,
+            compute,
+            base,
+            spent,
+            {"skipped_already_forgotten": int(skipped.size)},
+            np.union1d(forgotten, new),
         )
         return ForgetOutcome("done", entry, version, skipped, record, messages)
 
@@ -388,7 +470,7 @@ def retrain_all(
                 "time_s": time.perf_counter() - started,
             }
 
-        entry, version, record = _execute(session, entry, compute, None, 0.0, {})
+        entry, version, record = _execute(session, entry, compute, None, 0.0, {}, forgotten)
         return ForgetOutcome("done", entry, version, np.zeros(0, np.int64), record, list(session.messages))
 
 

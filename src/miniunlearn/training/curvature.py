@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
@@ -90,25 +91,34 @@ class CurvatureSketch:
 
 
 def sketch_hessian(
-    objective: Objective, w: torch.Tensor, rank: int, iters: int, seed: int
+    objective: Objective,
+    w: torch.Tensor,
+    rank: int,
+    iters: int,
+    seed: int,
+    ids: np.ndarray | None = None,
 ) -> CurvatureSketch:
     """Sketch the data Hessian of ``objective`` at ``w``: rank-``rank`` randomised Nyström
     with ``iters`` blocks of Hessian-vector products (``iters - 1`` subspace iterations).
 
-    Returns a :class:`CurvatureSketch` (rank capped at the parameter dimension).
-    Deterministic for a given ``seed``.
+    ``ids`` (None: every sample) restricts the Hessian to those rows, averaged over them:
+    (1/len(ids)) sum_{i in ids} Hess l_i. Returns a :class:`CurvatureSketch` (rank capped at
+    the parameter dimension). Deterministic for a given ``seed`` (and ``ids``).
     """
     if rank < 1 or iters < 1:
         raise ConfigError(f"a curvature sketch needs rank >= 1 and iters >= 1, got {rank} and {iters}")
+    count = objective.n if ids is None else len(ids)
+    if count < 1:
+        raise ConfigError("a curvature sketch needs at least one sample; ids is empty")
     rank = min(rank, objective.dim)
     gen = torch.Generator().manual_seed(int(seed))  # drawn on the CPU: the same sketch on every device
     omega = torch.randn(objective.dim, rank, generator=gen, dtype=torch.float64, device="cpu")
     omega = omega.to(objective.device, objective.dtype)
     basis = torch.linalg.qr(omega)[0]
-    product = objective.hvp_sum_many(w, basis.T.contiguous()).T / objective.n
+    product = objective.hvp_sum_many(w, basis.T.contiguous(), ids).T / count
     for _ in range(iters - 1):  # subspace iterations
         basis = torch.linalg.qr(product)[0]
-        product = objective.hvp_sum_many(w, basis.T.contiguous()).T / objective.n
+        product = objective.hvp_sum_many(w, basis.T.contiguous(), ids).T / count
     basis64, product64 = basis.to(torch.float64), product.to(torch.float64)
     # Nyström: eig of Y (Q^T Y)^-1 Y^T, stabilised by a tiny shift nu (Tropp et al. 2017)
     nu = torch.finfo(objective.dtype).eps * float(product64.norm())

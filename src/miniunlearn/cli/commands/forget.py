@@ -94,6 +94,7 @@ def _request_settings(args: argparse.Namespace) -> dict[str, Any]:
         "request_id": args.request_id,
         "retrain_now": args.retrain_now,
         "max_approx_ratio": args.max_approx_ratio,
+        "max_certified_distance": args.max_certified_distance,
         "lock_timeout": args.wait,
         "device": args.device,
     }
@@ -111,6 +112,14 @@ def _print_outcome(outcome: Any) -> None:
             f"  time {rec['time_s']:.2f} s, {rec.get('grad_evals', 0):,d} per-sample gradients, "
             f"{rec.get('history_bytes', 0):,d} history bytes read"
         )
+    certificate = outcome.certificate
+    if certificate:
+        print(
+            f"  certified: within {certificate['distance_bound']:.3e} of the retain optimum "
+            f"(any training sample's logits within {certificate['logit_bound']:.3e}); one retain pass"
+        )
+    elif rec.get("certificate_note"):
+        print(f"  {rec['certificate_note']}")
     diag = rec.get("diagnostics") or {}
     if "mode" in diag:
         print(

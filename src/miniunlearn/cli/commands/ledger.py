@@ -45,6 +45,17 @@ def _verify(run: Any) -> int:
     return EXIT_USER_ERROR if problems else 0
 
 
+def certified(record: dict[str, Any] | None) -> str:
+    """The ledger column of a request's certificate: its distance bound, ``none`` for a run
+    that gets none (networks), ``-`` when nothing was recorded (not served, or served before
+    certificates were recorded)."""
+    record = record or {}
+    certificate = record.get("certificate")
+    if certificate:
+        return f"{certificate['distance_bound']:.2e}"
+    return "none" if record.get("certificate_note") else "-"
+
+
 def _list(run: Any, *, as_json: bool) -> int:
     """Print the ledger's records (a table, or JSON); EXIT_USER_ERROR, after listing them, when
     they disagree with the run's model versions."""
@@ -54,12 +65,19 @@ def _list(run: Any, *, as_json: bool) -> int:
     if as_json:
         print_json(records)
     else:
-        print(f"{'request_id':34s} {'state':9s} {'method':9s} {'n_ids':>7s} {'version':>7s}  received_at")
+        columns = f"{'request_id':34s} {'state':9s} {'method':9s} {'n_ids':>7s} {'version':>7s}"
+        print(f"{columns} {'certified':>10s}  received_at")
         for r in records:
             shown = r["model_version"] if r.get("model_version") is not None else "-"
             print(
-                f"{r['request_id']:34s} {r['state']:9s} {r['method']:9s} {r['n_ids']:>7d} {shown!s:>7s}  "
-                f"{r['received_at']}" + (f"  ({r['reason']})" if r.get("reason") else "")
+                f"{r['request_id']:34s} {r['state']:9s} {r['method']:9s} {r['n_ids']:>7d} {shown!s:>7s} "
+                f"{certified(r.get('metrics')):>10s}  {r['received_at']}"
+                + (f"  ({r['reason']})" if r.get("reason") else "")
+            )
+        if any((r.get("metrics") or {}).get("certificate") for r in records):
+            print(
+                "certified: a true bound on the model's distance to the optimum without the forgotten "
+                "samples (|w - w*| <= |grad F_R(w)| / lam); 'none' for networks"
             )
     if warning is not None:
         print(f"warning: these records disagree with the run's model versions: {warning}", file=sys.stderr)

@@ -1,0 +1,125 @@
+"""A certificate with every served request on a strongly convex run: how far the served
+model can be from the model that minimises the objective without the forgotten samples.
+
+For L2-regularised logistic regression the retain objective
+F_R(w) = (1/|R|) sum_{i in R} CE(x_i, y_i; w) + (lam/2) |w|^2 is lam-strongly convex, so
+for any model w and the retain optimum w*_R:
+
+    |w - w*_R| <= |grad F_R(w)| / lam.
+
+One pass over the retain set computes grad F_R(w); it runs in float64 whatever the run's
+precision, and the bound adds an allowance for that sum's rounding error (at most
+2 u ((|R| + d) sqrt(2) max_i |(x_i, 1)| + lam |w|) with u = 2^-53; per-sample gradients of
+the cross-entropy of linear logits have norm at most sqrt(2) |(x_i, 1)|), so it holds as
+printed. Logits are linear in w (z_k = W_k x + b_k), so any sample's logits differ
+between w and w*_R by at most |(x, 1)| times that distance: ``logit_bound`` states it
+for the largest training input.
+
+The retain optimum is not the retrained model: retraining runs the original schedule and
+stops short of it. The trained run's own certificate (:func:`trained_certificate`: the
+original model against the full-data optimum) says how short; a served model's bound is
+comparable to it, not to zero. Networks (non-convex) and lam = 0 get no certificate.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import HistoryError
+from .training.config import CONVEX_MODELS
+from .training.rundir import Run
+
+UNIT_ROUNDOFF = 2.0**-53
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """The certificate of one model: ``grad_norm`` |grad F_R(w)| (float64), the
+    ``rounding_allowance`` added to it, ``distance_bound`` (|w - w*_R| is at most this),
+    ``logit_bound`` (no training sample's logit differs more between w and w*_R),
+    ``lam``, the retain samples it read (``n_retain``), the passes over them
+    (``passes``) and the seconds it took."""
+
+    grad_norm: float
+    rounding_allowance: float
+    distance_bound: float
+    logit_bound: float
+    lam: float
+    n_retain: int
+    passes: float
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The certificate as a JSON-ready dict (the ledger and version files store it)."""
+        return asdict(self)
+
+
+def no_certificate_reason(run: Run) -> str | None:
+    """Why ``run``'s models get no certificate (a network, or no L2 term), None when they do."""
+    if run.config.model not in CONVEX_MODELS:
+        return f"no certificate: {run.config.model} is not strongly convex (networks get none)"
+    if run.config.lam <= 0:
+        return "no certificate: the run was trained with lam = 0, so its objective is not strongly convex"
+    return None
+
+
+def _max_input_norm(run: Run) -> float:
+    """The largest |(x, 1)| over the run's training inputs (computed once per run object)."""
+    cached = getattr(run, "_max_input_norm", None)
+    if cached is None:
+        x = run.objective.x
+        block = 65536
+        cached = 0.0
+        for i in range(0, x.shape[0], block):
+            rows = x[i : i + block].to(torch.float64)
+            cached = max(cached, float(torch.sqrt((rows * rows).sum(dim=1) + 1.0).max()))
+        run._max_input_norm = cached  # type: ignore[attr-defined]
+    return cached
+
+
+def certify(run: Run, w: torch.Tensor, retain_ids: np.ndarray | None) -> Certificate:
+    """Return the :class:`Certificate` of model ``w`` against the optimum of ``run``'s
+    objective on ``retain_ids`` (all training samples when None).
+
+    Reads the retain set once in float64 (counted on the run's objective). Raises
+    HistoryError for a run that gets no certificate (see :func:`no_certificate_reason`).
+    """
+    why = no_certificate_reason(run)
+    if why is not None:
+        raise HistoryError(why)
+    started = time.perf_counter()
+    objective = run.objective.cast(torch.float64)
+    n_retain = run.n_train if retain_ids is None else int(len(retain_ids))
+    _, grad = objective.value_and_grad(w.detach().to(objective.device, torch.float64), retain_ids)
+    if objective is not run.objective:
+        run.objective.grad_evals += objective.grad_evals
+    lam = float(run.config.lam)
+    x_norm = _max_input_norm(run)
+    w64 = w.detach().to(torch.float64)
+    allowance = 2.0 * UNIT_ROUNDOFF * (
+        (n_retain + objective.dim) * math.sqrt(2.0) * x_norm + lam * float(w64.norm())
+    )
+    grad_norm = float(grad.norm())
+    distance = (grad_norm + allowance) / lam
+    return Certificate(
+        grad_norm=grad_norm,
+        rounding_allowance=allowance,
+        distance_bound=distance,
+        logit_bound=x_norm * distance,
+        lam=lam,
+        n_retain=n_retain,
+        passes=1.0,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def trained_certificate(run: Run) -> Certificate:
+    """The certificate of the run's original model against the full-data optimum: how far
+    training itself stopped from the optimum (a served model's bound compares to this)."""
+    return certify(run, run.load_model_params(), None)
