@@ -99,6 +99,12 @@ TRAINING_FLAGS: tuple[TrainingFlag, ...] = (
         "(default: up to 128 for logreg with the minimal history, within 5 %% of a full history; 0 = none)",
         type=int,
     ),
+    TrainingFlag(
+        "--curvature-rows",
+        "training rows (a seeded random subsample) the curvature sketch averages the Hessian over "
+        "(default 2048; more rows cost more recording passes)",
+        type=int,
+    ),
     TrainingFlag("--n-train", "train on a seeded random subset of this size", type=int),
 )
 

@@ -23,7 +23,8 @@ class Solve:
     """Result of one contraction solve: the final iterate, retain passes spent, the gradient
     norm at the start and after each step, the ratios of successive step lengths, the
     accepted step sizes, whether it stopped on a tolerance and why (gradient, step, budget,
-    precision)."""
+    precision), and whether the last step was taken without evaluating it (its gradient
+    norm is then not in ``grad_norms``)."""
 
     w: torch.Tensor
     passes: int
@@ -32,6 +33,7 @@ class Solve:
     step_sizes: list[float]
     converged: bool
     stop_reason: str
+    last_step_unverified: bool = False
 
 
 def contract(
@@ -55,7 +57,8 @@ def contract(
 
     Stops when the gradient norm falls to max(``rtol`` * its start, ``atol``), or when a
     step moves less than ``xtol`` times the distance travelled from the start (the
-    remaining error is then about that small a share of the whole move; 0 disables it).
+    remaining error is then about that small a share of the whole move; 0 disables it);
+    a quasi-Newton step already that small is taken without evaluating it.
     """
     g0_norm = float(g.norm())
     tol = max(rtol * g0_norm, atol)
@@ -63,7 +66,7 @@ def contract(
     prev_move: float | None = None
     passes = 0
     start = w
-    settled = False
+    settled = unverified = False
     reason = "budget"
     while len(step_sizes) < max_steps and grad_norms[-1] > tol and not settled:
         direction = -pairs.inverse_hessian_product(g)
@@ -71,6 +74,14 @@ def contract(
         if not slope < 0:  # not a descent direction: fall back to scaled steepest descent
             direction = -pairs.gamma() * g
             slope = torch.dot(g, direction)
+        elif xtol and float(direction.norm()) <= xtol * float((w + direction - start).norm()):
+            # the quasi-Newton step is a negligible share of the move: take it without paying
+            # the pass that would only confirm it (measured: one pass a request saved, same
+            # distance to retraining; docs/results/request-passes.md)
+            w = w + direction
+            step_sizes.append(1.0)
+            reason, unverified = "step", True
+            break
         a = 1.0
         for _ in range(max_backtracks + 1):
             w_new = w + a * direction
@@ -97,8 +108,9 @@ def contract(
         w, g, f = w_new, g_new, f_new
         grad_norms.append(float(g.norm()))
         step_sizes.append(a)
-    if grad_norms[-1] <= tol:
+    if grad_norms[-1] <= tol and not unverified:
         reason = "gradient"
     elif settled:
         reason = "step"
-    return Solve(w, passes, grad_norms, factors, step_sizes, reason in ("gradient", "step"), reason)
+    converged = reason in ("gradient", "step")
+    return Solve(w, passes, grad_norms, factors, step_sizes, converged, reason, unverified)

@@ -25,6 +25,8 @@ MAX_EPOCHS = 1_000_000
 spend hours building the step plan before the first step."""
 MAX_CHECKPOINTS = 64
 """The minimal history's k+1 checkpoints reach back 2**(k-1) steps: 64 covers any run."""
+DEFAULT_CURVATURE_ROWS = 2048
+"""Rows the curvature sketch averages the Hessian over (measured: docs/results/request-passes.md)."""
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,10 @@ class TrainConfig:
     ``curvature_rank``: eigenpairs of the data Hessian sketched at the end of training
     (None = for logistic regression with the minimal history, up to 128 within a 5 %
     history budget; 0 = no sketch);
-    ``curvature_iters``: blocks of Hessian-vector products the sketch may use.
+    ``curvature_iters``: blocks of Hessian-vector products the sketch may use;
+    ``curvature_rows``: the seeded random subsample of training rows the sketch averages
+    the Hessian over (default 2048, a few per cent of training's passes on MNIST; None = every
+    row, as runs recorded before this option).
     """
 
     dataset: str
@@ -60,6 +65,7 @@ class TrainConfig:
     checkpoints: int = 10
     curvature_rank: int | None = None
     curvature_iters: int = 2
+    curvature_rows: int | None = DEFAULT_CURVATURE_ROWS
     n_train: int | None = None
     subset_ids: tuple[int, ...] | None = None
     data_path: str | None = None
@@ -99,6 +105,10 @@ class TrainConfig:
             )
         if self.curvature_iters < 1:
             raise ConfigError(f"curvature iters must be at least 1, got {self.curvature_iters}")
+        if self.curvature_rows is not None and self.curvature_rows < 1:
+            raise ConfigError(
+                f"--curvature-rows must be a positive number of rows, got {self.curvature_rows}"
+            )
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
         object.__setattr__(self, "head", tuple(int(h) for h in self.head))
@@ -146,6 +156,8 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown training config keys: {sorted(unknown)}")
         data = dict(data)
+        # runs recorded before the option sketched the curvature over every row
+        data.setdefault("curvature_rows", None)
         for name in ("hidden", "channels", "head"):
             if name in data:
                 data[name] = tuple(data[name])

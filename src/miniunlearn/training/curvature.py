@@ -9,7 +9,10 @@ ones; the sketch supplies exactly those.
 The sketch is a randomised Nyström approximation with subspace iteration (Halko,
 Martinsson and Tropp 2011; Frangella, Tropp and Udell 2023): Q = orth(H^(q-1) Omega),
 Y = H Q, then the eigen-decomposition of Y (Q^T Y)^(-1) Y^T through a Cholesky factor.
-Every block of Hessian-vector products is one vectorised pass over the data. Only the
+Every block of Hessian-vector products is one vectorised pass over the rows sketched: a
+seeded random subsample of the training data (``curvature_rows``, default 2048), which
+measured as good a preconditioner as every row at a few per cent of the passes
+(docs/results/request-passes.md). Only the
 *data* part of the Hessian (1/n) sum_i Hess l_i is sketched; lam is added back when
 the preconditioner is applied. Defined for convex models (positive semi-definite
 Hessian); recorded by default for logistic regression only.

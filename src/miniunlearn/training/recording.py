@@ -219,16 +219,31 @@ def record_curvature(
     if rank == 0:
         return {}
     started, evals = time.perf_counter(), objective.grad_evals
-    sketch = sketch_hessian(objective, w, rank, config.curvature_iters, seed=config.seed)
+    rows = curvature_rows(config, objective.n)
+    sketch = sketch_hessian(objective, w, rank, config.curvature_iters, seed=config.seed, ids=rows)
     seconds = time.perf_counter() - started
-    save_sketch(run_dir / CURVATURE_FILE, sketch, {"iters": str(config.curvature_iters)})
+    n_rows = objective.n if rows is None else int(rows.size)
+    save_sketch(
+        run_dir / CURVATURE_FILE, sketch, {"iters": str(config.curvature_iters), "rows": str(n_rows)}
+    )
     return {
         "rank": sketch.rank,
         "iters": config.curvature_iters,
+        "rows": n_rows,
         "seconds": round(seconds, 3),
         "grad_evals": int(objective.grad_evals - evals),
         "cost_vs_training": round(seconds / max(train_seconds, 1e-9), 4),
     }
+
+
+def curvature_rows(config: TrainConfig, n_train: int) -> np.ndarray | None:
+    """The sorted training rows the curvature sketch averages over: a seeded random
+    ``config.curvature_rows`` of the ``n_train`` (None: every row, also when that many or
+    more are asked)."""
+    if config.curvature_rows is None or config.curvature_rows >= n_train:
+        return None
+    rng = np.random.default_rng([config.seed, 0x5E7C])  # its own stream: no other draw shifts it
+    return np.sort(rng.choice(n_train, config.curvature_rows, replace=False))
 
 
 def save_schedule(path: Path, plan: StepPlan) -> None:

@@ -145,6 +145,7 @@ def unlearn_fixed_point(
             "pairs_rejected": pairs.rejected,
             "converged": solve.converged,
             "stop_reason": solve.stop_reason,
+            "last_step_unverified": solve.last_step_unverified,
             "residual_norm": float(c.norm()),
         },
     )
