@@ -90,13 +90,21 @@ def certify(run: Run, w: torch.Tensor, retain_ids: np.ndarray | None) -> Certifi
     Reads the retain set once in float64 (counted on the run's objective). Raises
     HistoryError for a run that gets no certificate (see :func:`no_certificate_reason`).
     """
+    return certify_state(run, w, retain_ids)[0]
+
+
+def certify_state(
+    run: Run, w: torch.Tensor, retain_ids: np.ndarray | None
+) -> tuple[Certificate, torch.Tensor, torch.Tensor]:
+    """:func:`certify`, also returning the retain objective's value and gradient at ``w``
+    (float64) that the pass measured: the next request from ``w`` may start from them."""
     why = no_certificate_reason(run)
     if why is not None:
         raise HistoryError(why)
     started = time.perf_counter()
     objective = run.objective.cast(torch.float64)
     n_retain = run.n_train if retain_ids is None else int(len(retain_ids))
-    _, grad = objective.value_and_grad(w.detach().to(objective.device, torch.float64), retain_ids)
+    value, grad = objective.value_and_grad(w.detach().to(objective.device, torch.float64), retain_ids)
     if objective is not run.objective:
         run.objective.grad_evals += objective.grad_evals
     lam = float(run.config.lam)
@@ -107,7 +115,7 @@ def certify(run: Run, w: torch.Tensor, retain_ids: np.ndarray | None) -> Certifi
     )
     grad_norm = float(grad.norm())
     distance = (grad_norm + allowance) / lam
-    return Certificate(
+    certificate = Certificate(
         grad_norm=grad_norm,
         rounding_allowance=allowance,
         distance_bound=distance,
@@ -117,6 +125,7 @@ def certify(run: Run, w: torch.Tensor, retain_ids: np.ndarray | None) -> Certifi
         passes=1.0,
         seconds=time.perf_counter() - started,
     )
+    return certificate, value, grad
 
 
 def trained_certificate(run: Run) -> Certificate:

@@ -264,7 +264,27 @@ def _add_bench(sub: Any) -> None:
     _data_arguments(p)
     _device_argument(p, "where each cell computes")
     _parallel_arguments(p)
+    _stream_arguments(p)
     add_training_flags(p, train_only=False)
+
+
+def _stream_arguments(p: argparse.ArgumentParser) -> None:
+    """bench's --stream, --request-size, --mixed-sizes and --stream-method."""
+    p.add_argument(
+        "--stream",
+        type=int,
+        metavar="N",
+        help="instead of the ratio sweep: serve N deletion requests one after another through the "
+        "real workflow (ledger, versions, certificate) on a copy of seed 0's run, and report latency, "
+        "passes and certificates",
+    )
+    p.add_argument("--request-size", type=int, default=1, help="ids per request of --stream")
+    p.add_argument(
+        "--mixed-sizes",
+        action="store_true",
+        help="with --stream: request sizes drawn uniformly from 1 to 1 %% of the training set",
+    )
+    p.add_argument("--stream-method", default="mini", help="the method serving --stream")
 
 
 def _parallel_arguments(p: argparse.ArgumentParser) -> None:

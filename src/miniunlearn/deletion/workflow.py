@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..certificate import certify, no_certificate_reason
+from ..certificate import certify_state, no_certificate_reason
 from ..device import device_scope
 from ..errors import ConfigError, ForgetRequestError, HistoryError, RunDirError
 from ..ids import ids_digest, normalize_ids, validate_forget_ids
@@ -43,6 +43,7 @@ from ..training.retrain import retrain
 from ..training.rundir import NO_KEYS, Run, open_run
 from ..versions import ModelVersion, crash_point, version_number, version_path
 from .budget import DEFAULT_MAX_APPROX_RATIO, ErrorBudget
+from .retain_state import load_retain_state, save_retain_state
 from .session import RunSession, open_session
 
 RETRAIN = "retrain"
@@ -184,23 +185,29 @@ def _nothing_new(
     )
 
 
-def certificate_fields(run: Run, params: torch.Tensor, forgotten: np.ndarray) -> dict[str, Any]:
+def certificate_fields(
+    run: Run, params: torch.Tensor, forgotten: np.ndarray
+) -> tuple[dict[str, Any], tuple[torch.Tensor, torch.Tensor] | None]:
     """The record's certificate of model ``params`` once ``forgotten`` (every id forgotten,
-    this request's included) is left out: ``{"certificate": {...}}`` with the bound on the
-    distance to the retain optimum and, beside it, the trained run's own bound from its
-    stored final gradient; ``{"certificate": None, "certificate_note": why}`` for runs that
-    get none (networks)."""
+    this request's included) is left out, and the retain state it measured.
+
+    Returns ``({"certificate": {...}}, (F_R, grad F_R))`` with the bound on the distance to
+    the retain optimum and, beside it, the trained run's own bound from its stored final
+    gradient; ``({"certificate": None, "certificate_note": why}, None)`` for runs that get
+    none (networks).
+    """
     why = no_certificate_reason(run)
     if why is not None:
-        return {"certificate": None, "certificate_note": why}
+        return {"certificate": None, "certificate_note": why}, None
     retain = np.setdiff1d(np.arange(run.n_train), forgotten)
-    fields = certify(run, params, retain).to_dict()
+    certificate, value, grad = certify_state(run, params, retain)
+    fields = certificate.to_dict()
     try:  # how far training itself stopped from its optimum, from the stored final gradient
         final_grad = run.mini_history().grads[0].double()
         fields["trained_run_distance_bound"] = float(final_grad.norm()) / run.config.lam
     except HistoryError:
         fields["trained_run_distance_bound"] = None
-    return {"certificate": fields}
+    return {"certificate": fields}, (value, grad)
 
 
 def _execute(
@@ -229,8 +236,10 @@ def _execute(
                 "not recorded as done and the model is unchanged. Send the request again with another "
                 "method or options (a step budget above 0), or with --retrain-now"
             )
+        state = record.pop(RETAIN_STATE, None)
         if "certificate" not in record:
-            record |= certificate_fields(session.run, params, forgotten_after)
+            fields, state = certificate_fields(session.run, params, forgotten_after)
+            record |= fields
         record = {**record, **extra}
         done, version = session.commit(entry, params, record, budget)
     except BaseException as exc:
@@ -238,6 +247,8 @@ def _execute(
         if note:
             exc.add_note(note)
         raise
+    if state is not None:  # the next request from this model starts without a pass
+        save_retain_state(session.run, version.sha256, forgotten_after, *state)
     return done, version, record
 
 
@@ -272,6 +283,9 @@ def _plan(
     if why is None:
         return method, options, None
     return RETRAIN, {"use_cache": True, "instead_of": method, "reason": why}, why
+
+
+RETAIN_STATE = "_retain_state"  # the record key carrying a measured retain state to _execute, never stored
 
 
 class CertifiedDistanceExceeded(ForgetRequestError):
@@ -384,11 +398,14 @@ def _forget(
                 base_params=base,
                 anchor_params=anchor_params,
                 anchor_ids=anchor_ids,
+                base_retain_state=load_retain_state(run, session.current.sha256, forgotten),
             )
             result = unlearner.unlearn(request)
             record = result.record.to_dict()
             if not unlearner.exact and budget.max_certified_distance is not None:
-                record |= certificate_fields(run, result.params, np.union1d(forgotten, new))
+                after = np.union1d(forgotten, new)
+                fields, record[RETAIN_STATE] = certificate_fields(run, result.params, after)
+                record |= fields
                 certificate = record["certificate"]
                 why = certificate and budget.certificate_exceeded(certificate["distance_bound"])
                 if why:

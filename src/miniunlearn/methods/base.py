@@ -48,7 +48,10 @@ class UnlearnRequest:
     ``anchor_ids``: the last exact model of the run (a retraining) and every id it
     excluded, or None and empty when the run was never retrained; a method that predicts
     the retrained model from the original run may predict the change from that anchor
-    instead, so its error counts from the last exact model.
+    instead, so its error counts from the last exact model. ``base_retain_state``: the
+    retain objective's value and gradient at ``base_params`` before this request (every
+    earlier id left out), exact in float64, when known (the certificate of the request
+    that produced the base measured them); a method may start from it instead of a pass.
     """
 
     run: Run
@@ -57,6 +60,7 @@ class UnlearnRequest:
     base_params: torch.Tensor | None = None
     anchor_params: torch.Tensor | None = None
     anchor_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    base_retain_state: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         n = self.run.n_train

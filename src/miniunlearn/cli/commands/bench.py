@@ -34,6 +34,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from ...experiment.bench import run_bench
 
     spec = bench_spec(args)
+    if args.stream is not None:
+        return _stream(args, spec)
     records, extras = run_bench(spec, progress=not args.quiet)
     metrics = list(TABLE_METRICS)
     if "ulira" in args.attacks:
@@ -57,6 +59,32 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if extras["roc"]:
             paths.append(plot_roc(extras["roc"], Path(args.plots) / "roc.png"))
         print("plots: " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def _stream(args: argparse.Namespace, spec: Any) -> int:
+    """``bench --stream N``: serve N requests through the workflow on a copy of seed 0's run."""
+    from ...experiment.bench import trained_run
+    from ...experiment.stream import StreamSpec, plot_stream, run_stream, stream_table
+
+    stream = StreamSpec(
+        args.stream,
+        request_size=args.request_size,
+        mixed=args.mixed_sizes,
+        method=args.stream_method,
+        options=spec.method_options.get(args.stream_method, {}),
+    )
+    run = trained_run(spec.config(0), spec.runs_dir, progress=not args.quiet, device=spec.device)
+    records, summary = run_stream(run, stream, progress=not args.quiet)
+    print(stream_table(summary))
+    if args.json:
+        from ...fileio import atomic_write_json
+
+        atomic_write_json(args.json, {"summary": summary, "requests": records})
+        print(f"records written to {args.json}")
+    if args.plots:
+        title = f"{spec.dataset}/{spec.model}: {summary['n_requests']} requests by {stream.method}"
+        print(f"plots: {plot_stream(records, Path(args.plots) / 'stream.png', title)}")
     return 0
 
 

@@ -32,7 +32,7 @@ from ...solvers.lbfgs import SecantPairs
 from ...solvers.retain_lbfgs import contract
 from ...training.history import MiniHistory
 from ..base import UnlearnRequest
-from .identity import retain_at_checkpoints
+from .identity import retain_after_removing, retain_at_checkpoints
 from .options import MiniOptions
 
 Preconditioner = Callable[[torch.Tensor], torch.Tensor]
@@ -97,6 +97,34 @@ def solve_kwargs(options: MiniOptions) -> dict[str, Any]:
     }
 
 
+def _single_step(
+    w: torch.Tensor, g: torch.Tensor, pairs: SecantPairs, cp: Checkpoints, n_history_pairs: int
+) -> tuple[torch.Tensor, int, dict[str, Any]]:
+    """One quasi-Newton step from ``w`` (exact tilted retain gradient ``g`` known without a
+    pass), taken unevaluated: a small request moves the model so little that the
+    preconditioned step lands within the solver's tolerance (measured in
+    docs/results/request-passes.md); the certificate pass that follows measures it."""
+    direction = -pairs.inverse_hessian_product(g)
+    if not torch.dot(g, direction) < 0:
+        direction = -pairs.gamma() * g
+    grad_norm = float(g.norm())
+    return (
+        w + direction,
+        cp.history_bytes,
+        {
+            **cp.diagnostics(),
+            "steps": 1,
+            "exact_retain_passes": 0,
+            "grad_norm_start": grad_norm,
+            "grad_norm_final": grad_norm,
+            "history_pairs_kept": n_history_pairs,
+            "converged": False,
+            "stop_reason": "single step",
+            "last_step_unverified": True,
+        },
+    )
+
+
 def unlearn_fixed_point(
     request: UnlearnRequest, history: MiniHistory, options: MiniOptions
 ) -> tuple[torch.Tensor, int, dict[str, Any]]:
@@ -120,10 +148,18 @@ def unlearn_fixed_point(
     n_history_pairs = len(pairs)
     if first_request:
         w, f, g, passes = W[0].clone(), value_r[0] - torch.dot(c, W[0]), grad_r[0] - c, 0
+    elif request.base_retain_state is not None:  # measured by the base's certificate: no pass
+        start = request.start_params()
+        n_before = history.n - request.previously_forgotten.size
+        value, grad = request.base_retain_state
+        f, g = retain_after_removing(objective, history.lam, start, value, grad, n_before, request.forget_ids)
+        w, f, g, passes = start, f - torch.dot(c, start), g - c, 0
     else:
         start = request.start_params()
         f, g = objective.value_and_grad(start, request.retain_ids)
         w, f, g, passes = start, f - torch.dot(c, start), g - c, 1
+    if passes == 0 and request.forget_ids.size <= options.single_step_below * request.retain_ids.size:
+        return _single_step(w, g, pairs, cp, n_history_pairs)
     # A step is a fair estimate of the remaining error only when the sketch makes the
     # steps Newton-like; unpreconditioned L-BFGS takes small steps long before it
     # converges (measured: 3x farther from retraining), so xtol needs the sketch.

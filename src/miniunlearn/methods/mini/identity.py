@@ -12,6 +12,7 @@ set, when that is the smaller).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ...objective import Objective
@@ -45,3 +46,26 @@ def retain_at_checkpoints(
         return value_r, grad_r
     loss_r, grad_sum_r = objective.loss_grad_sum_many(W, retain)
     return loss_r / retain.size + 0.5 * lam * sq, grad_sum_r / retain.size + lam * W
+
+
+def retain_after_removing(
+    objective: Objective,
+    lam: float,
+    w: torch.Tensor,
+    value: torch.Tensor,
+    grad: torch.Tensor,
+    n_before: int,
+    removed: np.ndarray,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (F_R, grad F_R) at ``w`` once the ids ``removed`` leave a retain set of
+    ``n_before`` samples whose objective ``value`` and gradient ``grad`` at ``w`` are known.
+
+    The same identity one level down: n_before (g_before - lam w) = n_after (g_R - lam w) +
+    sum over the removed ids of their loss gradients; it reads the removed samples only.
+    """
+    loss_u, grad_u = objective.loss_grad_sum(w, removed)
+    n_after = n_before - removed.size
+    reg_value, reg_grad = 0.5 * lam * torch.dot(w, w), lam * w
+    grad_r = (n_before * (grad.to(w.dtype) - reg_grad) - grad_u) / n_after + reg_grad
+    value_r = (n_before * (value.to(w.dtype) - reg_value) - loss_u) / n_after + reg_value
+    return value_r, grad_r

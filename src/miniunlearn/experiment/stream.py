@@ -1,0 +1,238 @@
+"""Streams of deletion requests through the real workflow: latency, passes and certificates.
+
+Deletion requests arrive as a stream of small sets, not one cut. A stream takes a copy of a
+trained run and serves N requests one after another with :func:`miniunlearn.deletion.forget`
+(ledger, model versions, lock, certificate: everything a deployment runs), timing each
+call from the outside. It reports per-request latency (median, 95th percentile), passes
+over the retain set (the method's and the certificate's), the certificates, the total time
+against one retraining at the end and N retrainings, and the final model's distance to the
+model retrained without every id, next to what the method gives serving their union at once.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..certificate import certify, no_certificate_reason
+from ..deletion import current_version, forget, load_version_params
+from ..errors import ConfigError
+from ..methods import UnlearnRequest, get_method
+from ..progress import progress_bar
+from ..training import Run, open_run, retrain
+
+MAX_STREAM = 100_000
+"""The most requests one stream serves (--stream)."""
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """A stream: ``n_requests`` requests of ``request_size`` ids each, or with ``mixed`` sizes
+    drawn uniformly from 1 to 1 % of the training set; served by ``method`` with ``options``;
+    ids drawn with ``seed``; ``max_approx_ratio`` is the run's error budget."""
+
+    n_requests: int
+    request_size: int = 1
+    mixed: bool = False
+    method: str = "mini"
+    options: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    max_approx_ratio: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.n_requests <= MAX_STREAM:
+            raise ConfigError(f"--stream must be in 1..{MAX_STREAM} requests, got {self.n_requests}")
+        if self.request_size < 1:
+            raise ConfigError(f"--request-size must be at least 1, got {self.request_size}")
+
+
+def stream_ids(n_train: int, spec: StreamSpec) -> list[np.ndarray]:
+    """The ids of each request of the stream: disjoint, sorted, drawn from a seeded permutation
+    of the training set. ConfigError when the stream would remove the whole training set."""
+    rng = np.random.default_rng([spec.seed, 0x57EA])
+    if spec.mixed:
+        largest = max(1, n_train // 100)
+        sizes = rng.integers(1, largest + 1, size=spec.n_requests)
+    else:
+        sizes = np.full(spec.n_requests, spec.request_size)
+    if int(sizes.sum()) >= n_train:
+        raise ConfigError(
+            f"a stream of {spec.n_requests} requests removes {int(sizes.sum())} ids, the whole training set "
+            f"of {n_train}; ask fewer or smaller requests"
+        )
+    order = rng.permutation(n_train)
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    return [np.sort(order[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def run_stream(
+    run: Run, spec: StreamSpec, *, workdir: Path | None = None, progress: bool = True
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Serve the stream ``spec`` on a copy of ``run`` (made under ``workdir``, a temporary
+    folder when None, and removed afterwards); return (one record per request, summary).
+
+    A request's record: its index, ids, the method that served it (``retrain`` when the
+    error budget or the method chose retraining), latency in seconds, passes over the retain
+    set (the method's, and with the certificate's), and the certificate's distance bound
+    (None for networks). The summary holds the medians and 95th percentiles, total time, the
+    time of one retraining without every id (measured) and N times it, the final model's
+    distance to that retraining and the distance of the method serving the union at once.
+    """
+    requests = stream_ids(run.n_train, spec)
+    get_method(spec.method, **spec.options)  # unknown methods and options refused before any work
+    owned = workdir is None
+    root = Path(tempfile.mkdtemp(prefix="miniunlearn-stream-")) if owned else Path(workdir)
+    copy = Path(shutil.copytree(run.path, root / "run"))
+    try:
+        records = _serve(copy, requests, spec, progress)
+        summary = _summarise(open_run(copy, device=run.device), run, requests, records, spec)
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+        if owned:
+            shutil.rmtree(root, ignore_errors=True)
+    return records, summary
+
+
+def _serve(copy: Path, requests: list[np.ndarray], spec: StreamSpec, progress: bool) -> list[dict[str, Any]]:
+    """Serve every request on the run copy at ``copy``, one after another; return their records."""
+    records = []
+    forgotten = 0
+    n_train = open_run(copy).n_train
+    bar = progress_bar(total=len(requests), desc=f"stream of {len(requests)}", enabled=progress, unit="req")
+    for index, ids in enumerate(requests):
+        started = time.perf_counter()
+        outcome = forget(
+            copy,
+            ids,
+            method=spec.method,
+            options=spec.options,
+            request_id=f"stream-{index}",
+            max_approx_ratio=spec.max_approx_ratio,
+        )
+        latency = time.perf_counter() - started
+        forgotten += ids.size
+        n_retain = n_train - forgotten
+        record = outcome.record or {}
+        certificate = outcome.certificate
+        method_passes = record.get("grad_evals", 0) / n_retain
+        certificate_passes = certificate["passes"] if certificate else 0.0
+        records.append(
+            {
+                "index": index,
+                "n_ids": int(ids.size),
+                "method": outcome.entry.method,
+                "latency_s": latency,
+                "method_s": record.get("time_s"),
+                "passes": method_passes,
+                "passes_with_certificate": method_passes + certificate_passes,
+                "certified_distance": certificate["distance_bound"] if certificate else None,
+            }
+        )
+        bar.update()
+    bar.close()
+    return records
+
+
+def _summarise(
+    served: Run, original: Run, requests: list[np.ndarray], records: list[dict[str, Any]], spec: StreamSpec
+) -> dict[str, Any]:
+    """The stream's summary (see :func:`run_stream`)."""
+    every = np.sort(np.concatenate(requests))
+    final = load_version_params(served, current_version(served))
+    started = time.perf_counter()
+    retrained = retrain(original, every)
+    retrain_s = time.perf_counter() - started
+    union = get_method(spec.method, **spec.options).unlearn(UnlearnRequest(original, every)).params
+    latencies = np.array([r["latency_s"] for r in records])
+    passes = np.array([r["passes_with_certificate"] for r in records])
+    bounds = [r["certified_distance"] for r in records if r["certified_distance"] is not None]
+    summary: dict[str, Any] = {
+        "n_requests": len(records),
+        "n_ids": int(every.size),
+        "method": spec.method,
+        "served_by_retraining": sum(r["method"] == "retrain" for r in records),
+        "latency_median_s": float(np.median(latencies)),
+        "latency_p95_s": float(np.percentile(latencies, 95)),
+        "passes_median": float(np.median(passes)),
+        "passes_p95": float(np.percentile(passes, 95)),
+        "total_s": float(latencies.sum()),
+        "retrain_once_s": retrain_s,
+        "retrain_each_s_estimate": retrain_s * len(records),
+        "final_dist_to_retrain": float((final.double() - retrained.double()).norm()),
+        "union_dist_to_retrain": float((union.double() - retrained.double()).norm()),
+        "certified_distance_median": float(np.median(bounds)) if bounds else None,
+        "certified_distance_max": max(bounds) if bounds else None,
+    }
+    if no_certificate_reason(original) is None:
+        retain = np.setdiff1d(np.arange(original.n_train), every)
+        summary["final_certified_distance"] = certify(original, final, retain).distance_bound
+    return summary
+
+
+def stream_table(summary: dict[str, Any]) -> str:
+    """The stream's summary as a two-column markdown table."""
+    rows = [
+        ("requests (ids)", f"{summary['n_requests']} ({summary['n_ids']})"),
+        ("served by retraining", str(summary["served_by_retraining"])),
+        ("latency median / p95 (s)", f"{summary['latency_median_s']:.3g} / {summary['latency_p95_s']:.3g}"),
+        (
+            "passes median / p95 (certificate included)",
+            f"{summary['passes_median']:.3g} / {summary['passes_p95']:.3g}",
+        ),
+        ("total time (s)", f"{summary['total_s']:.3g}"),
+        ("one retraining at the end (s)", f"{summary['retrain_once_s']:.3g}"),
+        ("a retraining per request (s, N x the one measured)", f"{summary['retrain_each_s_estimate']:.3g}"),
+        ("final model: distance to retraining without every id", f"{summary['final_dist_to_retrain']:.3g}"),
+        (
+            f"{summary['method']} serving the union at once: distance",
+            f"{summary['union_dist_to_retrain']:.3g}",
+        ),
+    ]
+    if summary.get("certified_distance_max") is not None:
+        rows.append(
+            (
+                "certified distance median / max",
+                f"{summary['certified_distance_median']:.3g} / {summary['certified_distance_max']:.3g}",
+            )
+        )
+    lines = ["| stream | value |", "|---|---:|", *(f"| {k} | {v} |" for k, v in rows)]
+    return "\n".join(lines) + "\n"
+
+
+def plot_stream(records: list[dict[str, Any]], path: Path, title: str) -> Path:
+    """Latency and certificate of each request over the stream, two panels; returns ``path``."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 3.8), layout="constrained")
+    index = [r["index"] for r in records]
+    ax = fig.add_subplot(1, 2, 1)
+    ax.plot(index, [r["latency_s"] for r in records], ".-", lw=0.8)
+    ax.set_xlabel("request")
+    ax.set_ylabel("latency (s)")
+    ax.set_title("latency per request")
+    ax.grid(alpha=0.3)
+    ax = fig.add_subplot(1, 2, 2)
+    bounds = [
+        (i, r["certified_distance"]) for i, r in zip(index, records, strict=True) if r["certified_distance"]
+    ]
+    if bounds:
+        ax.semilogy(*zip(*bounds, strict=True), ".-", lw=0.8, color="C2")
+        ax.set_ylabel("certified distance to the retain optimum")
+    else:
+        ax.text(0.5, 0.5, "no certificate (network)", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("request")
+    ax.set_title("certificate per request")
+    ax.grid(alpha=0.3, which="both")
+    fig.suptitle(title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+__all__ = ["StreamSpec", "plot_stream", "run_stream", "stream_ids", "stream_table"]
