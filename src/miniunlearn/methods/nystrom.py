@@ -1,12 +1,13 @@
 """Sketch-on-request: ``mini``'s preconditioned solver with a curvature sketch made when asked.
 
 The history-free peer of ``mini``'s fixed-point mode. ``mini`` reads a curvature sketch
-recorded at the end of training; this method records nothing and reads no history. When a
-request arrives it
+recorded at the end of training; this method records no curvature. When a request arrives it
 
-1. computes c = g_D(w_T), the full-data gradient at the trained model, by one pass over all
-   the data (``match_residual``, default, as ``mini`` and ``warmstart`` aim; else c = 0 and
-   the target is the retain optimum);
+1. takes c = g_D(w_T), the full-data gradient at the trained model (``match_residual``,
+   default, as ``mini`` and ``warmstart`` aim; else c = 0 and the target is the retain
+   optimum): read from the minimal history's final checkpoint when the run has one, as
+   ``warmstart`` does (its recording, one pass at the end of training, is charged to it in
+   benchmarks), else computed by one pass over all the data;
 2. draws ``rows`` retain samples (without replacement, from ``seed``; all of them when the
    retain set is smaller) and sketches their mean data Hessian at the current model: a
    rank-``rank`` randomised Nyström approximation with ``iters`` blocks of Hessian-vector
@@ -36,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, HistoryError
 from ..solvers.lbfgs import SecantPairs
 from ..solvers.retain_lbfgs import contract
 from ..training.config import CONVEX_MODELS
@@ -109,6 +110,10 @@ class NystromUnlearning(UnlearningMethod):
         )
         max_backtracks: int = option(_MINI.max_backtracks, "step halvings tried per step", ge=0)
 
+    def history_read(self) -> tuple[str, ...]:
+        """The minimal history's last gradient when matching the residual (as warmstart)."""
+        return ("history-mini",) if self.options.match_residual else ()
+
     def check_run(self, run: Run) -> None:
         """Refuse, before anything is computed, a run of a non-convex model (ConfigError): the
         Nyström sketch needs a positive semi-definite Hessian."""
@@ -126,10 +131,13 @@ class NystromUnlearning(UnlearningMethod):
         self.check_run(run)
         objective = run.objective
         retain = request.retain_ids
-        if opts.match_residual:  # one pass over all the data: no stored gradient is read
-            c = objective.value_and_grad(run.load_model_params())[1]
-        else:
-            c = torch.zeros(objective.dim, dtype=objective.dtype, device=objective.device)
+        c, history_bytes = torch.zeros(objective.dim, dtype=objective.dtype, device=objective.device), 0
+        if opts.match_residual:  # the final gradient, as warmstart reads it; else one pass over the data
+            try:
+                final_grad = run.mini_history().grads[0]
+                c, history_bytes = final_grad.to(objective.dtype), int(final_grad.nbytes)
+            except HistoryError:
+                c = objective.value_and_grad(run.load_model_params())[1]
 
         w = request.start_params()
         ids = sketch_rows(retain, opts.rows, opts.seed)
@@ -143,7 +151,7 @@ class NystromUnlearning(UnlearningMethod):
         solve = contract(objective, retain, w, f, g, pairs, c, **solve_kwargs(opts))
         return (
             solve.w,
-            0,
+            history_bytes,
             {
                 "sketch_rank": sketch.rank,
                 "sketch_rows": int(ids.size),
