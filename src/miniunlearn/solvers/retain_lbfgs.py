@@ -17,6 +17,10 @@ import torch
 from ..objective import Objective
 from .lbfgs import SecantPairs
 
+STALL_STEPS = 3
+"""Steps in a row that change the objective by less than its rounding error and find no smaller
+gradient, after which a solve stops at its precision floor."""
+
 
 @dataclass
 class Solve:
@@ -51,6 +55,8 @@ def contract(
     armijo: float,
     max_backtracks: int,
     xtol: float = 0.0,
+    stall_steps: int = STALL_STEPS,
+    step_when_within: bool = False,
 ) -> Solve:
     """Minimise F_ids(w) - c.w from ``w`` (value ``f`` and gradient ``g`` of that tilted
     objective given) by safeguarded L-BFGS; return the final iterate and diagnostics.
@@ -58,7 +64,14 @@ def contract(
     Stops when the gradient norm falls to max(``rtol`` * its start, ``atol``), or when a
     step moves less than ``xtol`` times the distance travelled from the start (the
     remaining error is then about that small a share of the whole move; 0 disables it);
-    a quasi-Newton step already that small is taken without evaluating it.
+    a quasi-Newton step already that small is taken without evaluating it. When
+    ``stall_steps`` steps in a row change the objective by less than its rounding error
+    without lowering the gradient norm below its best, the iterate sits at its precision
+    floor (a small request on a float32 run asks for a
+    tolerance below it): the solve stops (``precision``) and returns the iterate with the
+    smallest gradient norm. With
+    ``step_when_within``, a start already within tolerance still takes one quasi-Newton
+    step, unevaluated (the caller measures the result anyway, e.g. by a certificate).
     """
     g0_norm = float(g.norm())
     tol = max(rtol * g0_norm, atol)
@@ -68,13 +81,21 @@ def contract(
     start = w
     settled = unverified = False
     reason = "budget"
+    best_w, best_norm, stalled = w, g0_norm, 0
+    if step_when_within and g0_norm <= tol and max_steps > 0:
+        direction = -pairs.inverse_hessian_product(g)
+        if not torch.dot(g, direction) < 0:
+            direction = -pairs.gamma() * g
+        w, unverified, reason = w + direction, True, "gradient"
+        step_sizes.append(1.0)
     while len(step_sizes) < max_steps and grad_norms[-1] > tol and not settled:
         direction = -pairs.inverse_hessian_product(g)
         slope = torch.dot(g, direction)
-        if not slope < 0:  # not a descent direction: fall back to scaled steepest descent
+        quasi_newton = bool(slope < 0)
+        if not quasi_newton:  # not a descent direction: fall back to scaled steepest descent
             direction = -pairs.gamma() * g
             slope = torch.dot(g, direction)
-        elif xtol and float(direction.norm()) <= xtol * float((w + direction - start).norm()):
+        if quasi_newton and xtol and float(direction.norm()) <= xtol * float((w + direction - start).norm()):
             # the quasi-Newton step is a negligible share of the move: take it without paying
             # the pass that would only confirm it (measured: one pass a request saved, same
             # distance to retraining; docs/results/request-passes.md)
@@ -99,6 +120,7 @@ def contract(
         else:
             reason = "precision"  # no decrease found: the iterate sits at the precision floor
             break
+        flat = abs(float(f_new - f)) <= 16 * torch.finfo(f.dtype).eps * abs(float(f))
         move = float((w_new - w).norm())
         settled = move <= xtol * float((w_new - start).norm())
         if prev_move:
@@ -108,7 +130,14 @@ def contract(
         w, g, f = w_new, g_new, f_new
         grad_norms.append(float(g.norm()))
         step_sizes.append(a)
-    if grad_norms[-1] <= tol and not unverified:
+        improved = grad_norms[-1] < best_norm
+        if improved:
+            best_w, best_norm = w, grad_norms[-1]
+        stalled = stalled + 1 if flat and not improved else 0
+        if stalled >= stall_steps:
+            w, reason = best_w, "precision"
+            break
+    if grad_norms[-1] <= tol and (not unverified or reason == "gradient"):
         reason = "gradient"
     elif settled:
         reason = "step"

@@ -97,34 +97,6 @@ def solve_kwargs(options: MiniOptions) -> dict[str, Any]:
     }
 
 
-def _single_step(
-    w: torch.Tensor, g: torch.Tensor, pairs: SecantPairs, cp: Checkpoints, n_history_pairs: int
-) -> tuple[torch.Tensor, int, dict[str, Any]]:
-    """One quasi-Newton step from ``w`` (exact tilted retain gradient ``g`` known without a
-    pass), taken unevaluated: a small request moves the model so little that the
-    preconditioned step lands within the solver's tolerance (measured in
-    docs/results/request-passes.md); the certificate pass that follows measures it."""
-    direction = -pairs.inverse_hessian_product(g)
-    if not torch.dot(g, direction) < 0:
-        direction = -pairs.gamma() * g
-    grad_norm = float(g.norm())
-    return (
-        w + direction,
-        cp.history_bytes,
-        {
-            **cp.diagnostics(),
-            "steps": 1,
-            "exact_retain_passes": 0,
-            "grad_norm_start": grad_norm,
-            "grad_norm_final": grad_norm,
-            "history_pairs_kept": n_history_pairs,
-            "converged": False,
-            "stop_reason": "single step",
-            "last_step_unverified": True,
-        },
-    )
-
-
 def unlearn_fixed_point(
     request: UnlearnRequest, history: MiniHistory, options: MiniOptions
 ) -> tuple[torch.Tensor, int, dict[str, Any]]:
@@ -158,12 +130,16 @@ def unlearn_fixed_point(
         start = request.start_params()
         f, g = objective.value_and_grad(start, request.retain_ids)
         w, f, g, passes = start, f - torch.dot(c, start), g - c, 1
-    if passes == 0 and request.forget_ids.size <= options.single_step_below * request.retain_ids.size:
-        return _single_step(w, g, pairs, cp, n_history_pairs)
+    # a small request from an exactly known start stops once it is well within what training
+    # itself left (the residual c), taking at least one step; its certificate measures it
+    small = passes == 0 and request.forget_ids.size <= options.small_request_below * request.retain_ids.size
     # A step is a fair estimate of the remaining error only when the sketch makes the
     # steps Newton-like; unpreconditioned L-BFGS takes small steps long before it
     # converges (measured: 3x farther from retraining), so xtol needs the sketch.
     kwargs = {**solve_kwargs(options), "xtol": options.xtol if cp.h0 is not None else 0.0}
+    if small:
+        floor = options.small_request_tol * float(c.norm())
+        kwargs |= {"atol": max(options.atol, floor), "step_when_within": True}
     solve = contract(objective, request.retain_ids, w, f, g, pairs, c, **kwargs)
     return (
         solve.w,
