@@ -119,7 +119,14 @@ def test_bench_writes_records_with_every_key(tmp_path: Path, capsys: pytest.Capt
     delta = {r["ratio"]: r for r in records if r["method"] == "deltagrad"}
     assert mini[0.5]["dist_to_retrain"] < delta[0.5]["dist_to_retrain"]
     assert mini[0.5]["history_bytes"] < 0.05 * delta[0.5]["history_bytes"]
-    assert "| mini |" in capsys.readouterr().out
+    # every certificate is checked against the float64 retain optimum, and holds
+    assert all(r["certificate_holds"] and r["dist_to_optimum"] <= r["certified_distance"] for r in records)
+    # recording is charged to the methods that read it, and bench says when it pays back
+    assert mini[0.5]["recording_passes"] > 0 and retrained[0]["recording_passes"] == 0
+    printed = capsys.readouterr().out
+    assert "| mini |" in printed
+    assert "certificates checked against the float64 retain optimum: 8 of 8 held" in printed
+    assert "| 50% | warmstart |" in printed and "paid back after" in printed
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
         "dist_to_retrain.png",
         "mia_auc.png",

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..certificate import certify, no_certificate_reason
 from ..device import device_scope, resolve_device
 from ..errors import ConfigError
 from ..evaluation.metrics import param_distance
@@ -429,6 +430,11 @@ def _cell(
             continue
         metrics = assess(run, params, ref, forget, attacks=spec.attacks, seed=seed, keep_curves=True)
         metrics["dist_to_optimum"] = param_distance(params, optimum) if optimum is not None else None
+        if optimum is not None and no_certificate_reason(run) is None:
+            # every certificate is checked where the float64 retain optimum is known
+            bound = certify(run, params, np.setdiff1d(np.arange(run.n_train), forget)).distance_bound
+            metrics["certified_distance"] = bound
+            metrics["certificate_holds"] = metrics["dist_to_optimum"] <= bound
         roc = metrics.pop("roc", {})
         if roc:
             curves[f"{method} @ {ratio:.0%}"] = roc["unlearned"]

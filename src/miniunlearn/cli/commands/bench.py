@@ -41,6 +41,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if "ulira" in args.attacks:
         metrics.insert(metrics.index("mia_auc") + 1, "ulira_auc")
     print(markdown_table(summarise(records), metrics=metrics))
+    checked = [r["certificate_holds"] for r in records if r.get("certificate_holds") is not None]
+    if checked:
+        print(
+            f"certificates checked against the float64 retain optimum: {sum(checked)} of {len(checked)} "
+            "held (distance to the optimum at most the certified bound)"
+        )
     paid_back = break_even_table(break_even(records))
     if paid_back:
         print("\nWhen mini's recorded history pays for itself (one-off recording at training against")
