@@ -7,10 +7,13 @@ A request goes through these steps, each durable before the next begins:
 2. admit it by the state of its request id: a done id reports the version it produced;
    a failed one is retried with the same ids; a refused one may be re-sent with a
    corrected body; a new one is validated, and recorded ``refused`` when it is invalid;
-3. plan it: the method asked for, or retraining when asked or when the error budget
-   (:mod:`.budget`) would be exceeded;
-4. unlearn from the current model version; a result that changes no parameter is not
-   a deletion and fails the request;
+3. plan it: the method asked for, or retraining when asked, when the error budget
+   (:mod:`.budget`) would be exceeded, or when the method says retraining costs no more;
+4. unlearn from the current model version (starting from the retain state the previous
+   request's certificate measured, :mod:`.retain_state`); a result that changes no
+   parameter is not a deletion and fails the request; on convex runs, certify it
+   (:mod:`miniunlearn.certificate`), and with ``max_certified_distance`` fail a result
+   certified farther and serve the request by retraining under the same id;
 5. commit (:meth:`.session.RunSession.commit`): re-check lock and base model, write
    ``versions/vN.safetensors``, switch ``current.json``, mark the request ``done``.
 

@@ -29,7 +29,7 @@ import torch
 
 from .base import UnlearningMethod, UnlearnRequest, register
 from .mini.options import MiniOptions
-from .mini.rewind import MAX_REPLAY_RESTARTS, replay_retain
+from .mini.rewind import replay_with_restarts
 from .options import option
 
 _MINI = MiniOptions()  # the replay's defaults are mini's rewind mode's own
@@ -67,15 +67,9 @@ class RetrainFast(UnlearningMethod):
         steps = max(1, math.ceil(opts.fraction * run.config.epochs * retain.size / batch))
         peak = opts.lr_scale * run.config.lr
         target = float(objective.value_and_grad(run.load_model_params())[0]) if opts.match_loss else -math.inf
-        start = run.initial_params()
-        restarts = 0
-        while True:
-            replay = replay_retain(
-                objective, start, retain, batch, steps, peak, opts.momentum, target, opts.seed
-            )
-            if replay.stop != "diverged" or restarts == MAX_REPLAY_RESTARTS:
-                break
-            restarts, peak = restarts + 1, peak / 2
+        replay, peak, restarts = replay_with_restarts(
+            objective, run.initial_params(), retain, batch, steps, peak, opts.momentum, target, opts.seed
+        )
         return (
             replay.w,
             0,

@@ -61,14 +61,9 @@ def unlearn_rewind(
     peak = opts.replay_lr_scale * run.config.lr
     # the original run's final training objective: retraining fits the retain set about as well
     target = float(history.values[0]) if opts.match_loss else -math.inf
-    restarts = 0
-    while True:
-        replay = replay_retain(
-            objective, w, retain, batch, steps, peak, opts.replay_momentum, target, opts.seed
-        )
-        if replay.stop != "diverged" or restarts == MAX_REPLAY_RESTARTS:
-            break
-        restarts, peak = restarts + 1, peak / 2  # the rate was too high for this model: halve it
+    replay, peak, restarts = replay_with_restarts(
+        objective, w, retain, batch, steps, peak, opts.replay_momentum, target, opts.seed
+    )
     return (
         replay.w,
         read,
@@ -131,6 +126,28 @@ def replay_retain(
     if steps > per_pass and sum(window) / len(window) >= sum(first_pass) / len(first_pass):
         return Replay(w, steps, "diverged")
     return Replay(w, steps, "budget")
+
+
+def replay_with_restarts(
+    objective: Objective,
+    w: torch.Tensor,
+    retain: np.ndarray,
+    batch: int,
+    steps: int,
+    peak: float,
+    momentum: float,
+    target: float,
+    seed: int,
+) -> tuple[Replay, float, int]:
+    """:func:`replay_retain`, restarted from ``w`` at half the rate each time it diverges or
+    collapses (at most ``MAX_REPLAY_RESTARTS`` times, the last result kept); returns (the
+    replay, the peak rate it ran at, the restarts)."""
+    restarts = 0
+    while True:
+        replay = replay_retain(objective, w, retain, batch, steps, peak, momentum, target, seed)
+        if replay.stop != "diverged" or restarts == MAX_REPLAY_RESTARTS:
+            return replay, peak, restarts
+        restarts, peak = restarts + 1, peak / 2  # the rate was too high for this model: halve it
 
 
 def _rewind_rows(history: MiniHistory, target: float) -> list[int]:
