@@ -24,7 +24,19 @@ SUBCOMMANDS = sorted(_subcommands())
 
 
 def test_every_subcommand_is_walked() -> None:
-    expected = {"fetch", "train", "forget", "evaluate", "bench", "ledger", "audit", "methods", "ids"}
+    expected = {
+        "fetch",
+        "train",
+        "forget",
+        "submit",
+        "serve",
+        "evaluate",
+        "bench",
+        "ledger",
+        "audit",
+        "methods",
+        "ids",
+    }
     assert set(SUBCOMMANDS) == expected
 
 

@@ -21,6 +21,8 @@ from .commands import (
     cmd_ids,
     cmd_ledger,
     cmd_methods,
+    cmd_serve,
+    cmd_submit,
     cmd_train,
 )
 from .training_flags import add_training_flags
@@ -56,6 +58,14 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return value
+
+
+def _interval(text: str) -> float:
+    """A polling interval: a number of seconds > 0."""
+    value = _seconds(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive, finite number of seconds, got {text!r}")
     return value
 
 
@@ -195,6 +205,14 @@ def _add_forget(sub: Any) -> None:
     p.add_argument("--option", "-o", action="append", help="method option key=value (repeatable)")
     p.add_argument("--request-id", help="idempotency key; re-sending a done request changes nothing")
     p.add_argument("--retrain-now", action="store_true", help="serve by retraining from scratch")
+    _budget_arguments(p)
+    _wait_argument(p, "seconds to wait for another forget on the run")
+    _json_argument(p, "print the outcome as JSON")
+    _device_argument(p)
+
+
+def _budget_arguments(p: argparse.ArgumentParser) -> None:
+    """--max-approx-ratio and --max-certified-distance: the run's error budget."""
     p.add_argument(
         "--max-approx-ratio",
         type=float,
@@ -210,8 +228,43 @@ def _add_forget(sub: Any) -> None:
         "than this from the retain optimum is discarded and the request served by retraining "
         "(default: no such limit)",
     )
-    _wait_argument(p, "seconds to wait for another forget on the run")
+
+
+def _add_submit(sub: Any) -> None:
+    """``submit RUN_DIR``: queue a deletion request."""
+    p = _subcommand(
+        sub,
+        "submit",
+        "queue a deletion request and return at once, even while another request is served",
+        cmd_submit,
+    )
+    _run_dir_argument(p)
+    p.add_argument(
+        "--ids", required=True, help="file with one integer sample id per line (- reads standard input)"
+    )
+    p.add_argument("--request-id", help="idempotency key (default: a fresh one, printed)")
+    p.add_argument("--method", default="mini", help="unlearning method that will serve it")
+    p.add_argument("--option", "-o", action="append", help="method option key=value (repeatable)")
     _json_argument(p, "print the outcome as JSON")
+
+
+def _add_serve(sub: Any) -> None:
+    """``serve RUN_DIR``: serve the queued requests."""
+    p = _subcommand(
+        sub,
+        "serve",
+        "serve every queued deletion request, oldest first, each as its own model version",
+        cmd_serve,
+    )
+    _run_dir_argument(p)
+    p.add_argument(
+        "--watch",
+        type=_interval,
+        help="keep serving: look for new requests every this many seconds until interrupted",
+    )
+    _budget_arguments(p)
+    _wait_argument(p, "seconds to wait for another command on the run, for each request")
+    _json_argument(p, "print one JSON line per request served")
     _device_argument(p)
 
 
@@ -385,6 +438,8 @@ SUBCOMMANDS = (
     _add_fetch,
     _add_train,
     _add_forget,
+    _add_submit,
+    _add_serve,
     _add_ids,
     _add_evaluate,
     _add_bench,

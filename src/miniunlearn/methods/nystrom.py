@@ -64,19 +64,18 @@ def sketch_rows(retain: np.ndarray, rows: int, seed: int) -> np.ndarray:
 class NystromUnlearning(UnlearningMethod):
     """``mini``'s sketch-preconditioned L-BFGS contraction, the sketch made on the request.
 
-    Defaults measured on float32 logistic regression (presets, seed 0), passes (per-sample
-    evaluations / retain size, all included) at 10 / 50 % deletion, against ``mini`` and
-    ``warmstart``: MNIST 16.5 / 19.4 (mini 9.1 / 10.0, warmstart 45 / 42); Adult 14.6 / 19.1
-    (3.1 / 4.0, 26 / 27); landing within 2e-4 of mini's result on MNIST, 4e-5 on Adult. 2048
-    rows cost more for nothing (MNIST 33 / 37 at one block, 26 / 30 with 512 rows); a second
-    block of products cuts MNIST's steps from 19-21 to 12. On small data the sketch's fixed
-    cost dominates: digits (1,437 samples) takes 109 / 191 passes with the defaults, 17 / 24
-    with ``rank=32 rows=64 iters=1`` (warmstart 38 / 31).
+    Defaults chosen on float32 logistic regression (presets, seed 0): 512 rows and two
+    blocks measured best on MNIST (2048 rows cost more for nothing; a second block cut the
+    steps from 19-21 to 12). Measured with c read from the stored final gradient (3 seeds,
+    docs/results.md): MNIST 14.4 / 16.4 / 33.8 passes at 10 / 50 / 90 % (mini 8.1 / 9.0 /
+    9.3), Adult 12.1 / 15.1 / 47.6 (mini 4.1 / 5.3 / 6.0), landing where mini lands. On small
+    data the sketch's fixed cost dominates: digits (1,437 samples) takes about 100-190
+    passes with the defaults, 17-24 with ``rank=32 rows=64 iters=1``.
     """
 
     name = "nystrom"
     summary = (
-        "history-free peer of mini: Nystrom sketch of the retain Hessian on a subsample, made "
+        "request-time peer of mini: Nystrom sketch of the retain Hessian on a subsample, made "
         "on the request, then mini's preconditioned L-BFGS contraction (convex models)"
     )
 
@@ -89,7 +88,9 @@ class NystromUnlearning(UnlearningMethod):
         iters: int = option(2, "blocks of Hessian-vector products (iters - 1 subspace iterations)", ge=1)
         seed: int = option(0, "seed of the subsample and of the sketch's random directions", ge=0)
         match_residual: bool = option(
-            True, "aim at g_R(w) = g_D(w_T) as mini does, g_D by one pass (False: the retain optimum)"
+            True,
+            "aim at g_R(w) = g_D(w_T) as mini does, g_D read from the final checkpoint or by one pass "
+            "(False: the retain optimum)",
         )
         max_steps: int = option(_MINI.max_steps, "step budget of the L-BFGS contraction", ge=0)
         rtol: float = option(

@@ -4,8 +4,9 @@ Retrains from the run's initial weights on the retain set with the recipe ``mini
 replay uses, not the run's own: heavy-ball SGD (momentum 0.9) on seeded retain batches of
 the run's size, a cosine-decayed rate peaking at ``lr_scale`` (1.5) times the run's, a
 budget of ``fraction`` (15 %) of the original run's passes, an early stop once the last
-pass's mean objective reaches the original model's full-data objective (one pass to
-measure it; ``match_loss``), and a restart at half the rate when the replay diverges or
+pass's mean objective reaches the original model's full-data objective (``match_loss``:
+the one number read from the minimal history, as ``mini`` reads it, or one pass to measure
+it on a run without one), and a restart at half the rate when the replay diverges or
 collapses. It reads no history and starts from data-independent weights; its replay never
 sees a forgotten sample, so with ``match_loss`` off it is exact unlearning by construction
 (with it, the one scalar it stops at comes from the original model). It is not the model
@@ -27,6 +28,7 @@ from typing import Any
 
 import torch
 
+from ..errors import HistoryError
 from .base import UnlearningMethod, UnlearnRequest, register
 from .mini.options import MiniOptions
 from .mini.rewind import replay_with_restarts
@@ -55,9 +57,14 @@ class RetrainFast(UnlearningMethod):
         lr_scale: float = option(_MINI.replay_lr_scale, "peak rate, times the run's base rate", gt=0, lt=1e6)
         momentum: float = option(_MINI.replay_momentum, "heavy-ball momentum", ge=0, lt=1)
         match_loss: bool = option(
-            True, "stop once the last pass's mean objective reaches the original model's (one pass)"
+            True,
+            "stop once the last pass's mean objective reaches the original model's (stored, or one pass)",
         )
         seed: int = option(0, "retain-batch order", ge=0)
+
+    def history_read(self) -> tuple[str, ...]:
+        """The minimal history's final objective value when stopping on it (one number)."""
+        return ("history-mini",) if self.options.match_loss else ()
 
     def _unlearn(self, request: UnlearnRequest) -> tuple[torch.Tensor, int, dict[str, Any]]:
         opts = self.options
@@ -66,13 +73,21 @@ class RetrainFast(UnlearningMethod):
         batch = run.config.batch_size if 0 < run.config.batch_size < retain.size else retain.size
         steps = max(1, math.ceil(opts.fraction * run.config.epochs * retain.size / batch))
         peak = opts.lr_scale * run.config.lr
-        target = float(objective.value_and_grad(run.load_model_params())[0]) if opts.match_loss else -math.inf
+        target, read = -math.inf, 0
+        if (
+            opts.match_loss
+        ):  # the original run's final objective: stored by its minimal history, else one pass
+            try:
+                values = run.mini_history().values
+                target, read = float(values[0]), int(values[:1].nbytes)
+            except HistoryError:
+                target = float(objective.value_and_grad(run.load_model_params())[0])
         replay, peak, restarts = replay_with_restarts(
             objective, run.initial_params(), retain, batch, steps, peak, opts.momentum, target, opts.seed
         )
         return (
             replay.w,
-            0,
+            read,
             {
                 "replay_steps": replay.steps,
                 "replay_stop": replay.stop,

@@ -14,6 +14,7 @@ from .forget import cmd_forget
 from .ids import cmd_ids
 from .ledger import cmd_ledger
 from .methods import cmd_methods
+from .queue import cmd_serve, cmd_submit
 from .train import cmd_fetch, cmd_train
 
 __all__ = [
@@ -22,6 +23,8 @@ __all__ = [
     "cmd_evaluate",
     "cmd_fetch",
     "cmd_forget",
+    "cmd_serve",
+    "cmd_submit",
     "cmd_ids",
     "cmd_ledger",
     "cmd_methods",
