@@ -121,7 +121,7 @@ def test_scrub_max_steps_push_the_forget_set_away(mlp_run, request_) -> None:
     # accuracy 0.947 (start 0.968). The min-steps see the same retain batches in both runs.
     start = mlp_run.load_model_params()
     forget, retain = request_.forget_ids, request_.retain_ids
-    options = {"batch_size": 32, "steps": 150, "seed": 2}
+    options = {"batch_size": 32, "steps": 150, "seed": 2, "optimizer": "sgd"}
     with_ascent = get_method("scrub", **options).unlearn(request_)
     without = get_method("scrub", msteps=0, **options).unlearn(request_)
     assert with_ascent.record.diagnostics["max_steps"] == 15 and without.record.diagnostics["max_steps"] == 0
@@ -131,13 +131,13 @@ def test_scrub_max_steps_push_the_forget_set_away(mlp_run, request_) -> None:
 
 def test_scrub_without_ascent_or_distillation_is_fine_tuning(request_, defaults) -> None:
     finetune = defaults["finetune"].params
-    plain = get_method("scrub", msteps=0, alpha=0.0).unlearn(request_)
+    plain = get_method("scrub", msteps=0, alpha=0.0, optimizer="sgd").unlearn(request_)
     assert torch.allclose(plain.params, finetune, rtol=0, atol=1e-13)
     # a min-step is lr / (gamma + alpha) * (gradient of gamma * mean CE + alpha * mean KL + L2 term)
     run = request_.run
     start, retain, lam, lr = run.load_model_params(), request_.retain_ids, run.objective.lam, run.config.lr
     _, grad_ce = run.objective.loss_grad_sum(start, retain)
-    doubled = get_method("scrub", msteps=0, alpha=0.0, gamma=2.0, steps=1).unlearn(request_)
+    doubled = get_method("scrub", msteps=0, alpha=0.0, gamma=2.0, steps=1, optimizer="sgd").unlearn(request_)
     expected = start - lr / 2.0 * (2.0 * grad_ce / retain.size + lam * start)
     assert torch.allclose(doubled.params, expected, rtol=0, atol=1e-15)
 
@@ -146,7 +146,7 @@ def test_scrub_steps_at_the_teacher(mlp_run, request_) -> None:
     objective, start = mlp_run.objective, mlp_run.load_model_params()
     lr = mlp_run.config.lr
     # a max-step at the teacher does not move the student (zero KL gradient, no L2 term)
-    one = {"steps": 1, "epochs": 1}
+    one = {"steps": 1, "epochs": 1, "optimizer": "sgd"}
     with_max = get_method("scrub", msteps=1, **one).unlearn(request_)
     without = get_method("scrub", msteps=0, **one).unlearn(request_)
     assert with_max.record.grad_evals == without.record.grad_evals + request_.forget_ids.size
@@ -284,3 +284,17 @@ def test_logits_loss_grad_sum_matches_the_objective_and_counts(mlp_run, forget) 
     assert float(whole[0]) > float(value)  # wrong targets cost more than the true labels
     with pytest.raises(ValueError):
         logits_loss_grad_sum(objective, w, forget, cross_entropy_sum, (targets[:-1],))
+
+
+def test_scrub_steps_by_the_authors_adam(mlp_run, request_) -> None:
+    """The default optimiser is the authors' Adam at 5e-4: its first step moves no entry by
+    more than the rate (m / sqrt(v) = +-1 where the gradient is not tiny against eps),
+    whatever the loss's scale."""
+    start = mlp_run.load_model_params()
+    first = get_method("scrub", msteps=0, steps=1, epochs=1).unlearn(request_)
+    moved = (first.params - start).abs()
+    assert first.record.diagnostics["optimizer"] == "adam" and first.record.diagnostics["lr"] == 5e-4
+    assert float(moved.max()) == pytest.approx(5e-4, rel=1e-3)
+    scaled = get_method("scrub", msteps=0, steps=1, epochs=1, gamma=7.0).unlearn(request_)
+    # blind to the loss's scale: a 7x heavier cross-entropy moves no entry farther
+    assert float((scaled.params - start).abs().max()) == pytest.approx(5e-4, rel=1e-3)
