@@ -85,6 +85,8 @@ def test_a_damaged_queue_serves_nothing_and_names_the_file(run_dir: Path) -> Non
         serve(run_dir)
     with Ledger.open(run_dir) as ledger:
         assert ledger.get("fine") is None  # nothing was served
+    assert main(["-q", "serve", str(run_dir)]) == 2  # the command says so and exits 2
+    assert len(list((run_dir / "queue").glob("*.json"))) == 2  # nothing lost
 
 
 def test_a_serve_killed_after_the_ledger_loses_nothing(run_dir: Path) -> None:
