@@ -126,8 +126,9 @@ class UnlearningMethod(ABC):
     summary: ClassVar[str] = ""
     # manifest roles of the recorded history the method cannot run without
     needs_history: ClassVar[tuple[str, ...]] = ()
-    # manifest roles of the recorded history the method reads when the run has it (None:
-    # ``needs_history``); what recording them cost is charged to the method in benchmarks
+    # what of the recorded history the method reads when the run has it (None: ``needs_history``),
+    # as keys of the manifest's ``recording`` (file roles, and ``history-final``: the minimal
+    # history's last checkpoint alone); benchmarks charge the method what recording them cost
     reads_history: ClassVar[tuple[str, ...] | None] = None
     # True when the result is the model retrained without the forgotten ids (no error
     # budget spent; a run's error budget resets after it)

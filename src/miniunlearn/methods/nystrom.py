@@ -42,6 +42,7 @@ from ..solvers.lbfgs import SecantPairs
 from ..solvers.retain_lbfgs import contract
 from ..training.config import CONVEX_MODELS
 from ..training.curvature import sketch_hessian
+from ..training.history import FINAL_ROLE
 from ..training.rundir import Run
 from .base import UnlearningMethod, UnlearnRequest, register
 from .mini.fixed_point import solve_kwargs
@@ -113,7 +114,7 @@ class NystromUnlearning(UnlearningMethod):
 
     def history_read(self) -> tuple[str, ...]:
         """The minimal history's last gradient when matching the residual (as warmstart)."""
-        return ("history-mini",) if self.options.match_residual else ()
+        return (FINAL_ROLE,) if self.options.match_residual else ()
 
     def check_run(self, run: Run) -> None:
         """Refuse, before anything is computed, a run of a non-convex model (ConfigError): the

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from ..errors import HistoryError
+from ..training.history import FINAL_ROLE
 from .base import UnlearningMethod, UnlearnRequest, register
 from .mini.options import MiniOptions
 from .mini.rewind import replay_with_restarts
@@ -64,7 +65,7 @@ class RetrainFast(UnlearningMethod):
 
     def history_read(self) -> tuple[str, ...]:
         """The minimal history's final objective value when stopping on it (one number)."""
-        return ("history-mini",) if self.options.match_loss else ()
+        return (FINAL_ROLE,) if self.options.match_loss else ()
 
     def _unlearn(self, request: UnlearnRequest) -> tuple[torch.Tensor, int, dict[str, Any]]:
         opts = self.options

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from ..errors import HistoryError
+from ..training.history import FINAL_ROLE
 from .base import UnlearningMethod, UnlearnRequest, register
 from .options import option
 
@@ -51,7 +52,7 @@ class WarmStart(UnlearningMethod):
 
     def history_read(self) -> tuple[str, ...]:
         """The minimal history's last gradient when matching the residual, else nothing."""
-        return ("history-mini",) if self.options.match_residual else ()
+        return (FINAL_ROLE,) if self.options.match_residual else ()
 
     def _unlearn(self, request: UnlearnRequest) -> tuple[torch.Tensor, int, dict[str, Any]]:
         opts = self.options

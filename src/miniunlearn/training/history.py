@@ -55,10 +55,13 @@ class RecordingCost:
     evaluations beyond training's own (the minimal history's full-data gradients at
     checkpoints of a mini-batch run; none for full-batch runs, whose step gradient is the
     full one) and seconds spent computing and keeping them. ``step_role`` is charged for
-    what the recorder does at every step, ``gradient_role`` for the full-data gradients."""
+    what the recorder does at every step, ``gradient_role`` for the full-data gradients at
+    checkpoints during training, ``final_role`` for the one at the end (what a method that
+    reads only the final gradient or objective value needs)."""
 
     step_role: str | None = None
     gradient_role: str | None = None
+    final_role: str | None = None
     evals: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -234,12 +237,19 @@ class CompositeRecorder:
         return files
 
 
+FINAL_ROLE = "history-final"
+"""The recording role of the minimal history's last checkpoint (the full-data gradient and
+objective value at the end of training): a recording cost, not a file of its own."""
+
+
 def recording_cost_for(mode: str) -> RecordingCost:
     """An empty :class:`RecordingCost` charging per-step work to the full history and full-data
     gradients to the minimal one, for the history ``mode`` a run records."""
+    mini = mode in MINI_HISTORY_MODES
     return RecordingCost(
         step_role="history-full" if mode in ("full", "both") else None,
-        gradient_role="history-mini" if mode in MINI_HISTORY_MODES else None,
+        gradient_role="history-mini" if mini else None,
+        final_role=FINAL_ROLE if mini else None,
     )
 
 

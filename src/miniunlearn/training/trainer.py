@@ -50,7 +50,7 @@ def train_loop(
             _record_full_gradient(objective, recorder, cost, t, w, (value, grad) if batch is None else None)
         w = w - plan.lrs[t] * grad
     if recorder.needs_full_gradient(total):
-        _record_full_gradient(objective, recorder, cost, total, w, None)
+        _record_full_gradient(objective, recorder, cost, total, w, None, final=True)
     return w
 
 
@@ -61,10 +61,14 @@ def _record_full_gradient(
     step: int,
     w: torch.Tensor,
     known: tuple[torch.Tensor, torch.Tensor] | None,
+    *,
+    final: bool = False,
 ) -> None:
     """Hand the recorder the full-data value and gradient at ``w``: ``known`` when the step's
-    batch was the whole data, else one extra pass, charged to ``cost``."""
+    batch was the whole data, else one extra pass, charged to ``cost`` (its final role for
+    the end of training)."""
     started, evals = time.perf_counter(), objective.grad_evals
     value, grad = known if known is not None else objective.value_and_grad(w)
     recorder.record_full_gradient(step, w, grad, float(value))
-    cost.add(cost.gradient_role, objective.grad_evals - evals, time.perf_counter() - started)
+    role = cost.final_role if final else cost.gradient_role
+    cost.add(role, objective.grad_evals - evals, time.perf_counter() - started)

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from ...training.history import MiniHistory
+from ...training.history import FINAL_ROLE, MiniHistory
 from ...training.retrain import retrain
 from ...training.rundir import Run
 from ..base import UnlearningMethod, UnlearnRequest, register
@@ -53,7 +53,7 @@ class MiniUnlearning(UnlearningMethod):
 
     name = "mini"
     needs_history = ("history-mini",)
-    reads_history = ("history-mini", "history-curvature")
+    reads_history = ("history-mini", FINAL_ROLE, "history-curvature")
     summary = (
         "stored checkpoints and curvature sketch; exact retain gradient by the gradient identity; "
         "sketch-preconditioned L-BFGS contraction (networks trained by SGD: rewind to an early "
