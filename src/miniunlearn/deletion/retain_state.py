@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..bound_cache import cache_binding, cached_bound_tensor
+from ..errors import RunDirError
 from ..training.rundir import Run
 
 CACHE_DIR = "cache"
@@ -45,7 +46,7 @@ def save_retain_state(
         if path.exists():
             path.unlink()  # a stale entry of the same model is replaced
         cached_bound_tensor(path, binding, lambda: state, name="state", device="cpu")
-    except OSError as exc:
+    except (OSError, RunDirError) as exc:  # the request is done either way: only the entry is lost
         warnings.warn(f"the retain state of model {model_sha256[:12]} was not kept ({exc})", stacklevel=2)
 
 
@@ -63,7 +64,7 @@ def load_retain_state(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a foreign entry is just not used
             state, _ = cached_bound_tensor(path, binding, absent, name="state", device=run.device)
-    except (_Absent, OSError):
+    except (_Absent, OSError, RunDirError):  # no usable entry (a cache folder that is not a real one too)
         return None
     state = state.to(torch.float64)
     if state.numel() != run.objective.dim + 1 or not torch.isfinite(state).all():
