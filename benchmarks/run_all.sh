@@ -51,5 +51,28 @@ chain_b() {
   "$BIN/python" benchmarks/deletion_sequence.py | tee "$OUT/deletion-sequence.md"
   "$BIN/python" benchmarks/mini_variants.py | tee "$OUT/mini-variants.md"
 }
+stream() { name=$1; shift; "$BIN/miniunlearn" -q bench --threads 1 --json "$OUT/$name.json" \
+  --plots "$OUT/$name" "$@" | tee "$OUT/$name.md"; }
+chain_c() {
+  # the flagship against its strongest peers, recording counted (docs/results.md, first section)
+  bench mnist-logreg-peers --dataset mnist --model logreg --ratios 0.1,0.5,0.9 --methods retrain,warmstart,nystrom,mini --seeds 3
+  bench adult-logreg-peers --dataset adult --model logreg --ratios 0.1,0.5,0.9 --methods retrain,warmstart,nystrom,mini --seeds 3
+  "$BIN/python" benchmarks/request_passes.py --dataset mnist --seeds 0,1,2 --threads 1 > "$OUT/request-passes-mnist.md"
+  "$BIN/python" benchmarks/request_passes.py --dataset adult --seeds 0,1,2 --threads 1 > "$OUT/request-passes-adult.md"
+  # streams of single-sample requests through the deletion workflow
+  stream stream-adult --dataset adult --model logreg --stream 100
+  stream stream-adult-small --dataset adult --model logreg --stream 100 -o mini:small_request_below=0.001
+  stream stream-mnist --dataset mnist --model logreg --stream 100
+  stream stream-mnist-small --dataset mnist --model logreg --stream 100 -o mini:small_request_below=0.001
+  stream stream-higgs --dataset synthetic-higgs --model logreg --stream 20
+  # networks: the history-free peer, 10 to 90 %, and SCRUB at its authors' optimiser
+  bench mnist-mlp-leaky-fast --dataset mnist --model mlp --preset leaky --ratios 0.1,0.3,0.5,0.7,0.9 --seeds 3 \
+    --methods retrain,none,retrain-fast,mini --runs-dir runs/leaky
+  bench mnist-mlp-leaky-fast-ulira --dataset mnist --model mlp --preset leaky --ratios 0.1,0.5,0.9 --seeds 1 \
+    --methods retrain,none,retrain-fast,mini --attacks population,ulira --runs-dir runs/leaky
+  bench mnist-mlp-leaky-scrub --dataset mnist --model mlp --preset leaky --ratios 0.1,0.3,0.5,0.7,0.9 --seeds 3 \
+    --methods retrain,scrub --runs-dir runs/leaky
+}
 chain_a > "$OUT/chain_a.log" 2>&1
 chain_b > "$OUT/chain_b.log" 2>&1
+chain_c > "$OUT/chain_c.log" 2>&1
