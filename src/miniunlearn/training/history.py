@@ -82,7 +82,7 @@ class RecordingCost:
             role: {
                 "grad_evals": self.evals[role],
                 "passes": round(self.evals[role] / max(n_train, 1), 4),
-                "seconds": round(self.seconds[role], 3),
+                "seconds": round(self.seconds[role], 6),
             }
             for role in sorted(self.evals)
         }
