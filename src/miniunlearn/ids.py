@@ -96,3 +96,13 @@ def random_forget_ids(n_train: int, ratio: float, seed: int) -> np.ndarray:
         )
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(n_train, size=count, replace=False)).astype(np.int64)
+
+
+def retained_ids(n_train: int, forgotten: np.ndarray) -> np.ndarray:
+    """Return the sorted ids of 0 .. ``n_train`` - 1 that are not in ``forgotten`` (valid ids).
+
+    A boolean mask, linear in ``n_train``: ``np.setdiff1d`` hashes both arrays and took
+    3 s on 10.5 million rows, more than the request it served."""
+    keep = np.ones(n_train, dtype=bool)
+    keep[np.asarray(forgotten, dtype=np.int64)] = False
+    return np.flatnonzero(keep)

@@ -39,7 +39,7 @@ import torch
 from ..certificate import certify_state, no_certificate_reason
 from ..device import device_scope
 from ..errors import ConfigError, ForgetRequestError, HistoryError, RunDirError
-from ..ids import ids_digest, normalize_ids, validate_forget_ids
+from ..ids import ids_digest, normalize_ids, retained_ids, validate_forget_ids
 from ..ledger import LedgerEntry, check_request_id
 from ..methods import UnlearningMethod, UnlearnRequest, get_method, method_class
 from ..training.retrain import retrain
@@ -202,7 +202,7 @@ def certificate_fields(
     why = no_certificate_reason(run)
     if why is not None:
         return {"certificate": None, "certificate_note": why}, None
-    retain = np.setdiff1d(np.arange(run.n_train), forgotten)
+    retain = retained_ids(run.n_train, forgotten)
     certificate, value, grad = certify_state(run, params, retain)
     fields = certificate.to_dict()
     try:  # how far training itself stopped from its optimum, from the stored final gradient

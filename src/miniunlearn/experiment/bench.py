@@ -20,7 +20,7 @@ from ..device import device_scope, resolve_device
 from ..errors import ConfigError
 from ..evaluation.metrics import param_distance
 from ..evaluation.ulira import ULiRAResult
-from ..ids import random_forget_ids
+from ..ids import random_forget_ids, retained_ids
 from ..methods import UnlearnRequest, available_methods, get_method, method_class
 from ..presets import preset
 from ..progress import progress_bar
@@ -432,7 +432,7 @@ def _cell(
         metrics["dist_to_optimum"] = param_distance(params, optimum) if optimum is not None else None
         if optimum is not None and no_certificate_reason(run) is None:
             # every certificate is checked where the float64 retain optimum is known
-            bound = certify(run, params, np.setdiff1d(np.arange(run.n_train), forget)).distance_bound
+            bound = certify(run, params, retained_ids(run.n_train, forget)).distance_bound
             metrics["certified_distance"] = bound
             metrics["certificate_holds"] = metrics["dist_to_optimum"] <= bound
         roc = metrics.pop("roc", {})

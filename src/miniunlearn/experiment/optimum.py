@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..bound_cache import cache_binding, cached_bound_tensor
-from ..ids import ids_digest
+from ..ids import ids_digest, retained_ids
 from ..solvers.lbfgs import SecantPairs
 from ..solvers.retain_lbfgs import contract
 from ..training.config import CONVEX_MODELS
@@ -44,7 +44,7 @@ def retain_optimum(run: Run, forget_ids: np.ndarray, *, rtol: float = 1e-9) -> t
     def compute() -> torch.Tensor:
         config = dataclasses.replace(run.config, dtype="float64")
         objective = objective_for(config, run.dataset, model_for(config, run.dataset, run.device))
-        retain = np.setdiff1d(np.arange(run.n_train), ids)
+        retain = retained_ids(run.n_train, ids)
         w = run.load_model_params().to(torch.float64)
         sketch = run.curvature_sketch()
         h0 = sketch.inverse_hessian_product if sketch is not None else None

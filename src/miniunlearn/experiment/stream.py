@@ -23,6 +23,7 @@ import numpy as np
 from ..certificate import certify, no_certificate_reason
 from ..deletion import current_version, forget, load_version_params
 from ..errors import ConfigError
+from ..ids import retained_ids
 from ..methods import UnlearnRequest, get_method
 from ..progress import progress_bar
 from ..training import Run, open_run, retrain
@@ -170,7 +171,7 @@ def _summarise(
         "certified_distance_max": max(bounds) if bounds else None,
     }
     if no_certificate_reason(original) is None:
-        retain = np.setdiff1d(np.arange(original.n_train), every)
+        retain = retained_ids(original.n_train, every)
         summary["final_certified_distance"] = certify(original, final, retain).distance_bound
     return summary
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, HistoryError, MiniUnlearnError
-from ..ids import validate_forget_ids
+from ..ids import retained_ids, validate_forget_ids
 from ..training.rundir import Run
 from .options import check_options, option_types
 
@@ -79,9 +79,7 @@ class UnlearnRequest:
     @cached_property
     def retain_ids(self) -> np.ndarray:
         """Sorted ids of the samples that remain after this request (computed once)."""
-        mask = np.ones(self.run.n_train, dtype=bool)
-        mask[self.all_forgotten] = False
-        return np.flatnonzero(mask)
+        return retained_ids(self.run.n_train, self.all_forgotten)
 
     def start_params(self) -> torch.Tensor:
         """The parameters unlearning starts from (the current model version)."""

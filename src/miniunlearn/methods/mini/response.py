@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from ...errors import HistoryError
+from ...ids import retained_ids
 from ...objective import Objective
 from ...training.history import MiniHistory
 from ...training.schedule import RESPONSE_FRACTIONS, StepPlan
@@ -169,7 +170,7 @@ def _forget_mean_path(
     if r <= n - r:
         means = objective.loss_grad_sum_many(W, forget)[1] / r
     else:
-        retain = np.setdiff1d(np.arange(n), forget)
+        retain = retained_ids(n, forget)
         retain_sums = objective.loss_grad_sum_many(W, retain)[1]
         means = (n * data_means - retain_sums) / r
     sample = np.sort(rng.choice(forget, min(slope_samples, r), replace=False))
