@@ -111,3 +111,14 @@ def test_the_commands_exit_2_on_bad_input(run_dir: Path, tmp_path: Path, capsys)
     assert "done: request c1" in capsys.readouterr().out
     assert main(["serve", str(run_dir)]) == 0
     assert "the queue is empty" in capsys.readouterr().out
+
+
+def test_a_refused_request_may_be_submitted_again_corrected(run_dir: Path) -> None:
+    """As with forget: a request refused for a bad id did nothing, so its id may carry a
+    corrected set of ids through the queue too."""
+    n = open_run(run_dir).n_train
+    with pytest.raises(ForgetRequestError):
+        forget(run_dir, [2, n + 3], request_id="fixme")
+    assert submit(run_dir, [2, 3], request_id="fixme").status == "queued"
+    (served,) = serve(run_dir)
+    assert served.outcome.status == "done" and served.outcome.entry.ids.tolist() == [2, 3]

@@ -34,7 +34,7 @@ from ..ids import ids_digest, validate_forget_ids
 from ..ledger import Ledger, check_request_id
 from ..methods import get_method
 from ..training.rundir import open_run
-from .workflow import ForgetOutcome, forget
+from .workflow import ForgetOutcome, conflicting_ids, forget
 
 QUEUE_DIR = "queue"
 FORMAT = "miniunlearn-queued-request/1"
@@ -144,7 +144,7 @@ def submit(
     except LedgerError as exc:
         raise RunDirError(f"cannot check request {request_id!r} against the run's ledger: {exc}") from exc
     if recorded is not None:
-        if recorded.ids_sha256 != digest:
+        if conflicting_ids(recorded, asked):
             raise ForgetRequestError(
                 f"request id {request_id!r} is recorded as {recorded.state} with a different set of ids "
                 f"({recorded.n_ids} ids); use a new request id"

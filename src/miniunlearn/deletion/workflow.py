@@ -85,9 +85,16 @@ def _recordable(ids: Any) -> np.ndarray:
         return np.zeros(0, np.int64)
 
 
+def conflicting_ids(previous: LedgerEntry, ids: np.ndarray) -> bool:
+    """Whether sending ``ids`` (sorted) under ``previous``'s request id is refused: ids other
+    than those the ledger holds for it, unless it was refused (a refused request did nothing,
+    so it may be re-sent with a corrected body)."""
+    return previous.state != "refused" and ids_digest(ids) != previous.ids_sha256
+
+
 def _already_done(session: RunSession, previous: LedgerEntry, asked: np.ndarray | None) -> ForgetOutcome:
     """The outcome of re-sending a done request: the version it produced; different ids refused."""
-    if asked is not None and ids_digest(asked) != previous.ids_sha256:
+    if asked is not None and conflicting_ids(previous, asked):
         raise ForgetRequestError(
             f"request id {previous.request_id!r} is already done with a different set of ids "
             f"({previous.n_ids} ids); nothing changed. Use a new request id for these ids"
@@ -141,7 +148,7 @@ def _admit(
     except ForgetRequestError as exc:
         _refuse(session, previous, ids, method, request_id, str(exc))
         raise
-    if previous is not None and previous.state != "refused" and ids_digest(asked) != previous.ids_sha256:
+    if previous is not None and conflicting_ids(previous, asked):
         raise ForgetRequestError(
             f"request id {request_id!r} is recorded as {previous.state} with a different set of ids "
             f"({previous.n_ids} ids); send it again with the same ids, or use a new request id"
