@@ -91,7 +91,7 @@ def run_stream(
     root = Path(tempfile.mkdtemp(prefix="miniunlearn-stream-")) if owned else Path(workdir)
     copy = Path(shutil.copytree(run.path, root / "run"))
     try:
-        records = _serve(copy, requests, spec, progress)
+        records = _serve(copy, run.n_train, requests, spec, progress)
         summary = _summarise(open_run(copy, device=run.device), run, requests, records, spec)
     finally:
         shutil.rmtree(copy, ignore_errors=True)
@@ -100,11 +100,13 @@ def run_stream(
     return records, summary
 
 
-def _serve(copy: Path, requests: list[np.ndarray], spec: StreamSpec, progress: bool) -> list[dict[str, Any]]:
-    """Serve every request on the run copy at ``copy``, one after another; return their records."""
+def _serve(
+    copy: Path, n_train: int, requests: list[np.ndarray], spec: StreamSpec, progress: bool
+) -> list[dict[str, Any]]:
+    """Serve every request on the run copy at ``copy`` (``n_train`` training samples), one
+    after another; return their records."""
     records = []
     forgotten = 0
-    n_train = open_run(copy).n_train
     bar = progress_bar(total=len(requests), desc=f"stream of {len(requests)}", enabled=progress, unit="req")
     for index, ids in enumerate(requests):
         started = time.perf_counter()
