@@ -102,8 +102,6 @@ def certify_state(
     objective = run.objective.cast(torch.float64)
     n_retain = run.n_train if retain_ids is None else int(len(retain_ids))
     value, grad = objective.value_and_grad(w.detach().to(objective.device, torch.float64), retain_ids)
-    if objective is not run.objective:
-        run.objective.grad_evals += objective.grad_evals
     lam = float(run.config.lam)
     x_norm = _max_input_norm(run)
     w64 = w.detach().to(torch.float64)

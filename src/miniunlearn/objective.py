@@ -61,6 +61,7 @@ class Objective:
         self.lam = float(lam)
         self.chunk_size = int(chunk_size)
         self.grad_evals = 0
+        self.counts_on: Objective | None = None  # the objective a cast copy also counts on
 
     @property
     def device(self) -> torch.device:
@@ -70,11 +71,20 @@ class Objective:
     def cast(self, dtype: torch.dtype) -> Objective:
         """Return this objective computed in ``dtype`` (a copy of the model cast to it, sharing
         the data, which is cast a block at a time); ``self`` when it already is. Gradient
-        evaluations are counted on the copy."""
+        evaluations are counted on the copy and on this objective."""
         if dtype == self.dtype:
             return self
         model = copy.deepcopy(self.model).to(dtype)
-        return Objective(model, self.x, self.y, self.lam, self.chunk_size, share_data=True)
+        cast = Objective(model, self.x, self.y, self.lam, self.chunk_size, share_data=True)
+        cast.counts_on = self
+        return cast
+
+    def count(self, evals: int) -> None:
+        """Add ``evals`` per-sample gradient evaluations to ``grad_evals`` (and to the objective
+        this one was cast from)."""
+        self.grad_evals += int(evals)
+        if self.counts_on is not None:
+            self.counts_on.count(evals)
 
     # -- parameter plumbing -------------------------------------------------
     def unflatten(self, w: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -126,7 +136,7 @@ class Objective:
             g, v = grad_and_value(self._chunk_loss_sum(xc, yc))(w)
             total_loss += v.detach()
             total_grad += g.detach()
-        self.grad_evals += self._count(ids)
+        self.count(self._count(ids))
         return total_loss, total_grad
 
     def loss_grad_sum_many(self, ws: torch.Tensor, ids: IdArray = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -142,7 +152,7 @@ class Objective:
             g, v = vmap(grad_and_value(self._chunk_loss_sum(xc, yc)))(ws)
             total_loss += v.detach()
             total_grad += g.detach()
-        self.grad_evals += m * self._count(ids)
+        self.count(m * self._count(ids))
         return total_loss, total_grad
 
     def loss_sum(self, w: torch.Tensor, ids: IdArray = None) -> torch.Tensor:
@@ -163,7 +173,7 @@ class Objective:
                 return grad_and_value(f)(w_)[0]
 
             total += jvp(grad_f, (w,), (v,))[1].detach()
-        self.grad_evals += 2 * self._count(ids)
+        self.count(2 * self._count(ids))
         return total
 
     def hvp_sum_many(self, w: torch.Tensor, vs: torch.Tensor, ids: IdArray = None) -> torch.Tensor:
@@ -181,7 +191,7 @@ class Objective:
                 return jvp(grad_f, (w,), (v,))[1]
 
             total += vmap(directional)(vs).detach()
-        self.grad_evals += 2 * vs.shape[0] * self._count(ids)
+        self.count(2 * vs.shape[0] * self._count(ids))
         return total
 
     # -- the regularised objective -----------------------------------------

@@ -54,7 +54,7 @@ def logits_loss_grad_sum(
         g, v = grad_and_value(chunk_loss)(w)
         total_loss += v.detach()
         total_grad += g.detach()
-    objective.grad_evals += int(idx.numel())
+    objective.count(int(idx.numel()))
     return total_loss, total_grad
 
 

@@ -259,8 +259,6 @@ class DeltaGrad(UnlearningMethod):
                         hessian = CompactHessian(store.pairs, opts.b0)
             v = v - plan.lrs[t] * grad
 
-        if objective is not run.objective:  # count the double-precision copy's work on the run
-            run.objective.grad_evals += objective.grad_evals
         diagnostics = {  # fallbacks are exact steps too, counted apart from the scheduled ones
             "exact_steps": exact,
             "approximate_steps": approx,

@@ -93,11 +93,7 @@ class WarmStart(UnlearningMethod):
             history_size=opts.history,
             line_search_fn="strong_wolfe",
         )
-        try:
-            optimizer.step(closure)
-        finally:
-            if objective is not run.objective:  # the copy's evaluations count on the run's objective
-                run.objective.grad_evals += objective.grad_evals
+        optimizer.step(closure)
         state = optimizer.state[w]
         final_norm = float(final["grad"].norm())
         return (
