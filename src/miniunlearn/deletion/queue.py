@@ -34,6 +34,7 @@ from ..ids import ids_digest, validate_forget_ids
 from ..ledger import Ledger, check_request_id
 from ..methods import get_method
 from ..training.rundir import open_run
+from .budget import DEFAULT_MAX_APPROX_RATIO
 from .workflow import ForgetOutcome, conflicting_ids, forget
 
 QUEUE_DIR = "queue"
@@ -184,7 +185,7 @@ def serve(
     *,
     lock_timeout: float = 0.0,
     device: str = "cpu",
-    max_approx_ratio: float | None = None,
+    max_approx_ratio: float = DEFAULT_MAX_APPROX_RATIO,
     max_certified_distance: float | None = None,
     on_served: Callable[[ServedRequest], None] | None = None,
 ) -> list[ServedRequest]:
@@ -196,9 +197,6 @@ def serve(
     ``forget``). Errors that are not about one request (the run's state, its lock) stop
     the serving and leave the rest queued.
     """
-    budget: dict[str, Any] = {"max_certified_distance": max_certified_distance}
-    if max_approx_ratio is not None:
-        budget["max_approx_ratio"] = max_approx_ratio
     served = []
     for request in queued(run_dir):
         before = _ledger_state(run_dir, request.request_id)
@@ -211,7 +209,8 @@ def serve(
                 request_id=request.request_id,
                 lock_timeout=lock_timeout,
                 device=device,
-                **budget,
+                max_approx_ratio=max_approx_ratio,
+                max_certified_distance=max_certified_distance,
             )
             result = ServedRequest(request, outcome, None)
         except ForgetRequestError as exc:  # refused or failed: the ledger records it
