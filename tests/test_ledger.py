@@ -21,6 +21,7 @@ from miniunlearn.ledger import (
     LEDGER_FILENAME,
     RETRAIN_METHOD,
     SCHEMA_VERSION,
+    BatchMember,
     Ledger,
     LedgerEntry,
     ids_digest,
@@ -557,3 +558,64 @@ def test_the_recorded_ids_digest_is_the_sha256_of_the_sorted_unique_int64_ids(le
         entry = led.receive(ids, "ga", {}, H0, request_id=f"d{i}")
         expected = hashlib.sha256(np.unique(np.asarray(ids)).astype("<i8").tobytes()).hexdigest()
         assert entry.ids_sha256 == expected == ids_digest(ids)
+
+
+# --------------------------------------------------------------------- batches
+
+
+def test_a_batch_records_each_member_with_its_own_ids(led: Ledger) -> None:
+    members = [BatchMember("a", [3, 1]), BatchMember("b", [7], "2026-01-01T00:00:00.000000+00:00")]
+    batch = led.receive([1, 3, 7], "mini", {}, H0, request_id="batch-1", members=members)
+    assert batch.members == ("a", "b") and led.get("a").state == "received"
+    led.complete("batch-1", H1, 1, {"passes": 4}, 0.1)
+    a, b = led.get("a"), led.get("b")
+    assert a.ids.tolist() == [1, 3] and b.ids.tolist() == [7] and b.received_at.startswith("2026-01-01")
+    assert a.state == b.state == "done" and a.batch == b.batch == "batch-1"
+    assert a.model_sha256_after == H1 and a.metrics == {"passes": 4}
+    assert led.forgotten_ids().tolist() == [1, 3, 7] and led.verify() == []
+    assert [r["request_id"] for r in led.to_json_records()] == ["batch-1", "a", "b"]
+    with pytest.raises(ForgetRequestError, match="member of batch batch-1"):
+        led.receive([9], "mini", {}, H1, request_id="a")
+
+
+@pytest.mark.parametrize(
+    "members, why",
+    [
+        ([BatchMember("a", [1]), BatchMember("b", [2])], "not the union"),  # 3 is nobody's
+        ([BatchMember("a", [1, 3]), BatchMember("a", [2])], "named twice"),
+        ([BatchMember("batch-1", [1, 2, 3])], "named twice"),
+        ([BatchMember("a", [1, 2, 3]), BatchMember("b", [])], "names no sample id"),
+    ],
+)
+def test_a_bad_batch_records_nothing(led: Ledger, members: list[BatchMember], why: str) -> None:
+    with pytest.raises(ForgetRequestError, match=why):
+        led.receive([1, 2, 3], "mini", {}, H0, request_id="batch-1", members=members)
+    assert led.entries() == [] and led.get("a") is None
+
+
+def test_a_recorded_request_cannot_join_a_batch(led: Ledger) -> None:
+    led.receive([5], "mini", {}, H0, request_id="old")
+    with pytest.raises(ForgetRequestError, match="recorded already"):
+        led.receive(
+            [5, 6],
+            "mini",
+            {},
+            H0,
+            request_id="batch-1",
+            members=[BatchMember("old", [5]), BatchMember("n", [6])],
+        )
+    assert led.get("batch-1") is None and led.get("n") is None
+
+
+@pytest.mark.parametrize("end", ["fail", "refuse"])
+def test_a_batch_that_does_not_finish_releases_its_members(led: Ledger, end: str) -> None:
+    members = [BatchMember("a", [1]), BatchMember("b", [2])]
+    led.receive([1, 2], "mini", {}, H0, request_id="batch-1", members=members)
+    if end == "fail":
+        led.fail("batch-1", "the method crashed")
+    else:
+        led.refuse([1, 2], "mini", "bad", request_id="batch-1")
+    assert led.get("a") is None and led.members("batch-1") == []
+    (event,) = led.events("batch-1")
+    assert event["event"] == "members-released" and event["detail"]["members"] == ["a", "b"]
+    assert led.receive([1], "mini", {}, H0, request_id="a").batch is None  # free to be sent again

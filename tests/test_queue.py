@@ -1,5 +1,6 @@
 """A queue of deletion requests: submit never waits for the run, serve works through the
-queue oldest first, each request its own model version, and nothing queued is ever lost."""
+queue (new requests as one batch, or one by one, each its own model version), and nothing
+queued is ever lost. The batches themselves: tests/test_queue_batch.py."""
 
 from __future__ import annotations
 
@@ -31,17 +32,17 @@ def test_submit_returns_while_the_run_is_locked_and_serve_drains_the_queue(run_d
         second = submit(run_dir, np.array([8]), request_id="b")
     assert first.status == second.status == "queued"
     assert [q.request_id for q in queued(run_dir)] == ["a", "b"]
-    served = serve(run_dir)
+    served = serve(run_dir, batch=False)
     assert [s.outcome.status for s in served] == ["done", "done"] and queued(run_dir) == []
     with Ledger.open(run_dir) as ledger:
         a, b = ledger.get("a"), ledger.get("b")
     assert a.state == b.state == "done"
     assert a.ids.tolist() == [3, 5] and b.ids.tolist() == [8]  # each with exactly its own ids
-    assert a.model_version == 1 and b.model_version == 2  # each its own link of the chain
-    assert served[1].outcome.certificate is not None
+    assert a.model_version == 1 and b.model_version == 2  # one by one: each its own link of the chain
+    assert a.batch is None and served[1].outcome.certificate is not None
 
 
-def test_the_queue_gives_the_model_of_the_same_requests_sent_one_by_one(
+def test_one_by_one_the_queue_gives_the_model_of_the_same_requests_sent_by_hand(
     run_dir: Path, tmp_path: Path
 ) -> None:
     by_hand = Path(shutil.copytree(run_dir, tmp_path / "by-hand"))
@@ -49,7 +50,7 @@ def test_the_queue_gives_the_model_of_the_same_requests_sent_one_by_one(
     for rid, ids in requests.items():
         submit(run_dir, ids, request_id=rid)
         forget(by_hand, ids, request_id=rid)
-    serve(run_dir)
+    serve(run_dir, batch=False)
     run, other = open_run(run_dir), open_run(by_hand)
     queued_model = load_version_params(run, current_version(run))
     assert torch.equal(queued_model, load_version_params(other, current_version(other)))

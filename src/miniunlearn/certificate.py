@@ -105,8 +105,8 @@ def certify_state(
     lam = float(run.config.lam)
     x_norm = _max_input_norm(run)
     w64 = w.detach().to(torch.float64)
-    allowance = 2.0 * UNIT_ROUNDOFF * (
-        (n_retain + objective.dim) * math.sqrt(2.0) * x_norm + lam * float(w64.norm())
+    allowance = (
+        2.0 * UNIT_ROUNDOFF * ((n_retain + objective.dim) * math.sqrt(2.0) * x_norm + lam * float(w64.norm()))
     )
     grad_norm = float(grad.norm())
     distance = (grad_norm + allowance) / lam

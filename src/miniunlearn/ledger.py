@@ -28,8 +28,18 @@ Schema versions
     * v2: adds ``error_budget_used`` (the approximation error a method spent on a
       request) and ``done_seq`` (the order in which requests completed, used to sum
       the budget since the last retraining).
-    * v3 (current): adds the ``events`` table: what a request went through before its
-      current state (a refusal before it was re-sent with a corrected body).
+    * v3: adds the ``events`` table: what a request went through before its current
+      state (a refusal before it was re-sent with a corrected body).
+    * v4 (current): adds the ``members`` table: the requests a batch was served for.
+
+Batches
+    Several queued requests may be served by one solve (one model version): the batch
+    is one entry of ``requests`` (its ids the union of its members', its own request id),
+    so the chain of done requests and the forgotten ids are those of single requests.
+    Each member keeps its own request id and ids in ``members``; :meth:`Ledger.get` on a
+    member's id returns its view: the batch's state, model and record with the member's
+    own ids (``batch`` names the batch). A batch that fails or is refused releases its
+    members (their ids may be sent again); the release is kept as an event.
 
 Retraining
     A full retraining is recorded as a request whose ``method`` is ``"retrain"``
@@ -60,8 +70,8 @@ import shutil
 import sqlite3
 import tempfile
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -75,6 +85,7 @@ from miniunlearn.runlock import LOCK_FILENAME, run_lock
 
 __all__ = [
     "APPLICATION_ID",
+    "BatchMember",
     "LEDGER_FILENAME",
     "LOCK_FILENAME",
     "RETRAIN_METHOD",
@@ -91,7 +102,7 @@ __all__ = [
 LEDGER_FILENAME = "ledger.sqlite"
 """File name of the ledger inside a run directory."""
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Schema version this code writes; older files are migrated on open."""
 
 APPLICATION_ID = 0x4D554C47  # "MULG": marks a SQLite file as a miniunlearn ledger.
@@ -154,6 +165,25 @@ CREATE INDEX events_request ON events (request_id);
 
 _SCHEMA_V3 = _SCHEMA_V2 + _EVENTS_TABLE
 
+_MEMBERS_TABLE = """
+CREATE TABLE members (
+    request_id  TEXT PRIMARY KEY,
+    batch_id    TEXT NOT NULL,
+    position    INTEGER NOT NULL,
+    ids         BLOB NOT NULL,
+    n_ids       INTEGER NOT NULL CHECK (n_ids >= 0),
+    ids_sha256  TEXT NOT NULL,
+    received_at TEXT NOT NULL
+);
+CREATE INDEX members_batch ON members (batch_id);
+"""
+
+_SCHEMA_V4 = _SCHEMA_V3 + _MEMBERS_TABLE
+_INSERT_MEMBER = (
+    "INSERT INTO members (request_id, batch_id, position, ids, n_ids, ids_sha256, received_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
 _COLUMNS_V1 = (
     "seq",
     "request_id",
@@ -172,8 +202,8 @@ _COLUMNS_V1 = (
     "reason",
 )
 _COLUMNS = {1: _COLUMNS_V1, 2: (*_COLUMNS_V1, "error_budget_used", "done_seq")}
-_COLUMNS[3] = _COLUMNS[2]
-_SCHEMAS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
+_COLUMNS[3] = _COLUMNS[4] = _COLUMNS[2]
+_SCHEMAS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4}
 
 
 # --------------------------------------------------------------------------- ids
@@ -199,7 +229,9 @@ class LedgerEntry:
     ``ids`` is the sorted unique int64 array of sample ids (read-only);
     ``options`` and ``metrics`` are decoded JSON; times are UTC ISO 8601 strings.
     ``seq`` is the order in which requests were received; ``done_seq`` the order in
-    which they completed (``None`` unless done).
+    which they completed (``None`` unless done). ``batch``: for a request served as a
+    member of a batch, the batch's request id (every other field but its own id, ids and
+    received time is the batch's); ``members``: for a batch, its members' request ids.
     """
 
     request_id: str
@@ -219,6 +251,8 @@ class LedgerEntry:
     reason: str | None
     seq: int
     done_seq: int | None
+    batch: str | None = None
+    members: tuple[str, ...] = ()
 
     @property
     def is_retrain(self) -> bool:
@@ -254,8 +288,9 @@ class LedgerEntry:
 
         Keys: request_id, state, method, options, n_ids, ids_sha256, received_at,
         completed_at, duration_s, model_sha256_before, model_sha256_after,
-        model_version, metrics, error_budget_used, reason, seq, done_seq; plus
-        ``ids`` (a list of ints) when ``include_ids`` is true.
+        model_version, metrics, error_budget_used, reason, seq, done_seq; ``batch``
+        for a member of a batch, ``members`` for a batch; plus ``ids`` (a list of ints)
+        when ``include_ids`` is true.
         """
         record: dict[str, Any] = {
             "request_id": self.request_id,
@@ -276,9 +311,23 @@ class LedgerEntry:
             "seq": self.seq,
             "done_seq": self.done_seq,
         }
+        if self.batch is not None:
+            record["batch"] = self.batch
+        if self.members:
+            record["members"] = list(self.members)
         if include_ids:
             record["ids"] = self.ids.tolist()
         return record
+
+
+@dataclass(frozen=True)
+class BatchMember:
+    """A request a batch serves: its request id, its ids and when it was received (UTC ISO
+    8601; the time the batch is received when None)."""
+
+    request_id: str
+    ids: Any
+    received_at: str | None = None
 
 
 # ----------------------------------------------------------------------- helpers
@@ -661,7 +710,8 @@ class Ledger:
 
     # -- rows ----------------------------------------------------------------------
 
-    def _entry(self, row: sqlite3.Row) -> LedgerEntry:
+    def _checked_ids(self, row: sqlite3.Row) -> np.ndarray:
+        """The ids of a requests or members row, checked against its length and sha256."""
         blob = bytes(row["ids"])
         rid = row["request_id"]
         if len(blob) != 8 * row["n_ids"]:
@@ -674,6 +724,24 @@ class Ledger:
                 RuntimeError("ids digest"),
                 f"request {rid}: stored ids do not match their recorded sha256",
             )
+        return _ids_from_blob(blob)
+
+    def _member_ids_of(self, batch_id: str | None = None) -> dict[str, list[str]]:
+        """{batch request id: its members' request ids in order} (of one batch, or all)."""
+        where, params = ("WHERE batch_id = ?", (batch_id,)) if batch_id is not None else ("", ())
+        rows = self._query(
+            f"SELECT batch_id, request_id FROM members {where} ORDER BY batch_id, position", params
+        )
+        found: dict[str, list[str]] = {}
+        for row in rows:
+            found.setdefault(row[0], []).append(row[1])
+        return found
+
+    def _entry(self, row: sqlite3.Row, members: dict[str, list[str]] | None = None) -> LedgerEntry:
+        rid = row["request_id"]
+        ids = self._checked_ids(row)
+        if members is None:
+            members = self._member_ids_of(rid)
         try:
             options = json.loads(row["options"]) if row["options"] else {}
             metrics = json.loads(row["metrics"]) if row["metrics"] is not None else None
@@ -685,7 +753,7 @@ class Ledger:
             state=row["state"],
             method=row["method"],
             options=options,
-            ids=_ids_from_blob(blob),
+            ids=ids,
             n_ids=int(row["n_ids"]),
             ids_sha256=row["ids_sha256"],
             received_at=row["received_at"],
@@ -698,7 +766,93 @@ class Ledger:
             reason=row["reason"],
             seq=int(row["seq"]),
             done_seq=row["done_seq"] if "done_seq" in keys else None,
+            members=tuple(members.get(rid, ())),
         )
+
+    def _member_view(self, row: sqlite3.Row, batch: LedgerEntry | None = None) -> LedgerEntry:
+        """The entry of a batch member: its batch's entry (read when None) with the member's
+        own id and ids."""
+        batch = batch if batch is not None else self.get(row["batch_id"])
+        if batch is None:
+            raise self._corrupt(
+                RuntimeError("orphan member"),
+                f"request {row['request_id']} is a member of batch {row['batch_id']}, which is not recorded",
+            )
+        return replace(
+            batch,
+            request_id=row["request_id"],
+            ids=self._checked_ids(row),
+            n_ids=int(row["n_ids"]),
+            ids_sha256=row["ids_sha256"],
+            received_at=row["received_at"],
+            batch=batch.request_id,
+            members=(),
+        )
+
+    def _require_unused(self, conn: sqlite3.Connection, request_id: str) -> None:
+        """Raise ForgetRequestError when ``request_id`` is a member of a batch."""
+        row = conn.execute("SELECT batch_id FROM members WHERE request_id = ?", (request_id,)).fetchone()
+        if row is not None:
+            raise ForgetRequestError(
+                f"request id {request_id!r} is recorded as a member of batch {row[0]}; use a new request id"
+            )
+
+    def _insert_members(
+        self,
+        conn: sqlite3.Connection,
+        batch_id: str,
+        members: Sequence[BatchMember],
+        ids: np.ndarray,
+    ) -> None:
+        """Record ``members`` of the batch ``batch_id`` whose ids are
+        ``ids``. Raises ForgetRequestError when a member id is recorded already, is the batch's
+        own, is given twice, or when the members' ids do not make up ``ids`` exactly."""
+        seen: set[str] = set()
+        union = np.zeros(0, np.int64)
+        now = _now()
+        for position, member in enumerate(members):
+            rid = check_request_id(member.request_id)
+            if rid in seen or rid == batch_id or self._get_row(conn, rid) is not None:
+                raise ForgetRequestError(
+                    f"request id {rid!r} cannot join batch {batch_id}: it is recorded already or named twice"
+                )
+            self._require_unused(conn, rid)
+            seen.add(rid)
+            norm = normalize_ids(member.ids)
+            if norm.size == 0:
+                raise ForgetRequestError(f"request {rid!r} names no sample id")
+            union = np.union1d(union, norm)
+            blob = _ids_bytes(norm)
+            conn.execute(
+                _INSERT_MEMBER,
+                (
+                    rid,
+                    batch_id,
+                    position,
+                    blob,
+                    int(norm.size),
+                    hashlib.sha256(blob).hexdigest(),
+                    member.received_at or now,
+                ),
+            )
+        if not np.array_equal(union, ids):
+            raise ForgetRequestError(
+                f"batch {batch_id}'s ids ({ids.size}) are not the union of its members' ids ({union.size})"
+            )
+
+    def _release_members(self, conn: sqlite3.Connection, batch_id: str, state: str) -> None:
+        """Delete the members of a batch that ended ``state`` (failed or refused), keeping
+        their request ids as an event of the batch, so each may be sent again."""
+        released = [
+            r[0] for r in conn.execute("SELECT request_id FROM members WHERE batch_id = ?", (batch_id,))
+        ]
+        if not released:
+            return
+        conn.execute(
+            "INSERT INTO events (request_id, at, event, detail) VALUES (?, ?, 'members-released', ?)",
+            (batch_id, _now(), json.dumps({"state": state, "members": released})),
+        )
+        conn.execute("DELETE FROM members WHERE batch_id = ?", (batch_id,))
 
     def _get_row(self, conn: sqlite3.Connection, request_id: str) -> sqlite3.Row | None:
         cur = conn.execute("SELECT * FROM requests WHERE request_id = ?", (request_id,))
@@ -717,6 +871,7 @@ class Ledger:
         model_sha256_before: str | None,
         reason: str | None,
     ) -> None:
+        self._require_unused(conn, request_id)
         blob = _ids_bytes(ids)
         now = _now()
         conn.execute(
@@ -753,6 +908,8 @@ class Ledger:
         options: Mapping[str, Any] | None,
         model_sha256_before: str,
         request_id: str | None = None,
+        *,
+        members: Sequence[BatchMember] = (),
     ) -> LedgerEntry:
         """Record a new deletion request in state ``received`` and return its entry.
 
@@ -765,7 +922,9 @@ class Ledger:
         existing entry is returned unchanged (whatever its state -- a ``done`` one
         means there is nothing left to do). If it exists with different ids,
         raises :class:`ForgetRequestError`. Invalid ids or options also raise
-        :class:`ForgetRequestError`.
+        :class:`ForgetRequestError`. ``members``: for a batch, every request it serves
+        (:class:`BatchMember`), recorded in the same transaction; their ids must make up
+        ``ids`` exactly (see the module docstring).
         """
         norm = normalize_ids(ids)
         if norm.size == 0:
@@ -792,6 +951,8 @@ class Ledger:
                     model_sha256_before=model_sha256_before,
                     reason=None,
                 )
+                if members:
+                    self._insert_members(conn, rid, members, norm)
             else:
                 self._check_same_ids(existing, norm)
         entry = self.get(rid)
@@ -815,6 +976,7 @@ class Ledger:
         ids: Iterable[int] | np.ndarray | None = None,
         options: Mapping[str, Any] | None = None,
         request_id: str | None = None,
+        members: Sequence[BatchMember] = (),
     ) -> LedgerEntry:
         """Record the start of a full retraining (method ``"retrain"``) and return it.
 
@@ -824,7 +986,8 @@ class Ledger:
         (:class:`ForgetRequestError` otherwise). Complete it with :meth:`complete`
         (``error_budget_used`` 0 or None); once done it resets
         :meth:`error_budget_since_last_retrain`. Idempotent on ``request_id`` as
-        :meth:`receive`.
+        :meth:`receive`. ``members``: as for :meth:`receive` (a batch served by
+        retraining; their ids must be the retraining's new ids).
         """
         if not isinstance(reason, str) or not reason.strip():
             raise ForgetRequestError("a retraining needs a reason (e.g. 'requested')")
@@ -858,6 +1021,8 @@ class Ledger:
                     model_sha256_before=model_sha256_before,
                     reason=reason,
                 )
+                if members:
+                    self._insert_members(conn, rid, members, norm)
         entry = self.get(rid)
         assert entry is not None
         return entry
@@ -929,6 +1094,7 @@ class Ledger:
                 "UPDATE requests SET state = 'failed', completed_at = ?, reason = ? WHERE request_id = ?",
                 (_now(), reason, request_id),
             )
+            self._release_members(conn, request_id, "failed")
         entry = self.get(request_id)
         assert entry is not None
         return entry
@@ -975,6 +1141,7 @@ class Ledger:
                         "WHERE request_id = ?",
                         (_now(), reason, rid),
                     )
+                    self._release_members(conn, rid, "refused")
         entry = self.get(rid)
         assert entry is not None
         return entry
@@ -1102,9 +1269,22 @@ class Ledger:
     # -- public API: reading -------------------------------------------------------
 
     def get(self, request_id: str) -> LedgerEntry | None:
-        """Return the entry of ``request_id``, or None when it is not recorded."""
+        """Return the entry of ``request_id`` (a member of a batch: its view, see the module
+        docstring), or None when it is not recorded."""
         rows = self._query("SELECT * FROM requests WHERE request_id = ?", (request_id,))
-        return self._entry(rows[0]) if rows else None
+        if rows:
+            return self._entry(rows[0])
+        rows = self._query("SELECT * FROM members WHERE request_id = ?", (request_id,))
+        return self._member_view(rows[0]) if rows else None
+
+    def members(self, batch_id: str) -> list[LedgerEntry]:
+        """Return the entries of the members of batch ``batch_id`` in their order (empty for
+        a request that is no batch, or a batch that released its members)."""
+        rows = self._query("SELECT * FROM members WHERE batch_id = ? ORDER BY position", (batch_id,))
+        if not rows:
+            return []
+        batch = self.get(batch_id)
+        return [self._member_view(row, batch) for row in rows]
 
     def entries(self, state: str | None = None) -> list[LedgerEntry]:
         """Return all entries in the order received, or only those in ``state``.
@@ -1117,7 +1297,8 @@ class Ledger:
             if state not in STATES:
                 raise LedgerError(f"unknown state {state!r}; choose from {', '.join(STATES)}")
             rows = self._query("SELECT * FROM requests WHERE state = ? ORDER BY seq", (state,))
-        return [self._entry(row) for row in rows]
+        members = self._member_ids_of()
+        return [self._entry(row, members) for row in rows]
 
     def pending(self) -> list[LedgerEntry]:
         """Return entries still ``received``: started but never finished (a crash).
@@ -1172,16 +1353,21 @@ class Ledger:
         Keys are those of :meth:`LedgerEntry.to_record` (request_id, state, n_ids,
         ids_sha256, method, options, times, model hashes, model_version, metrics,
         error_budget_used, reason, ...). The ids themselves are left out unless
-        ``include_ids`` is true.
+        ``include_ids`` is true. The members of a batch follow it, each with ``batch``.
         """
-        return [e.to_record(include_ids=include_ids) for e in self.entries()]
+        records = []
+        for entry in self.entries():
+            records.append(entry.to_record(include_ids=include_ids))
+            records += [m.to_record(include_ids=include_ids) for m in self.members(entry.request_id)]
+        return records
 
     def verify(self) -> list[str]:
         """Check the whole ledger and return a list of problems (empty when sound).
 
-        Runs SQLite's full integrity check, re-hashes every entry's ids, and checks
-        that done entries chain: each one's ``model_sha256_before`` equals the
-        previous done entry's ``model_sha256_after``.
+        Runs SQLite's full integrity check, re-hashes every entry's ids, checks
+        that done entries chain (each one's ``model_sha256_before`` equals the
+        previous done entry's ``model_sha256_after``) and that each batch's ids are
+        its members' ids.
         """
         problems: list[str] = []
         try:
@@ -1205,6 +1391,18 @@ class Ledger:
                     f"request {cur.request_id} started from model {cur.model_sha256_before[:12]} "
                     f"but the previous done request {prev.request_id} produced "
                     f"{prev.model_sha256_after[:12]}"
+                )
+        for entry in entries:
+            if not entry.members:
+                continue
+            try:
+                union = np.unique(np.concatenate([m.ids for m in self.members(entry.request_id)]))
+            except LedgerError as exc:
+                problems.append(str(exc))
+                continue
+            if not np.array_equal(union, entry.ids):
+                problems.append(
+                    f"batch {entry.request_id} holds {entry.n_ids} ids, but its members name {union.size}"
                 )
         return problems
 
@@ -1273,6 +1471,24 @@ def _insert_done(conn: sqlite3.Connection, records: list[Mapping[str, Any]]) -> 
                     done_seq,
                 ),
             )
+            for position, m in enumerate(r.get("members") or ()):
+                member_blob = _ids_bytes(normalize_ids(m["ids"]))
+                if hashlib.sha256(member_blob).hexdigest() != m["ids_sha256"]:
+                    raise LedgerError(
+                        f"request {m['request_id']}: its ids do not match their recorded sha256"
+                    )
+                conn.execute(
+                    _INSERT_MEMBER,
+                    (
+                        check_request_id(m["request_id"]),
+                        r["request_id"],
+                        position,
+                        member_blob,
+                        len(member_blob) // 8,
+                        m["ids_sha256"],
+                        m["received_at"],
+                    ),
+                )
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -1322,4 +1538,11 @@ def _migrate_v2_to_v3(conn: sqlite3.Connection) -> None:
             conn.execute(statement)
 
 
-_MIGRATIONS = {1: _migrate_v1_to_v2, 2: _migrate_v2_to_v3}
+def _migrate_v3_to_v4(conn: sqlite3.Connection) -> None:
+    """v3 -> v4: add the ``members`` table (the requests each batch served)."""
+    for statement in _MEMBERS_TABLE.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+_MIGRATIONS = {1: _migrate_v1_to_v2, 2: _migrate_v2_to_v3, 3: _migrate_v3_to_v4}

@@ -195,18 +195,39 @@ def next_version_number(run: Run, ledger: Ledger) -> int:
     return max(used) + 1
 
 
-def _pack_entry(entry: LedgerEntry, metrics: dict[str, Any] | None, budget: float | None) -> str:
-    """The done ledger entry a version file carries, as compressed JSON text."""
+def _pack_ids(ids: np.ndarray) -> str:
+    return base64.b64encode(zlib.compress(ids.astype("<i8").tobytes())).decode()
+
+
+def _unpack_ids(text: str) -> np.ndarray:
+    return np.frombuffer(zlib.decompress(base64.b64decode(text)), dtype="<i8")
+
+
+def _pack_entry(
+    entry: LedgerEntry, metrics: dict[str, Any] | None, budget: float | None, members: list[LedgerEntry]
+) -> str:
+    """The done ledger entry a version file carries (a batch's with its ``members``: request
+    id, ids, ids sha256 and time received each), as compressed JSON text."""
     record = entry.to_record(include_ids=False)
     record.update(state="done", metrics=metrics, error_budget_used=budget)
     record["completed_at"] = datetime.now(UTC).isoformat(timespec="microseconds")
-    record["ids"] = base64.b64encode(zlib.compress(entry.ids.astype("<i8").tobytes())).decode()
+    record["ids"] = _pack_ids(entry.ids)
+    record["members"] = [
+        {
+            "request_id": m.request_id,
+            "ids": _pack_ids(m.ids),
+            "ids_sha256": m.ids_sha256,
+            "received_at": m.received_at,
+        }
+        for m in members
+    ]
     return base64.b64encode(zlib.compress(json.dumps(record, default=json_default).encode())).decode()
 
 
 def _unpack_entry(text: str) -> dict[str, Any]:
     record = json.loads(zlib.decompress(base64.b64decode(text)))
-    record["ids"] = np.frombuffer(zlib.decompress(base64.b64decode(record["ids"])), dtype="<i8")
+    record["ids"] = _unpack_ids(record["ids"])
+    record["members"] = [m | {"ids": _unpack_ids(m["ids"])} for m in record.get("members") or ()]
     return record
 
 
@@ -223,7 +244,7 @@ def write_version(
     """Write ``params`` as the next model version of request ``entry`` and make it current.
 
     The file carries the entry as it will be once done (with ``metrics`` and
-    ``budget``), so the ledger can be rebuilt from the files. The number is one
+    ``budget``, and a batch's members), so the ledger can be rebuilt from the files. The number is one
     past every number ever used; the file is complete on disk before current.json
     is switched to it; ``before_switch`` runs just before the switch and may raise to
     stop it. Returns the new version.
@@ -234,7 +255,7 @@ def write_version(
     meta = {
         "format": "miniunlearn-model",
         "version": str(number),
-        _RECORD_KEY: _pack_entry(entry, metrics, budget),
+        _RECORD_KEY: _pack_entry(entry, metrics, budget, ledger.members(entry.request_id)),
     }
     with atomic_path(run.path / rel) as tmp:
         save_params(tmp, run.objective, params, meta)
@@ -340,7 +361,11 @@ def rebuild_ledger(run: Run) -> list[str]:
             f"Restore this run's own current.json, or write it as {json.dumps(named)} and run this again"
         )
     Ledger.build(path, records)
-    lines = [f"restored request {r['request_id']} -> model version {r['model_version']}" for r in records]
+    lines = [
+        f"restored request {r['request_id']} -> model version {r['model_version']}"
+        + (f" (a batch of {len(r['members'])} requests)" if r.get("members") else "")
+        for r in records
+    ]
     return [
         *lines,
         f"ledger rebuilt with {len(records)} done request(s); refused, failed and no-change requests "

@@ -253,7 +253,8 @@ def _add_serve(sub: Any) -> None:
     p = _subcommand(
         sub,
         "serve",
-        "serve every queued deletion request, oldest first, each as its own model version",
+        "serve every queued deletion request: new requests with the same method and options in one "
+        "solve and one model version (a batch), each recorded in the ledger with its own ids",
         cmd_serve,
     )
     _run_dir_argument(p)
@@ -261,6 +262,11 @@ def _add_serve(sub: Any) -> None:
         "--watch",
         type=_interval,
         help="keep serving: look for new requests every this many seconds until interrupted",
+    )
+    p.add_argument(
+        "--one-by-one",
+        action="store_true",
+        help="serve each queued request as its own model version, oldest first, instead of in batches",
     )
     _budget_arguments(p)
     _wait_argument(p, "seconds to wait for another command on the run, for each request")
@@ -322,7 +328,7 @@ def _add_bench(sub: Any) -> None:
 
 
 def _stream_arguments(p: argparse.ArgumentParser) -> None:
-    """bench's --stream, --request-size, --mixed-sizes and --stream-method."""
+    """bench's --stream, --request-size, --mixed-sizes, --stream-method and --queue."""
     p.add_argument(
         "--stream",
         type=int,
@@ -338,6 +344,12 @@ def _stream_arguments(p: argparse.ArgumentParser) -> None:
         help="with --stream: request sizes drawn uniformly from 1 to 1 %% of the training set",
     )
     p.add_argument("--stream-method", default="mini", help="the method serving --stream")
+    p.add_argument(
+        "--queue",
+        action="store_true",
+        help="with --stream: submit the N requests to the run's queue and serve them with one "
+        "`serve` (one batch), against one request served alone and the union served at once",
+    )
 
 
 def _parallel_arguments(p: argparse.ArgumentParser) -> None:

@@ -9,11 +9,11 @@ only once the ledger holds the request's outcome. A killed ``serve`` loses nothi
 request's file is still queued, and serving it again is idempotent (a done request id
 reports the version it produced; a received one was settled by the next command).
 
-Each request is its own link in the chain of model versions (the model after request k is
-the one request k + 1 starts from), so every ledger entry keeps exactly its own ids and
-model; requests are not merged into one solve. Each starts from the retain gradient its
-predecessor's certificate measured, which makes a queue of small requests cheaper than the
-same requests sent one by one from cold.
+New requests that ask for the same method and options are served as one batch
+(:func:`.workflow.forget_batch`): one solve on the union of their ids and one model
+version, the cost of one request; the ledger holds an entry for each request with exactly
+its own ids, done with the batch's model, record and certificate. Requests the ledger
+knows already, and those of a batch that was refused or failed, are served one by one.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +32,12 @@ import numpy as np
 from ..errors import ForgetRequestError, LedgerError, MiniUnlearnError, RunDirError
 from ..fileio import atomic_write_json, run_subdir
 from ..ids import ids_digest, validate_forget_ids
-from ..ledger import Ledger, check_request_id
+from ..ledger import BatchMember, Ledger, check_request_id
 from ..methods import get_method
 from ..training.rundir import open_run
 from .budget import DEFAULT_MAX_APPROX_RATIO
-from .workflow import ForgetOutcome, conflicting_ids, forget
+from .session import open_session
+from .workflow import ForgetOutcome, conflicting_ids, forget, forget_batch, new_batch_id
 
 QUEUE_DIR = "queue"
 FORMAT = "miniunlearn-queued-request/1"
@@ -188,43 +190,135 @@ def serve(
     max_approx_ratio: float = DEFAULT_MAX_APPROX_RATIO,
     max_certified_distance: float | None = None,
     on_served: Callable[[ServedRequest], None] | None = None,
+    batch: bool = True,
 ) -> list[ServedRequest]:
-    """Serve every request queued on the run at ``run_dir``, oldest first, each through
-    :func:`forget`; return what became of each (``on_served`` is called after each).
+    """Serve every request queued on the run at ``run_dir``; return what became of each
+    (``on_served`` is called after each).
 
-    A request's file leaves the queue only once the ledger holds its outcome: done, or
-    refused or failed (the ledger says why; a failed one may be sent again with
-    ``forget``). Errors that are not about one request (the run's state, its lock) stop
-    the serving and leave the rest queued.
+    With ``batch`` (the default), the new requests that ask for the same method and
+    options are served together by :func:`.workflow.forget_batch`: one solve on the union
+    of their ids, one model version, and a ledger entry for each request with its own ids.
+    Requests the ledger knows already (done, failed, refused), a lone request, every
+    request without ``batch``, and the requests of a batch that was refused or failed are
+    served one by one through :func:`forget`, oldest first. A request's file leaves the
+    queue only once the ledger holds its outcome. Errors that are not about the requests
+    (the run's state, its lock) stop the serving and leave the rest queued.
     """
-    served = []
-    for request in queued(run_dir):
-        before = _ledger_state(run_dir, request.request_id)
-        try:
-            outcome = forget(
-                run_dir,
-                request.ids,
-                method=request.method,
-                options=request.options,
-                request_id=request.request_id,
-                lock_timeout=lock_timeout,
-                device=device,
-                max_approx_ratio=max_approx_ratio,
-                max_certified_distance=max_certified_distance,
-            )
-            result = ServedRequest(request, outcome, None)
-        except ForgetRequestError as exc:  # refused or failed: the ledger records it
-            result = ServedRequest(request, None, str(exc))
-        except MiniUnlearnError as exc:  # a failed method is recorded; the run's state or lock is not
-            after = _ledger_state(run_dir, request.request_id)
-            if after == before or after[0] not in ("failed", "refused"):
-                raise
-            result = ServedRequest(request, None, str(exc))
-        request.path.unlink(missing_ok=True)
+    settings = dict(
+        lock_timeout=lock_timeout,
+        device=device,
+        max_approx_ratio=max_approx_ratio,
+        max_certified_distance=max_certified_distance,
+    )
+    served: list[ServedRequest] = []
+
+    def report(result: ServedRequest) -> None:
+        result.request.path.unlink(missing_ok=True)
         served.append(result)
         if on_served is not None:
             on_served(result)
+
+    waiting = queued(run_dir)
+    if waiting:  # settle what a killed command left first: a killed batch's requests are new again
+        with open_session(run_dir, write=True, lock_timeout=lock_timeout):
+            pass
+    recorded = _recorded(run_dir, [r.request_id for r in waiting])
+    known = [r for r in waiting if r.request_id in recorded]
+    for request in known:
+        report(_serve_one(run_dir, request, settings))
+    groups: dict[str, list[QueuedRequest]] = {}
+    for request in waiting:
+        if request not in known:
+            key = json.dumps([request.method, request.options], sort_keys=True, default=str)
+            groups.setdefault(key, []).append(request)
+    for group in groups.values():
+        if batch and len(group) > 1:
+            batch_id = new_batch_id()
+            try:
+                outcome = forget_batch(
+                    run_dir,
+                    [BatchMember(r.request_id, r.ids, _utc(r.submitted_at)) for r in group],
+                    method=group[0].method,
+                    options=group[0].options,
+                    batch_id=batch_id,
+                    **settings,
+                )
+            except MiniUnlearnError as exc:  # refused or failed: the members were released
+                if not isinstance(exc, ForgetRequestError) and _ledger_state(run_dir, batch_id)[0] not in (
+                    "failed",
+                    "refused",
+                ):
+                    raise
+                note = f"served one by one: serving the {len(group)} requests as one batch failed ({exc})"
+            else:
+                for result in _member_outcomes(run_dir, group, outcome):
+                    report(result)
+                continue
+        else:
+            note = None
+        for request in group:
+            result = _serve_one(run_dir, request, settings)
+            if note and result.outcome is not None:
+                result.outcome.messages.insert(0, note)
+            report(result)
     return served
+
+
+def _serve_one(
+    run_dir: str | os.PathLike[str], request: QueuedRequest, settings: dict[str, Any]
+) -> ServedRequest:
+    """Serve one queued request through :func:`forget`; its outcome or the error that refused
+    or failed it (which the ledger records). Errors about the run itself are raised."""
+    before = _ledger_state(run_dir, request.request_id)
+    try:
+        outcome = forget(
+            run_dir,
+            request.ids,
+            method=request.method,
+            options=request.options,
+            request_id=request.request_id,
+            **settings,
+        )
+        return ServedRequest(request, outcome, None)
+    except ForgetRequestError as exc:  # refused or failed: the ledger records it
+        return ServedRequest(request, None, str(exc))
+    except MiniUnlearnError as exc:  # a failed method is recorded; the run's state or lock is not
+        after = _ledger_state(run_dir, request.request_id)
+        if after == before or after[0] not in ("failed", "refused"):
+            raise
+        return ServedRequest(request, None, str(exc))
+
+
+def _member_outcomes(
+    run_dir: str | os.PathLike[str], group: list[QueuedRequest], batch: ForgetOutcome
+) -> list[ServedRequest]:
+    """What serving ``batch`` did for each request of ``group``: its own ledger entry (done
+    with the batch's model version and record) and which of its ids were forgotten before."""
+    with Ledger.open(run_dir, create=False) as ledger:
+        entries = {e.request_id: e for e in ledger.members(batch.entry.request_id)}
+    others = len(group) - 1
+    results = []
+    for request in group:
+        entry = entries[request.request_id]
+        skipped = np.intersect1d(request.ids, batch.skipped_ids)
+        messages = [f"served in batch {batch.entry.request_id} with {others} other request(s)"]
+        outcome = ForgetOutcome(batch.status, entry, batch.version, skipped, batch.record, messages)
+        results.append(ServedRequest(request, outcome, None))
+    return results
+
+
+def _recorded(run_dir: str | os.PathLike[str], request_ids: list[str]) -> set[str]:
+    """Which of ``request_ids`` the run's ledger records (none when it has no ledger yet)."""
+    try:
+        with Ledger.open(run_dir, create=False) as ledger:
+            return {rid for rid in request_ids if ledger.get(rid) is not None}
+    except LedgerError:
+        return set()
+
+
+def _utc(seconds: float) -> str:
+    """UTC seconds as the ledger writes times (ISO 8601, microseconds)."""
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="microseconds")
 
 
 def _ledger_state(run_dir: str | os.PathLike[str], request_id: str) -> tuple[str | None, str | None]:

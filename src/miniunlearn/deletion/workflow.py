@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +42,7 @@ from ..certificate import certify_state, no_certificate_reason
 from ..device import device_scope
 from ..errors import ConfigError, ForgetRequestError, HistoryError, RunDirError
 from ..ids import ids_digest, normalize_ids, retained_ids, validate_forget_ids
-from ..ledger import LedgerEntry, check_request_id
+from ..ledger import BatchMember, LedgerEntry, check_request_id
 from ..methods import UnlearningMethod, UnlearnRequest, get_method, method_class
 from ..training.retrain import retrain
 from ..training.rundir import NO_KEYS, Run, open_run
@@ -164,15 +166,17 @@ def _start(
     options: dict[str, Any],
     request_id: str | None,
     retrain_reason: str | None = None,
+    members: Sequence[BatchMember] = (),
 ) -> LedgerEntry:
-    """Record the request as received: new, retried (failed) or re-sent (refused)."""
+    """Record the request as received: new (a batch with its ``members``), retried (failed)
+    or re-sent (refused)."""
     ledger, before = session.ledger, session.current.sha256
     if previous is None:
         if method == RETRAIN and retrain_reason is not None:
             return ledger.receive_retrain(
-                before, retrain_reason, ids=asked, options=options, request_id=request_id
+                before, retrain_reason, ids=asked, options=options, request_id=request_id, members=members
             )
-        return ledger.receive(asked, method, options, before, request_id=request_id)
+        return ledger.receive(asked, method, options, before, request_id=request_id, members=members)
     if previous.state == "refused":
         return ledger.resend(
             previous.request_id, asked, method, options, before, retrain_reason=retrain_reason
@@ -346,6 +350,55 @@ def forget(
         return outcome
 
 
+def new_batch_id() -> str:
+    """A fresh request id for a batch (``batch-`` and 20 random hex digits)."""
+    return f"batch-{uuid.uuid4().hex[:20]}"
+
+
+def forget_batch(
+    run_dir: str | os.PathLike[str],
+    requests: Sequence[BatchMember],
+    *,
+    method: str = "mini",
+    options: dict[str, Any] | None = None,
+    max_approx_ratio: float = DEFAULT_MAX_APPROX_RATIO,
+    max_certified_distance: float | None = None,
+    lock_timeout: float = 0.0,
+    device: str | torch.device = "cpu",
+    batch_id: str | None = None,
+) -> ForgetOutcome:
+    """Serve several new deletion requests with one solve and one model version.
+
+    ``requests``: the request id and ids of each (and when it was received), none of them
+    recorded in the ledger yet. The
+    union of their ids is served as one request, a batch recorded under a fresh id
+    (:func:`new_batch_id`); each request is recorded as a member of it with exactly its own
+    ids, and is done with it: :meth:`Ledger.get` on its id returns the batch's model
+    version, record and certificate with its own ids. ``batch_id``: the batch's request id
+    (a fresh one when None; one that is recorded already is refused). The other arguments are those of
+    :func:`forget`, and the batch is served as :func:`forget` serves one request. Returns
+    the batch's outcome (its entry's ``members`` name the requests). A batch that is
+    refused or fails releases its members: nothing is recorded for them, and each may be
+    sent again (ForgetRequestError, as for :func:`forget`).
+    """
+    if not requests:
+        raise ForgetRequestError("a batch needs at least one request")
+    members = [
+        BatchMember(check_request_id(m.request_id), normalize_ids(m.ids), m.received_at) for m in requests
+    ]
+    union = np.unique(np.concatenate([m.ids for m in members]))
+    budget = ErrorBudget(max_approx_ratio, max_certified_distance)
+    serve = dict(method=method, options=options, lock_timeout=lock_timeout, device=device, budget=budget)
+    try:
+        return _forget(run_dir, union, request_id=batch_id or new_batch_id(), members=members, **serve)
+    except CertifiedDistanceExceeded as exc:  # the failed batch released its members
+        outcome = _forget(
+            run_dir, union, request_id=new_batch_id(), members=members, forced_retrain=exc.reason, **serve
+        )
+        outcome.messages.insert(0, f"{method}'s result was discarded: {exc.reason}")
+        return outcome
+
+
 def _forget(
     run_dir: str | os.PathLike[str],
     ids: Any,
@@ -358,8 +411,10 @@ def _forget(
     device: str | torch.device,
     retrain_now: bool = False,
     forced_retrain: str | None = None,
+    members: Sequence[BatchMember] = (),
 ) -> ForgetOutcome:
-    """:func:`forget` once: ``forced_retrain`` (a reason) serves the request by retraining."""
+    """:func:`forget` once: ``forced_retrain`` (a reason) serves the request by retraining;
+    ``members``: the requests a new batch ``request_id`` serves (see :func:`forget_batch`)."""
     request_id = check_request_id(request_id) if request_id is not None else None
     run = open_run(run_dir, device=device)
     options = dict(options or {})
@@ -367,6 +422,14 @@ def _forget(
     with device_scope(run.device), open_session(run, write=True, lock_timeout=lock_timeout) as session:
         ledger = session.ledger
         previous = ledger.get(request_id) if request_id else None
+        if members and previous is not None:
+            raise ForgetRequestError(f"batch id {request_id!r} is recorded already; use a new one")
+        recorded = [m.request_id for m in members if ledger.get(m.request_id) is not None]
+        if recorded:
+            raise ForgetRequestError(
+                f"{len(recorded)} request(s) of the batch are recorded already (first {recorded[0]!r}); "
+                "serve them one by one"
+            )
         if previous is not None and previous.state == "done":
             return _already_done(session, previous, _recordable(ids) if ids is not None else None)
         asked = _admit(session, ids, method, request_id, previous)
@@ -387,7 +450,7 @@ def _forget(
             except (HistoryError, ConfigError) as exc:  # a history or mode the run lacks
                 _refuse(session, previous, asked, method, request_id, str(exc))
                 raise
-        entry = _start(session, previous, asked, run_method, run_options, request_id)
+        entry = _start(session, previous, asked, run_method, run_options, request_id, members=members)
         if new.size == 0:
             return _nothing_new(session, entry, skipped, messages)
         spent = budget.cost(exact=method_class(run_method).exact, n_new=new.size, n_train=run.n_train)

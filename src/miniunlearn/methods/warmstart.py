@@ -46,7 +46,8 @@ class WarmStart(UnlearningMethod):
             True, "aim at g_R(w) = g_D(w_T) as mini does (False: the retain optimum)"
         )
         precision: str = option(
-            "float64", "precision the solve accumulates in (float32: the run's own, if it is float32)",
+            "float64",
+            "precision the solve accumulates in (float32: the run's own, if it is float32)",
             choices=("float64", "float32"),
         )
 

@@ -223,9 +223,7 @@ def record_curvature(
     sketch = sketch_hessian(objective, w, rank, config.curvature_iters, seed=config.seed, ids=rows)
     seconds = time.perf_counter() - started
     n_rows = objective.n if rows is None else int(rows.size)
-    save_sketch(
-        run_dir / CURVATURE_FILE, sketch, {"iters": str(config.curvature_iters), "rows": str(n_rows)}
-    )
+    save_sketch(run_dir / CURVATURE_FILE, sketch, {"iters": str(config.curvature_iters), "rows": str(n_rows)})
     return {
         "rank": sketch.rank,
         "iters": config.curvature_iters,

@@ -33,6 +33,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from ...evaluation.report import markdown_table, summarise
     from ...experiment.bench import run_bench
 
+    if args.queue and args.stream is None:
+        from ...errors import ConfigError
+
+        raise ConfigError("--queue serves the requests of --stream N: give --stream as well")
     spec = bench_spec(args)
     if args.stream is not None:
         return _stream(args, spec)
@@ -81,6 +85,8 @@ def _stream(args: argparse.Namespace, spec: Any) -> int:
         options=spec.method_options.get(args.stream_method, {}),
     )
     run = trained_run(spec.config(0), spec.runs_dir, progress=not args.quiet, device=spec.device)
+    if args.queue:
+        return _queue(args, run, stream)
     records, summary = run_stream(run, stream, progress=not args.quiet)
     print(stream_table(summary))
     if args.json:
@@ -91,6 +97,20 @@ def _stream(args: argparse.Namespace, spec: Any) -> int:
     if args.plots:
         title = f"{spec.dataset}/{spec.model}: {summary['n_requests']} requests by {stream.method}"
         print(f"plots: {plot_stream(records, Path(args.plots) / 'stream.png', title)}")
+    return 0
+
+
+def _queue(args: argparse.Namespace, run: Any, stream: Any) -> int:
+    """``bench --stream N --queue``: the N requests submitted, then served by one ``serve``."""
+    from ...experiment.queued import queue_table, run_queue
+
+    summary = run_queue(run, stream, progress=not args.quiet)
+    print(queue_table(summary))
+    if args.json:
+        from ...fileio import atomic_write_json
+
+        atomic_write_json(args.json, {"summary": summary})
+        print(f"records written to {args.json}")
     return 0
 
 

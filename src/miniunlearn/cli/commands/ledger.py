@@ -69,11 +69,14 @@ def _list(run: Any, *, as_json: bool) -> int:
         print(f"{columns} {'certified':>10s}  received_at")
         for r in records:
             shown = r["model_version"] if r.get("model_version") is not None else "-"
+            name = f"  {r['request_id']}" if r.get("batch") else r["request_id"]
             print(
-                f"{r['request_id']:34s} {r['state']:9s} {r['method']:9s} {r['n_ids']:>7d} {shown!s:>7s} "
+                f"{name:34s} {r['state']:9s} {r['method']:9s} {r['n_ids']:>7d} {shown!s:>7s} "
                 f"{certified(r.get('metrics')):>10s}  {r['received_at']}"
                 + (f"  ({r['reason']})" if r.get("reason") else "")
             )
+        if any(r.get("batch") for r in records):
+            print("indented: the requests served by the batch above them (one solve, one model version)")
         if any((r.get("metrics") or {}).get("certificate") for r in records):
             print(
                 "certified: a true bound on the model's distance to the optimum without the forgotten "

@@ -34,7 +34,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Serve every queued request, oldest first; with --watch, keep serving new ones."""
+    """Serve every queued request (new ones with the same method and options as one batch,
+    unless --one-by-one); with --watch, keep serving new ones."""
     from ...deletion.queue import serve
 
     def report(served: Any) -> None:
@@ -42,9 +43,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             outcome = served.outcome
             certificate = outcome.certificate
             bound = f", certified within {certificate['distance_bound']:.3e}" if certificate else ""
+            batch = f" in batch {outcome.entry.batch}" if outcome.entry.batch else ""
             line = (
                 f"{outcome.status}: request {outcome.entry.request_id} ({outcome.entry.n_ids} ids, method "
-                f"{outcome.entry.method}) -> model version {outcome.version.version}{bound}"
+                f"{outcome.entry.method}{batch}) -> model version {outcome.version.version}{bound}"
             )
         else:
             line = f"not served: request {served.request.request_id}: {served.error}"
@@ -55,6 +57,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     "status": served.outcome.status if served.outcome is not None else "not-served",
                     "error": served.error,
                     "model_version": served.outcome.version.version if served.outcome is not None else None,
+                    "batch": served.outcome.entry.batch if served.outcome is not None else None,
                 }
             )
         else:
@@ -66,6 +69,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "max_approx_ratio": args.max_approx_ratio,
         "max_certified_distance": args.max_certified_distance,
         "on_served": report,
+        "batch": not args.one_by_one,
     }
     failed = False
     while True:
