@@ -56,7 +56,7 @@ stream() { name=$1; shift; "$BIN/miniunlearn" -q bench --threads 1 --json "$OUT/
 chain_c() {
   # the flagship against its strongest peers, recording counted (docs/results.md, first section)
   bench mnist-logreg-peers --dataset mnist --model logreg --ratios 0.1,0.5,0.9 --methods retrain,warmstart,nystrom,mini --seeds 3
-  bench adult-logreg-peers --dataset adult --model logreg --ratios 0.1,0.5,0.9 --methods retrain,warmstart,nystrom,mini --seeds 3
+  bench adult-logreg-peers --dataset adult --model logreg --ratios 0.1,0.5,0.9 --methods retrain,warmstart,nystrom,exact-newton,mini --seeds 3
   "$BIN/python" benchmarks/request_passes.py --dataset mnist --seeds 0,1,2 --threads 1 > "$OUT/request-passes-mnist.md"
   "$BIN/python" benchmarks/request_passes.py --dataset adult --seeds 0,1,2 --threads 1 > "$OUT/request-passes-adult.md"
   # streams of single-sample requests through the deletion workflow
@@ -65,6 +65,9 @@ chain_c() {
   stream stream-mnist --dataset mnist --model logreg --stream 100
   stream stream-mnist-small --dataset mnist --model logreg --stream 100 -o mini:small_request_below=0.001
   stream stream-higgs --dataset synthetic-higgs --model logreg --stream 20
+  # a queue of 1,000 single-sample requests served by one serve (one batch)
+  "$BIN/miniunlearn" -q bench --dataset mnist --model logreg --stream 1000 --queue --threads 1 \
+    --json "$OUT/queue-mnist.json" | tee "$OUT/queue-mnist.md"
   # networks: the history-free peer, 10 to 90 %, and SCRUB at its authors' optimiser
   bench mnist-mlp-leaky-fast --dataset mnist --model mlp --preset leaky --ratios 0.1,0.3,0.5,0.7,0.9 --seeds 3 \
     --methods retrain,none,retrain-fast,mini --runs-dir runs/leaky

@@ -19,6 +19,10 @@ The retain optimum is not the retrained model: retraining runs the original sche
 stops short of it. The trained run's own certificate (:func:`trained_certificate`: the
 original model against the full-data optimum) says how short; a served model's bound is
 comparable to it, not to zero. Networks (non-convex) and lam = 0 get no certificate.
+
+On a run trained for certified removal (:mod:`miniunlearn.training.certified`) the same pass
+measures the gradient residual |R| |grad F_R(w)| of the perturbed objective, and the
+certificate says whether it is within the run's (epsilon, delta) budget.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import numpy as np
 import torch
 
 from .errors import HistoryError
+from .training.certified import removal_fields
 from .training.config import CONVEX_MODELS
 from .training.rundir import Run
 
@@ -44,7 +49,9 @@ class Certificate:
     ``rounding_allowance`` added to it, ``distance_bound`` (|w - w*_R| is at most this),
     ``logit_bound`` (no training sample's logit differs more between w and w*_R),
     ``lam``, the retain samples it read (``n_retain``), the passes over them
-    (``passes``) and the seconds it took."""
+    (``passes``) and the seconds it took; on a certified-removal run, ``removal``: the
+    measured gradient residual against the run's (epsilon, delta) budget
+    (:func:`miniunlearn.training.certified.removal_fields`)."""
 
     grad_norm: float
     rounding_allowance: float
@@ -54,6 +61,7 @@ class Certificate:
     n_retain: int
     passes: float
     seconds: float
+    removal: dict[str, float | bool] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The certificate as a JSON-ready dict (the ledger and version files store it)."""
@@ -108,6 +116,8 @@ def certify_state(
     allowance = (
         2.0 * UNIT_ROUNDOFF * ((n_retain + objective.dim) * math.sqrt(2.0) * x_norm + lam * float(w64.norm()))
     )
+    if objective.perturbation is not None:  # b / |R|, added once
+        allowance += 2.0 * UNIT_ROUNDOFF * float(objective.perturbation.norm()) / n_retain
     grad_norm = float(grad.norm())
     distance = (grad_norm + allowance) / lam
     certificate = Certificate(
@@ -119,6 +129,7 @@ def certify_state(
         n_retain=n_retain,
         passes=1.0,
         seconds=time.perf_counter() - started,
+        removal=removal_fields(run.config, n_retain, grad_norm, allowance) if run.config.certify else None,
     )
     return certificate, value, grad
 

@@ -1,6 +1,12 @@
 """The regularised training objective over flat parameter vectors.
 
-F_S(w) = (1/|S|) sum_{i in S} CE(f(x_i; w), y_i) + (lam/2) |w|^2
+F_S(w) = (1/|S|) sum_{i in S} CE(f(x_i; w), y_i) + (lam/2) |w|^2 [+ b.w / |S|]
+
+The bracketed term is the loss perturbation of a run trained for certified removal
+(:mod:`miniunlearn.training.certified`): on every subset S it adds b.w once to the sum of
+losses, as Guo et al. perturb L(w; S) = sum_S l_i + lam |S| |w|^2 / 2 + b.w. The data terms
+(``loss_grad_sum`` and the like) never include it, so the gradient identity
+|S| (grad F_S - lam w) = sum_S grad l_i + b keeps b on whichever side holds the full set.
 
 Every part of the library (trainer, retrain oracle, unlearning methods) evaluates
 losses, gradients and Hessian-vector products through this one class, so that the
@@ -32,7 +38,8 @@ class Objective:
     Takes a model (used only for its structure; its device is where the data is moved
     and every sum is computed), training inputs ``x`` (n, features), labels ``y`` (n,),
     the L2 strength ``lam`` and a chunk size (rows per vectorised block); with ``share_data``
-    the inputs keep their own precision and are cast a block at a time. Counts per-sample
+    the inputs keep their own precision and are cast a block at a time; ``perturbation``: the
+    vector b of a certified-removal run (see the module docstring). Counts per-sample
     gradient evaluations in ``grad_evals`` (a Hessian-vector product counts two).
     """
 
@@ -45,6 +52,7 @@ class Objective:
         chunk_size: int = 8192,
         *,
         share_data: bool = False,
+        perturbation: torch.Tensor | None = None,
     ) -> None:
         self.model = model
         params = dict(model.named_parameters())
@@ -62,6 +70,8 @@ class Objective:
         self.chunk_size = int(chunk_size)
         self.grad_evals = 0
         self.counts_on: Objective | None = None  # the objective a cast copy also counts on
+        # b of a certified-removal run (None: an ordinary objective)
+        self.perturbation = None if perturbation is None else perturbation.to(device, self.dtype)
 
     @property
     def device(self) -> torch.device:
@@ -75,7 +85,9 @@ class Objective:
         if dtype == self.dtype:
             return self
         model = copy.deepcopy(self.model).to(dtype)
-        cast = Objective(model, self.x, self.y, self.lam, self.chunk_size, share_data=True)
+        cast = Objective(
+            model, self.x, self.y, self.lam, self.chunk_size, share_data=True, perturbation=self.perturbation
+        )
         cast.counts_on = self
         return cast
 
@@ -205,7 +217,10 @@ class Objective:
         if count == 0:
             return reg_value, self.lam * w
         loss, grad = self.loss_grad_sum(w, ids)
-        return loss / count + reg_value, grad / count + self.lam * w
+        value, grad = loss / count + reg_value, grad / count + self.lam * w
+        if self.perturbation is not None:
+            value, grad = value + torch.dot(self.perturbation, w) / count, grad + self.perturbation / count
+        return value, grad
 
     def hvp(self, w: torch.Tensor, v: torch.Tensor, ids: IdArray = None) -> torch.Tensor:
         """Return Hess F_S(w) @ v for S = ``ids`` (all samples if None)."""
@@ -220,4 +235,7 @@ class Objective:
         reg_value = 0.5 * self.lam * torch.dot(w, w)
         if count == 0:
             return reg_value
-        return self.loss_sum(w, ids) / count + reg_value
+        value = self.loss_sum(w, ids) / count + reg_value
+        if self.perturbation is not None:
+            value = value + torch.dot(self.perturbation, w) / count
+        return value

@@ -294,6 +294,15 @@ def certificate_part(record: Mapping[str, Any] | None) -> dict[str, Any]:
                 f" Retraining stops short of that optimum too: the original training ended within "
                 f"{trained:.3g} of its own optimum, so compare with that, not with zero."
             )
+        removal = certificate.get("removal")
+        if removal:
+            holds = "within" if removal["certified"] else "NOT within"
+            text += (
+                f" The run is trained for certified removal (epsilon = {removal['epsilon']:g}, delta = "
+                f"{removal['delta']:g}): the served model's gradient residual {removal['residual']:.3g} is "
+                f"{holds} the budget {removal['budget']:.3g}, so (Guo et al. 2020) it is (epsilon, delta)-"
+                "indistinguishable from the perturbed optimum trained without the forgotten samples."
+            )
         return {"status": "certified", "text": text, "fields": dict(certificate)}
     if record.get("certificate_note"):
         return {"status": "none", "text": str(record["certificate_note"]) + ".", "fields": {}}

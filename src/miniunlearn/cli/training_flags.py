@@ -106,7 +106,24 @@ TRAINING_FLAGS: tuple[TrainingFlag, ...] = (
         type=int,
     ),
     TrainingFlag("--n-train", "train on a seeded random subset of this size", type=int),
+    TrainingFlag(
+        "--certify",
+        "EPS,DELTA: train for certified removal (Guo et al. 2020; logreg, float64): perturb the loss "
+        "by b.w, train to its optimum, and hold every served model's gradient residual to the "
+        "(EPS, DELTA) budget, retraining past it",
+        type=str,
+        train_only=True,
+    ),
+    TrainingFlag(
+        "--certify-noise",
+        "standard deviation of the perturbation b with --certify (default 1.0): a larger one allows "
+        "a larger residual and costs more accuracy",
+        type=float,
+        train_only=True,
+    ),
 )
+
+DEFAULT_CERTIFY_NOISE = 1.0
 
 
 def add_training_flags(p: argparse.ArgumentParser, *, train_only: bool) -> None:
@@ -130,7 +147,23 @@ def override_fields(args: argparse.Namespace) -> dict[str, Any]:
         fields[row.dest] = value if row.example is None else _widths(row, value)
     if getattr(args, "data_path", None) is not None:
         fields["data_path"] = args.data_path
+    noise = fields.pop("certify_noise", None)
+    if "certify" in fields:
+        fields["certify"] = (*_certify(fields["certify"]), DEFAULT_CERTIFY_NOISE if noise is None else noise)
+    elif noise is not None:
+        raise MiniUnlearnError(
+            "--certify-noise sets the noise of --certify EPS,DELTA: give --certify as well"
+        )
     return fields
+
+
+def _certify(text: str) -> tuple[float, float]:
+    """``--certify``'s EPS,DELTA as two numbers; MiniUnlearnError when malformed."""
+    try:
+        epsilon, delta = (float(v) for v in text.split(","))
+    except ValueError:
+        raise MiniUnlearnError(f"--certify must be two numbers EPS,DELTA like 1,1e-5, got {text!r}") from None
+    return epsilon, delta
 
 
 def _widths(row: TrainingFlag, text: str) -> tuple[int, ...]:

@@ -13,7 +13,9 @@ A request goes through these steps, each durable before the next begins:
    request's certificate measured, :mod:`.retain_state`); a result that changes no
    parameter is not a deletion and fails the request; on convex runs, certify it
    (:mod:`miniunlearn.certificate`), and with ``max_certified_distance`` fail a result
-   certified farther and serve the request by retraining under the same id;
+   certified farther, as on a certified-removal run one whose gradient residual exceeds
+   the (epsilon, delta) budget (:mod:`miniunlearn.training.certified`; the solver is asked
+   to reach half of it), and serve the request by retraining under the same id;
 5. commit (:meth:`.session.RunSession.commit`): re-check lock and base model, write
    ``versions/vN.safetensors``, switch ``current.json``, mark the request ``done``.
 
@@ -28,6 +30,7 @@ out) are reported and skipped, and a request with no training key at all records
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 import uuid
@@ -44,6 +47,7 @@ from ..errors import ConfigError, ForgetRequestError, HistoryError, RunDirError
 from ..ids import ids_digest, normalize_ids, retained_ids, validate_forget_ids
 from ..ledger import BatchMember, LedgerEntry, check_request_id
 from ..methods import UnlearningMethod, UnlearnRequest, get_method, method_class
+from ..training.certified import SOLVE_FRACTION, removal_budget
 from ..training.retrain import retrain
 from ..training.rundir import NO_KEYS, Run, open_run
 from ..versions import ModelVersion, crash_point, version_number, version_path
@@ -302,6 +306,35 @@ def _plan(
 RETAIN_STATE = "_retain_state"  # the record key carrying a measured retain state to _execute, never stored
 
 
+def certificate_refusal(certificate: dict[str, Any] | None, budget: ErrorBudget) -> str | None:
+    """Why an approximate result's ``certificate`` does not let it be served (its certified
+    distance past ``budget``, or its gradient residual past a certified-removal run's
+    (epsilon, delta) budget), or None when it may be."""
+    if not certificate:
+        return None
+    why = budget.certificate_exceeded(certificate["distance_bound"])
+    removal = certificate.get("removal")
+    if why is None and removal and not removal["certified"]:
+        why = (
+            f"its gradient residual {removal['residual']:.3g} exceeds the run's certified-removal budget "
+            f"{removal['budget']:.3g} (epsilon {removal['epsilon']:g}, delta {removal['delta']:g})"
+        )
+    return why
+
+
+def certified_removal_options(run: Run, method: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` for ``method`` on ``run``, with, on a certified-removal run, the solver's
+    stopping rules it was not given set to reach a gradient residual of half the run's budget:
+    ``atol`` = that residual over the training set's size, ``rtol`` = ``xtol`` = 0 (for the
+    methods that take them); unchanged for any other run."""
+    budget = removal_budget(run.config)
+    if budget is None:
+        return options
+    names = {f.name for f in dataclasses.fields(method_class(method).Options)}
+    wanted = {"atol": SOLVE_FRACTION * budget / run.n_train, "rtol": 0.0, "xtol": 0.0}
+    return {**{k: v for k, v in wanted.items() if k in names and k not in options}, **options}
+
+
 class CertifiedDistanceExceeded(ForgetRequestError):
     """An approximate result was certified farther from the retain optimum than the run's
     budget allows (``request_id``: the request it failed, to be served by retraining)."""
@@ -417,8 +450,9 @@ def _forget(
     ``members``: the requests a new batch ``request_id`` serves (see :func:`forget_batch`)."""
     request_id = check_request_id(request_id) if request_id is not None else None
     run = open_run(run_dir, device=device)
-    options = dict(options or {})
-    asked_method = get_method(method, **options)  # unknown methods and options refused before any write
+    get_method(method, **dict(options or {}))  # unknown methods and options refused before any write
+    options = certified_removal_options(run, method, dict(options or {}))
+    asked_method = get_method(method, **options)
     with device_scope(run.device), open_session(run, write=True, lock_timeout=lock_timeout) as session:
         ledger = session.ledger
         previous = ledger.get(request_id) if request_id else None
@@ -475,12 +509,11 @@ def _forget(
             )
             result = unlearner.unlearn(request)
             record = result.record.to_dict()
-            if not unlearner.exact and budget.max_certified_distance is not None:
+            if not unlearner.exact and (budget.max_certified_distance is not None or run.config.certify):
                 after = np.union1d(forgotten, new)
                 fields, record[RETAIN_STATE] = certificate_fields(run, result.params, after)
                 record |= fields
-                certificate = record["certificate"]
-                why = certificate and budget.certificate_exceeded(certificate["distance_bound"])
+                why = certificate_refusal(record["certificate"], budget)
                 if why:
                     raise CertifiedDistanceExceeded(why, entry.request_id)
             return result.params, record

@@ -135,6 +135,11 @@ def _serve(
                 "passes": method_passes,
                 "passes_with_certificate": method_passes + certificate_passes,
                 "certified_distance": certificate["distance_bound"] if certificate else None,
+                # a certified-removal run's gradient residual against its (epsilon, delta) budget
+                "removal_residual": (certificate.get("removal") or {}).get("residual")
+                if certificate
+                else None,
+                "removal_budget": (certificate.get("removal") or {}).get("budget") if certificate else None,
             }
         )
         bar.update()
@@ -172,6 +177,11 @@ def _summarise(
         "certified_distance_median": float(np.median(bounds)) if bounds else None,
         "certified_distance_max": max(bounds) if bounds else None,
     }
+    residuals = [r["removal_residual"] for r in records if r["removal_residual"] is not None]
+    if residuals:  # a certified-removal run: how close each served model came to its budget
+        summary["removal_budget"] = records[0]["removal_budget"]
+        summary["removal_residual_max"] = max(residuals)
+        summary["removal_residual_median"] = float(np.median(residuals))
     if no_certificate_reason(original) is None:
         retain = retained_ids(original.n_train, every)
         summary["final_certified_distance"] = certify(original, final, retain).distance_bound

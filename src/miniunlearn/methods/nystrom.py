@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ConfigError, HistoryError
+from ..errors import ConfigError
 from ..solvers.lbfgs import SecantPairs
 from ..solvers.retain_lbfgs import contract
 from ..training.config import CONVEX_MODELS
@@ -48,6 +48,7 @@ from .base import UnlearningMethod, UnlearnRequest, register
 from .mini.fixed_point import solve_kwargs
 from .mini.options import MiniOptions
 from .options import option
+from .residual import trained_residual
 
 _MINI = MiniOptions()  # the solver's defaults are mini's own
 
@@ -135,11 +136,7 @@ class NystromUnlearning(UnlearningMethod):
         retain = request.retain_ids
         c, history_bytes = torch.zeros(objective.dim, dtype=objective.dtype, device=objective.device), 0
         if opts.match_residual:  # the final gradient, as warmstart reads it; else one pass over the data
-            try:
-                final_grad = run.mini_history().grads[0]
-                c, history_bytes = final_grad.to(objective.dtype), int(final_grad.nbytes)
-            except HistoryError:
-                c = objective.value_and_grad(run.load_model_params())[1]
+            c, history_bytes = trained_residual(run, objective)
 
         w = request.start_params()
         ids = sketch_rows(retain, opts.rows, opts.seed)

@@ -22,10 +22,10 @@ from typing import Any
 
 import torch
 
-from ..errors import HistoryError
 from ..training.history import FINAL_ROLE
 from .base import UnlearningMethod, UnlearnRequest, register
 from .options import option
+from .residual import trained_residual
 
 
 @register
@@ -62,11 +62,7 @@ class WarmStart(UnlearningMethod):
         retain = request.retain_ids
         c, history_bytes = torch.zeros(objective.dim, dtype=objective.dtype, device=objective.device), 0
         if opts.match_residual:
-            try:
-                history = run.mini_history()
-                c, history_bytes = history.grads[0].to(objective.dtype), int(history.grads[0].nbytes)
-            except HistoryError:
-                c = objective.value_and_grad(run.load_model_params().to(objective.dtype))[1]
+            c, history_bytes = trained_residual(run, objective)
 
         w = torch.nn.Parameter(request.start_params().to(objective.dtype))
         f0, g0 = objective.value_and_grad(w.detach(), retain)

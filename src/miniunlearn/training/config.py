@@ -46,6 +46,10 @@ class TrainConfig:
     ``curvature_rows``: the seeded random subsample of training rows the sketch averages
     the Hessian over (default 2048, a few per cent of training's passes on MNIST; None = every
     row, as runs recorded before this option).
+    ``certify``: (epsilon, delta, noise) trains for certified removal (Guo et al. 2020): the
+    loss is perturbed by b.w with b ~ N(0, noise^2 I) drawn from the seed, training ends at
+    the perturbed optimum, and every served model's gradient residual is held to the budget
+    noise * epsilon / sqrt(2 log(1.5 / delta)) (see :mod:`.certified`); None: an ordinary run.
     """
 
     dataset: str
@@ -70,6 +74,7 @@ class TrainConfig:
     subset_ids: tuple[int, ...] | None = None
     data_path: str | None = None
     data_options: dict[str, Any] = field(default_factory=dict)
+    certify: tuple[float, float, float] | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.epochs <= MAX_EPOCHS:
@@ -122,10 +127,37 @@ class TrainConfig:
             raise ConfigError(f"channels must be two positive conv widths like 8,16, got {self.channels}")
         if self.subset_ids is not None:
             object.__setattr__(self, "subset_ids", tuple(int(i) for i in self.subset_ids))
+        if self.certify is not None:
+            self._check_certify()
         if "path" in self.data_options:
             raise ConfigError(
                 "the data file is not a data option: give it with --data-path FILE "
                 "(TrainConfig.data_path), not --data-option path=..."
+            )
+
+    def _check_certify(self) -> None:
+        """Refuse a certified-removal setting that cannot hold (ConfigError saying why)."""
+        try:
+            epsilon, delta, noise = (float(v) for v in self.certify)  # type: ignore[union-attr]
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"certify must be (epsilon, delta, noise), three numbers, got {self.certify!r}"
+            ) from None
+        object.__setattr__(self, "certify", (epsilon, delta, noise))
+        if not 0 < epsilon < float("inf") or not 0 < delta < 1 or not 0 < noise < float("inf"):
+            raise ConfigError(
+                f"certified removal needs epsilon > 0, 0 < delta < 1 and noise > 0 (--certify EPS,DELTA, "
+                f"--certify-noise), got epsilon={epsilon}, delta={delta}, noise={noise}"
+            )
+        if self.model not in CONVEX_MODELS or self.lam <= 0:
+            raise ConfigError(
+                "certified removal needs a strongly convex objective: --model logreg with --lam > 0, "
+                f"got model {self.model!r} and lam {self.lam}"
+            )
+        if self.dtype != "float64":
+            raise ConfigError(
+                "certified removal measures gradient residuals far below float32 rounding: train it with "
+                "--dtype float64"
             )
 
     @property
@@ -146,6 +178,10 @@ class TrainConfig:
         out["head"] = list(self.head)
         if self.subset_ids is not None:
             out["subset_ids"] = list(self.subset_ids)
+        if self.certify is None:  # left out, so every earlier run's config (and its key) is unchanged
+            del out["certify"]
+        else:
+            out["certify"] = list(self.certify)
         return out
 
     @classmethod
@@ -163,6 +199,8 @@ class TrainConfig:
                 data[name] = tuple(data[name])
         if data.get("subset_ids") is not None:
             data["subset_ids"] = tuple(data["subset_ids"])
+        if data.get("certify") is not None:
+            data["certify"] = tuple(data["certify"])
         return cls(**data)
 
     def to_json(self) -> str:

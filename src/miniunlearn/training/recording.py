@@ -27,6 +27,7 @@ from ..fileio import atomic_write_json, fsync_dir
 from ..ledger import Ledger
 from ..models import check_replayable
 from ..objective import Objective, flatten_params
+from .certified import polish, removal_budget
 from .config import CONVEX_MODELS, TrainConfig
 from .curvature import CURVATURE_FILE, default_rank, save_sketch, sketch_hessian
 from .history import make_recorder, recording_cost_for
@@ -99,8 +100,15 @@ def _train_run(config: TrainConfig, out: Path, progress: bool, device: torch.dev
         )
         cost = recording_cost_for(config.history)
         started, evals = time.perf_counter(), objective.grad_evals
+        budget = removal_budget(config)
         w = train_loop(
-            objective, flatten_params(model), plan, recorder=recorder, progress=progress, cost=cost
+            objective,
+            flatten_params(model),
+            plan,
+            recorder=recorder,
+            progress=progress,
+            cost=cost,
+            finish=None if budget is None else lambda w: polish(objective, w, None, budget),
         )
         train_seconds = time.perf_counter() - started
         train_evals = objective.grad_evals - evals - cost.total_evals()

@@ -36,6 +36,7 @@ from ..errors import MiniUnlearnError, RunDirError
 from ..fileio import cached
 from ..ids import ids_digest, validate_forget_ids
 from ..objective import Objective
+from .certified import polish, removal_budget
 from .history import read_metadata
 from .rundir import MANIFEST, Run, load_params, save_params
 from .trainer import train_loop
@@ -55,13 +56,22 @@ def retrain(run: Run, forget_ids: np.ndarray, *, progress: bool = False) -> torc
     """Retrain ``run`` without ``forget_ids``: same init, seed, batch order and schedule.
 
     Each original batch loses its forgotten ids and keeps its order; a batch left empty
-    is skipped. Returns the final flat parameters.
+    is skipped; a certified-removal run then polishes to the perturbed retain optimum
+    (:mod:`.certified`). Returns the final flat parameters.
     """
     ids = validate_forget_ids(forget_ids, run.n_train, allow_empty=True)
     mask = np.zeros(run.n_train, dtype=bool)
     mask[ids] = True
+    budget = removal_budget(run.config)
+    retained = np.flatnonzero(~mask)
     return train_loop(
-        run.objective, run.initial_params(), run.plan, forget_mask=mask, progress=progress, desc="retrain"
+        run.objective,
+        run.initial_params(),
+        run.plan,
+        forget_mask=mask,
+        progress=progress,
+        desc="retrain",
+        finish=None if budget is None else lambda w: polish(run.objective, w, retained, budget),
     )
 
 

@@ -41,6 +41,7 @@ from ..errors import ConfigError, RunDirError
 from ..fileio import run_file, run_subdir, save_tensors, sha256_file
 from ..models import build_model
 from ..objective import Objective, flatten_params
+from .certified import perturbation
 from .config import TrainConfig
 from .curvature import CurvatureSketch, load_sketch
 from .history import (
@@ -110,11 +111,18 @@ def pass_block_rows(n: int, n_features: int) -> int:
 
 def objective_for(config: TrainConfig, dataset: Dataset, model: nn.Module) -> Objective:
     """Return the training objective of ``config`` on the dataset's training split, on the
-    model's device."""
+    model's device (with the loss perturbation of a certified-removal run)."""
     with warnings.catch_warnings():  # memory-mapped data is read-only; nothing here writes to it
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         x, y = torch.from_numpy(dataset.x_train), torch.from_numpy(dataset.y_train)
-    return Objective(model, x, y, config.lam, chunk_size=pass_block_rows(dataset.n_train, dataset.n_features))
+    return Objective(
+        model,
+        x,
+        y,
+        config.lam,
+        chunk_size=pass_block_rows(dataset.n_train, dataset.n_features),
+        perturbation=perturbation(config, sum(p.numel() for p in model.parameters())),
+    )
 
 
 def save_params(path: Path, objective: Objective, w: torch.Tensor, metadata: dict[str, str]) -> None:

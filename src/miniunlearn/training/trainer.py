@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -23,6 +24,7 @@ def train_loop(
     progress: bool = False,
     desc: str = "train",
     cost: RecordingCost | None = None,
+    finish: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Run gradient descent along ``plan`` from ``w0`` and return the final parameters.
 
@@ -30,7 +32,9 @@ def train_loop(
     w_{t+1} = w_t - lr_t * grad F_{B_t}(w_t). A step whose batch is emptied by the mask
     is skipped (w unchanged), exactly as removing those samples from the data would.
     ``recorder`` receives every step and, where it asks, the full-data gradient; what that
-    costs beyond training itself is charged to ``cost`` when given.
+    costs beyond training itself is charged to ``cost`` when given. ``finish`` maps the last
+    step's parameters to the final ones (a certified run's polish to its optimum) before the
+    recorder sees them.
     """
     recorder = recorder or NullRecorder()
     cost = cost or RecordingCost()
@@ -49,6 +53,8 @@ def train_loop(
         if recorder.needs_full_gradient(t):
             _record_full_gradient(objective, recorder, cost, t, w, (value, grad) if batch is None else None)
         w = w - plan.lrs[t] * grad
+    if finish is not None:
+        w = finish(w)
     if recorder.needs_full_gradient(total):
         _record_full_gradient(objective, recorder, cost, total, w, None, final=True)
     return w

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from ...errors import MiniUnlearnError
@@ -118,6 +119,8 @@ def _print_outcome(outcome: Any) -> None:
             f"  certified: within {certificate['distance_bound']:.3e} of the retain optimum "
             f"(any training sample's logits within {certificate['logit_bound']:.3e}); one retain pass"
         )
+        if certificate.get("removal"):
+            print(f"  {removal_line(certificate['removal'])}")
     elif rec.get("certificate_note"):
         print(f"  {rec['certificate_note']}")
     diag = rec.get("diagnostics") or {}
@@ -126,3 +129,12 @@ def _print_outcome(outcome: Any) -> None:
             f"  mode {diag['mode']}, {diag.get('exact_retain_passes', 0)} exact retain passes, final "
             f"retain-gradient norm {diag.get('grad_norm_final', float('nan')):.3e}"
         )
+
+
+def removal_line(removal: Mapping[str, Any]) -> str:
+    """One line on a certified-removal run's check of a served model."""
+    verdict = "within" if removal["certified"] else "NOT within"
+    return (
+        f"certified removal ({removal['epsilon']:g}, {removal['delta']:g}): gradient residual "
+        f"{removal['residual']:.3e} {verdict} the budget {removal['budget']:.3e}"
+    )

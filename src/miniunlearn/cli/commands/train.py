@@ -68,3 +68,12 @@ def _print_summary(run: Any) -> None:
     )
     if s["mini_mode"]:
         print(f"  mini will serve requests on this run in its {s['mini_mode']} mode (docs/method.md)")
+    if run.config.certify is not None:
+        from ...training.certified import removal_budget
+
+        epsilon, delta, noise = run.config.certify
+        print(
+            f"  certified removal: epsilon {epsilon:g}, delta {delta:g}, noise {noise:g}; every served "
+            f"model's gradient residual is held to {removal_budget(run.config):.3g} (training ended at "
+            f"{s['grad_norm'] * run.n_train:.3g}); past it a request is served by retraining"
+        )

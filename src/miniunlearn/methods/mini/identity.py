@@ -45,6 +45,8 @@ def retain_at_checkpoints(
         value_r = (n * (V.to(objective.dtype) - 0.5 * lam * sq) - loss_u) / (n - r) + 0.5 * lam * sq
         return value_r, grad_r
     loss_r, grad_sum_r = objective.loss_grad_sum_many(W, retain)
+    if objective.perturbation is not None:  # a certified-removal run's b.w, once per subset
+        loss_r, grad_sum_r = loss_r + W @ objective.perturbation, grad_sum_r + objective.perturbation
     return loss_r / retain.size + 0.5 * lam * sq, grad_sum_r / retain.size + lam * W
 
 
