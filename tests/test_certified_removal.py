@@ -20,6 +20,7 @@ from miniunlearn.errors import ConfigError
 from miniunlearn.ids import random_forget_ids, retained_ids
 from miniunlearn.ledger import Ledger
 from miniunlearn.methods import UnlearnRequest
+from miniunlearn.methods.mini.cost import retraining_passes
 from miniunlearn.methods.mini.identity import retain_at_checkpoints
 from miniunlearn.training import Run, TrainConfig, open_run, retrain, train_run
 from miniunlearn.training.certified import perturbation, removal_budget, removal_constant
@@ -141,3 +142,26 @@ def test_a_stream_of_single_samples_is_served_without_a_retraining(run_dir: Path
     for k in range(12):
         outcome = forget(run_dir, [50 + 37 * k], request_id=f"s{k}")
         assert outcome.entry.method == "mini" and outcome.certificate["removal"]["certified"]
+
+
+def test_retraining_is_charged_the_polish_too(certified_run: Run) -> None:
+    epochs = certified_run.total_steps / certified_run.plan.steps_per_epoch
+    polished = certified_run.manifest["train_passes"]
+    assert polished > epochs  # the polish added passes to training
+    assert retraining_passes(certified_run, 10) == pytest.approx(polished)
+
+
+@pytest.mark.parametrize("method", ["mini", "exact-newton", "nystrom"])
+def test_a_request_already_within_a_generous_budget_still_changes_the_model(
+    tmp_path_factory: pytest.TempPathFactory, method: str
+) -> None:
+    generous = dataclasses.replace(CERTIFIED, certify=(10.0, 1e-5, 100.0), epochs=100)
+    root = tmp_path_factory.mktemp(f"generous-{method}")
+    run = train_run(generous, root / "run", progress=False)
+    start_residual = residual(run, run.load_model_params(), np.array([8]))
+    assert start_residual < 0.5 * removal_budget(generous)  # the start is within what the solver aims at
+    options = {"rank": 16, "rows": 200} if method == "nystrom" else {}
+    outcome = forget(run.path, [8], method=method, options=options)
+    assert outcome.entry.method == method and outcome.status == "done"
+    assert outcome.certificate["removal"]["certified"]
+    assert outcome.version.sha256 != open_run(run.path).files("model")[0]["sha256"]  # a new model

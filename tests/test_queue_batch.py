@@ -4,6 +4,7 @@ a batch that fails releases its requests; a killed batch loses nothing and never
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -167,3 +168,15 @@ def test_one_request_alone_is_not_a_batch(run_dir: Path) -> None:
     with Ledger.open(run_dir) as ledger:
         assert [e.request_id for e in ledger.entries()] == ["alone"]
     assert np.array_equal(served.outcome.entry.ids, [9])
+
+
+def test_an_audit_of_a_batched_request_counts_its_ids_removed_not_skipped(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    _submit_all(run_dir)
+    serve(run_dir)
+    out = tmp_path / "audit"
+    assert main(["-q", "audit", str(run_dir), "--request", "r3", "--out", str(out)]) == 0
+    report = json.loads(next(out.glob("*.json")).read_text())
+    ids = report["ids"]
+    assert ids["removed"]["ids"] == sorted(REQUESTS["r3"]) and ids["skipped_already_forgotten"]["n"] == 0

@@ -306,7 +306,7 @@ def _plan(
 RETAIN_STATE = "_retain_state"  # the record key carrying a measured retain state to _execute, never stored
 
 
-def certificate_refusal(certificate: dict[str, Any] | None, budget: ErrorBudget) -> str | None:
+def _certificate_refusal(certificate: dict[str, Any] | None, budget: ErrorBudget) -> str | None:
     """Why an approximate result's ``certificate`` does not let it be served (its certified
     distance past ``budget``, or its gradient residual past a certified-removal run's
     (epsilon, delta) budget), or None when it may be."""
@@ -322,16 +322,19 @@ def certificate_refusal(certificate: dict[str, Any] | None, budget: ErrorBudget)
     return why
 
 
-def certified_removal_options(run: Run, method: str, options: dict[str, Any]) -> dict[str, Any]:
+def _certified_removal_options(run: Run, method: str, options: dict[str, Any]) -> dict[str, Any]:
     """``options`` for ``method`` on ``run``, with, on a certified-removal run, the solver's
     stopping rules it was not given set to reach a gradient residual of half the run's budget:
     ``atol`` = that residual over the training set's size, ``rtol`` = ``xtol`` = 0 (for the
-    methods that take them); unchanged for any other run."""
+    methods that take them), and ``mini`` in its fixed-point mode (training and retraining
+    end at the optimum); unchanged for any other run."""
     budget = removal_budget(run.config)
     if budget is None:
         return options
     names = {f.name for f in dataclasses.fields(method_class(method).Options)}
-    wanted = {"atol": SOLVE_FRACTION * budget / run.n_train, "rtol": 0.0, "xtol": 0.0}
+    wanted: dict[str, Any] = {"atol": SOLVE_FRACTION * budget / run.n_train, "rtol": 0.0, "xtol": 0.0}
+    if method == "mini":  # trained and retrained to the optimum: the fixed point is the target
+        wanted["mode"] = "fixed-point"
     return {**{k: v for k, v in wanted.items() if k in names and k not in options}, **options}
 
 
@@ -375,11 +378,28 @@ def forget(
     """
     budget = ErrorBudget(max_approx_ratio, max_certified_distance)
     serve = dict(method=method, options=options, lock_timeout=lock_timeout, device=device, budget=budget)
+    return _serve_or_retrain(run_dir, ids, request_id, serve, retrain_now=retrain_now)
+
+
+def _serve_or_retrain(
+    run_dir: str | os.PathLike[str],
+    ids: Any,
+    request_id: str | None,
+    serve: dict[str, Any],
+    *,
+    retrain_now: bool = False,
+    members: Sequence[BatchMember] = (),
+) -> ForgetOutcome:
+    """:func:`_forget` with ``serve``'s method, options and budget; an approximate result its
+    certificate refuses is discarded (the request recorded failed) and the request served by
+    retraining: under the same id, or for a batch (``members``), a new one (the failed
+    batch released its members)."""
     try:
-        return _forget(run_dir, ids, request_id=request_id, retrain_now=retrain_now, **serve)
+        return _forget(run_dir, ids, request_id=request_id, retrain_now=retrain_now, members=members, **serve)
     except CertifiedDistanceExceeded as exc:
-        outcome = _forget(run_dir, ids, request_id=exc.request_id, forced_retrain=exc.reason, **serve)
-        outcome.messages.insert(0, f"{method}'s result was discarded: {exc.reason}")
+        again = new_batch_id() if members else exc.request_id
+        outcome = _forget(run_dir, ids, request_id=again, forced_retrain=exc.reason, members=members, **serve)
+        outcome.messages.insert(0, f"{serve['method']}'s result was discarded: {exc.reason}")
         return outcome
 
 
@@ -403,12 +423,11 @@ def forget_batch(
     """Serve several new deletion requests with one solve and one model version.
 
     ``requests``: the request id and ids of each (and when it was received), none of them
-    recorded in the ledger yet. The
-    union of their ids is served as one request, a batch recorded under a fresh id
-    (:func:`new_batch_id`); each request is recorded as a member of it with exactly its own
-    ids, and is done with it: :meth:`Ledger.get` on its id returns the batch's model
-    version, record and certificate with its own ids. ``batch_id``: the batch's request id
-    (a fresh one when None; one that is recorded already is refused). The other arguments are those of
+    recorded in the ledger yet. The union of their ids is served as one request, a batch
+    recorded under ``batch_id`` (a fresh one from :func:`new_batch_id` when None; one the
+    ledger holds is refused); each request is recorded as a member of it with exactly its
+    own ids, and is done with it: :meth:`Ledger.get` on its id returns the batch's model
+    version, record and certificate with its own ids. The other arguments are those of
     :func:`forget`, and the batch is served as :func:`forget` serves one request. Returns
     the batch's outcome (its entry's ``members`` name the requests). A batch that is
     refused or fails releases its members: nothing is recorded for them, and each may be
@@ -422,14 +441,7 @@ def forget_batch(
     union = np.unique(np.concatenate([m.ids for m in members]))
     budget = ErrorBudget(max_approx_ratio, max_certified_distance)
     serve = dict(method=method, options=options, lock_timeout=lock_timeout, device=device, budget=budget)
-    try:
-        return _forget(run_dir, union, request_id=batch_id or new_batch_id(), members=members, **serve)
-    except CertifiedDistanceExceeded as exc:  # the failed batch released its members
-        outcome = _forget(
-            run_dir, union, request_id=new_batch_id(), members=members, forced_retrain=exc.reason, **serve
-        )
-        outcome.messages.insert(0, f"{method}'s result was discarded: {exc.reason}")
-        return outcome
+    return _serve_or_retrain(run_dir, union, batch_id or new_batch_id(), serve, members=members)
 
 
 def _forget(
@@ -451,7 +463,7 @@ def _forget(
     request_id = check_request_id(request_id) if request_id is not None else None
     run = open_run(run_dir, device=device)
     get_method(method, **dict(options or {}))  # unknown methods and options refused before any write
-    options = certified_removal_options(run, method, dict(options or {}))
+    options = _certified_removal_options(run, method, dict(options or {}))
     asked_method = get_method(method, **options)
     with device_scope(run.device), open_session(run, write=True, lock_timeout=lock_timeout) as session:
         ledger = session.ledger
@@ -513,7 +525,7 @@ def _forget(
                 after = np.union1d(forgotten, new)
                 fields, record[RETAIN_STATE] = certificate_fields(run, result.params, after)
                 record |= fields
-                why = certificate_refusal(record["certificate"], budget)
+                why = _certificate_refusal(record["certificate"], budget)
                 if why:
                     raise CertifiedDistanceExceeded(why, entry.request_id)
             return result.params, record

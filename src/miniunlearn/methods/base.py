@@ -28,6 +28,7 @@ import torch
 
 from ..errors import ConfigError, HistoryError, MiniUnlearnError
 from ..ids import retained_ids, validate_forget_ids
+from ..training.config import CONVEX_MODELS
 from ..training.rundir import Run
 from .options import check_options, option_types
 
@@ -255,3 +256,14 @@ def method_class(name: str) -> type[UnlearningMethod]:
 def get_method(name: str, **options: Any) -> UnlearningMethod:
     """Return an instance of the method ``name`` with ``options``; ConfigError when unknown."""
     return method_class(name)(**options)
+
+
+def require_convex_model(method: str, run: Run, needs: str) -> None:
+    """Raise ConfigError unless ``run`` trains a convex model; ``needs`` says why ``method``
+    needs one (e.g. "sketches the Hessian by Nystrom")."""
+    if run.config.model not in CONVEX_MODELS:
+        raise ConfigError(
+            f"method {method!r} {needs}, which needs a convex model ({', '.join(CONVEX_MODELS)}); run "
+            f"{run.path} trains a {run.config.model!r}. Choose another method (e.g. mini, finetune or "
+            "retrain)"
+        )

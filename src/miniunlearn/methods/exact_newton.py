@@ -14,7 +14,8 @@ most direct solver applies. When a request arrives this method
    one exact retain gradient each, backtracking (Armijo) when a step does not decrease
    F_R(w) - c.w. It stops when the gradient falls to ``rtol`` times its start or ``atol``,
    or when a step is below ``xtol`` times the distance travelled: that step is then taken
-   without a pass to confirm it, as ``mini``'s contraction does.
+   without a pass to confirm it, as ``mini``'s contraction does (and a start already within
+   tolerance takes one step the same way).
 
 The Hessian is not updated (a chord method): near the trained model it changes little, so
 the steps contract quickly. Runs of a non-convex model, or with more than ``max_dim``
@@ -30,14 +31,13 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from ..training.config import CONVEX_MODELS
 from ..training.history import FINAL_ROLE
 from ..training.rundir import Run
-from .base import UnlearningMethod, UnlearnRequest, register
+from .base import UnlearningMethod, UnlearnRequest, register, require_convex_model
 from .mini.options import MiniOptions
 from .nystrom import sketch_rows
 from .options import option
-from .residual import trained_residual
+from .residual import aimed_residual
 
 _MINI = MiniOptions()  # the stopping rules' defaults are mini's own
 
@@ -101,12 +101,7 @@ class ExactNewton(UnlearningMethod):
     def check_run(self, run: Run) -> None:
         """Refuse (ConfigError) a non-convex model, or one with more than ``max_dim`` parameters."""
         super().check_run(run)
-        if run.config.model not in CONVEX_MODELS:
-            raise ConfigError(
-                f"method {self.name!r} solves with the Hessian, which needs a convex model "
-                f"({', '.join(CONVEX_MODELS)}); run {run.path} trains a {run.config.model!r}. Choose "
-                "another method (e.g. mini, finetune or retrain)"
-            )
+        require_convex_model(self.name, run, "solves with the Hessian")
         if run.objective.dim > self.options.max_dim:
             raise ConfigError(
                 f"method {self.name!r} forms the whole Hessian: run {run.path} has {run.objective.dim} "
@@ -120,9 +115,7 @@ class ExactNewton(UnlearningMethod):
         self.check_run(run)
         objective = run.objective
         retain = request.retain_ids
-        c, history_bytes = torch.zeros(objective.dim, dtype=objective.dtype, device=objective.device), 0
-        if opts.match_residual:
-            c, history_bytes = trained_residual(run, objective)
+        c, history_bytes = aimed_residual(run, objective, opts.match_residual)
 
         start = request.start_params()
         rows = sketch_rows(retain, opts.rows, opts.seed) if opts.rows else retain
@@ -142,7 +135,11 @@ class ExactNewton(UnlearningMethod):
         f, g = evaluate(w)
         norms = [float(g.norm())]
         passes, stop, step_unverified = 1, "max_steps", False
-        for _ in range(opts.max_steps):
+        if opts.max_steps and norms[0] <= max(opts.rtol * norms[0], opts.atol):
+            # already within tolerance (a certified-removal run's generous budget): one step
+            # all the same, unevaluated, so that the request changes the model
+            w, stop, step_unverified = w + newton_step(g), "gradient", True
+        for _ in range(0 if step_unverified else opts.max_steps):
             if norms[-1] <= max(opts.rtol * norms[0], opts.atol):
                 stop = "gradient"
                 break

@@ -37,18 +37,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ConfigError
 from ..solvers.lbfgs import SecantPairs
 from ..solvers.retain_lbfgs import contract
-from ..training.config import CONVEX_MODELS
 from ..training.curvature import sketch_hessian
 from ..training.history import FINAL_ROLE
 from ..training.rundir import Run
-from .base import UnlearningMethod, UnlearnRequest, register
+from .base import UnlearningMethod, UnlearnRequest, register, require_convex_model
 from .mini.fixed_point import solve_kwargs
 from .mini.options import MiniOptions
 from .options import option
-from .residual import trained_residual
+from .residual import aimed_residual
 
 _MINI = MiniOptions()  # the solver's defaults are mini's own
 
@@ -121,12 +119,7 @@ class NystromUnlearning(UnlearningMethod):
         """Refuse, before anything is computed, a run of a non-convex model (ConfigError): the
         Nyström sketch needs a positive semi-definite Hessian."""
         super().check_run(run)
-        if run.config.model not in CONVEX_MODELS:
-            raise ConfigError(
-                f"method {self.name!r} sketches the Hessian by Nystrom, which needs a convex model "
-                f"({', '.join(CONVEX_MODELS)}); run {run.path} trains a {run.config.model!r}. Choose "
-                "another method (e.g. mini, finetune or retrain)"
-            )
+        require_convex_model(self.name, run, "sketches the Hessian by Nystrom")
 
     def _unlearn(self, request: UnlearnRequest) -> tuple[torch.Tensor, int, dict[str, Any]]:
         opts = self.options
@@ -134,9 +127,7 @@ class NystromUnlearning(UnlearningMethod):
         self.check_run(run)
         objective = run.objective
         retain = request.retain_ids
-        c, history_bytes = torch.zeros(objective.dim, dtype=objective.dtype, device=objective.device), 0
-        if opts.match_residual:  # the final gradient, as warmstart reads it; else one pass over the data
-            c, history_bytes = trained_residual(run, objective)
+        c, history_bytes = aimed_residual(run, objective, opts.match_residual)
 
         w = request.start_params()
         ids = sketch_rows(retain, opts.rows, opts.seed)
@@ -147,7 +138,7 @@ class NystromUnlearning(UnlearningMethod):
         f, g = objective.value_and_grad(w, retain)  # a request always leaves some samples
         f, g = f - torch.dot(c, w), g - c
         pairs = SecantPairs(opts.memory, h0=sketch.inverse_hessian_product)
-        solve = contract(objective, retain, w, f, g, pairs, c, **solve_kwargs(opts))
+        solve = contract(objective, retain, w, f, g, pairs, c, **solve_kwargs(opts), step_when_within=True)
         return (
             solve.w,
             history_bytes,

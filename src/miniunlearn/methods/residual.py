@@ -23,3 +23,11 @@ def trained_residual(run: Run, objective: Objective) -> tuple[torch.Tensor, int]
         return final_grad.to(objective.dtype), int(final_grad.nbytes)
     except HistoryError:
         return objective.value_and_grad(run.load_model_params().to(objective.dtype))[1], 0
+
+
+def aimed_residual(run: Run, objective: Objective, match_residual: bool) -> tuple[torch.Tensor, int]:
+    """Return (c, bytes read): :func:`trained_residual` when ``match_residual``, else zeros
+    (the retain optimum is aimed at; nothing read)."""
+    if match_residual:
+        return trained_residual(run, objective)
+    return torch.zeros(objective.dim, dtype=objective.dtype, device=objective.device), 0

@@ -25,7 +25,7 @@ import torch
 from ..training.history import FINAL_ROLE
 from .base import UnlearningMethod, UnlearnRequest, register
 from .options import option
-from .residual import trained_residual
+from .residual import aimed_residual
 
 
 @register
@@ -60,9 +60,7 @@ class WarmStart(UnlearningMethod):
         run = request.run
         objective = run.objective.cast(torch.float64 if opts.precision == "float64" else run.objective.dtype)
         retain = request.retain_ids
-        c, history_bytes = torch.zeros(objective.dim, dtype=objective.dtype, device=objective.device), 0
-        if opts.match_residual:
-            c, history_bytes = trained_residual(run, objective)
+        c, history_bytes = aimed_residual(run, objective, opts.match_residual)
 
         w = torch.nn.Parameter(request.start_params().to(objective.dtype))
         f0, g0 = objective.value_and_grad(w.detach(), retain)

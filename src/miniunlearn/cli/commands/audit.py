@@ -32,7 +32,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
         if entry.state == "done":
             version = session.version_of(entry)  # an audit never vouches for an altered model
             done = [e for e in done if (e.done_seq or 0) <= (entry.done_seq or 0)]
-        earlier = [e.ids for e in done if e.request_id != entry.request_id]
+        served_with = (entry.request_id, entry.batch)  # a batch member: its batch served its ids too
+        earlier = [e.ids for e in done if e.request_id not in served_with]
     previously = np.unique(np.concatenate(earlier)) if earlier else np.zeros(0, np.int64)
     metrics = retrain_metrics = counts = None
     if args.with_metrics and entry.state == "done":

@@ -17,8 +17,14 @@ from .trajectory import OPTIMUM_MIN_STEPS
 
 def retraining_passes(run: Run, n_forget: int) -> float:
     """Passes over the retain set a retraining without ``n_forget`` samples costs: every
-    epoch of the run's plan visits each retained sample once."""
-    return run.total_steps / run.plan.steps_per_epoch if run.n_train > n_forget else 0.0
+    epoch of the run's plan visits each retained sample once; a certified-removal run's
+    retraining also polishes to its optimum, as its training did (the manifest's passes)."""
+    if run.n_train <= n_forget:
+        return 0.0
+    epochs = run.total_steps / run.plan.steps_per_epoch
+    if run.config.certify is not None:
+        return max(epochs, float(run.manifest.get("train_passes") or epochs))
+    return epochs
 
 
 def mode_budget_passes(mode: str, run: Run, options: MiniOptions, n_forget: int, checkpoints: int) -> float:

@@ -136,10 +136,16 @@ def unlearn_fixed_point(
     # A step is a fair estimate of the remaining error only when the sketch makes the
     # steps Newton-like; unpreconditioned L-BFGS takes small steps long before it
     # converges (measured: 3x farther from retraining), so xtol needs the sketch.
-    kwargs = {**solve_kwargs(options), "xtol": options.xtol if cp.h0 is not None else 0.0}
+    # a start already within tolerance (a certified-removal run's generous budget, a small
+    # request) still takes one step: a request must change the model, and its certificate
+    # measures the result
+    kwargs = {
+        **solve_kwargs(options),
+        "xtol": options.xtol if cp.h0 is not None else 0.0,
+        "step_when_within": True,
+    }
     if small:
-        floor = options.small_request_tol * float(c.norm())
-        kwargs |= {"atol": max(options.atol, floor), "step_when_within": True}
+        kwargs["atol"] = max(options.atol, options.small_request_tol * float(c.norm()))
     solve = contract(objective, request.retain_ids, w, f, g, pairs, c, **kwargs)
     return (
         solve.w,
