@@ -15,6 +15,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from miniunlearn.cli import main
 from miniunlearn.deletion import current_version, forget, load_version_params
 from miniunlearn.errors import ConfigError
 from miniunlearn.ids import random_forget_ids, retained_ids
@@ -165,3 +166,20 @@ def test_a_request_already_within_a_generous_budget_still_changes_the_model(
     assert outcome.entry.method == method and outcome.status == "done"
     assert outcome.certificate["removal"]["certified"]
     assert outcome.version.sha256 != open_run(run.path).files("model")[0]["sha256"]  # a new model
+
+
+@pytest.mark.parametrize(
+    "flags, why",
+    [
+        (["--certify", "1"], "two numbers EPS,DELTA"),
+        (["--certify-noise", "2"], "give --certify as well"),
+        (["--certify", "1,1e-5"], "--dtype float64"),
+        (["--certify", "1,2", "--dtype", "float64"], "delta < 1"),
+    ],
+)
+def test_bad_certify_flags_exit_2_and_write_nothing(
+    tmp_path: Path, capsys, flags: list[str], why: str
+) -> None:
+    out = tmp_path / "run"
+    assert main(["-q", "train", "--dataset", "digits", "--out", str(out), *flags]) == 2
+    assert why in capsys.readouterr().err and not out.exists()

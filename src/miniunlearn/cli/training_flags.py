@@ -30,7 +30,8 @@ class TrainingFlag:
     """One preset-overriding flag: its name, type or choices, and one-line help.
 
     ``example`` marks a comma-separated list of integers (layer widths), shown in the error
-    for a malformed value; ``train_only`` keeps the flag off ``bench``.
+    for a malformed value; ``train_only`` keeps the flag off ``bench``; ``metavar`` names
+    the value in ``--help``.
     """
 
     flag: str
@@ -39,6 +40,7 @@ class TrainingFlag:
     choices: Callable[[], Sequence[str]] | None = None
     example: str | None = None
     train_only: bool = False
+    metavar: str | None = None
 
     @property
     def dest(self) -> str:
@@ -52,6 +54,8 @@ class TrainingFlag:
             kwargs["type"] = self.type
         if self.choices is not None:
             kwargs["choices"] = tuple(self.choices())
+        if self.metavar is not None:
+            kwargs["metavar"] = self.metavar
         p.add_argument(self.flag, **kwargs)
 
 
@@ -108,11 +112,12 @@ TRAINING_FLAGS: tuple[TrainingFlag, ...] = (
     TrainingFlag("--n-train", "train on a seeded random subset of this size", type=int),
     TrainingFlag(
         "--certify",
-        "EPS,DELTA: train for certified removal (Guo et al. 2020; logreg, float64): perturb the loss "
-        "by b.w, train to its optimum, and hold every served model's gradient residual to the "
-        "(EPS, DELTA) budget, retraining past it",
+        "train for certified removal (Guo et al. 2020; logreg, float64): perturb the loss by b.w, "
+        "train to its optimum, and hold every served model's gradient residual to the (EPS, DELTA) "
+        "budget, retraining past it",
         type=str,
         train_only=True,
+        metavar="EPS,DELTA",
     ),
     TrainingFlag(
         "--certify-noise",
@@ -120,6 +125,7 @@ TRAINING_FLAGS: tuple[TrainingFlag, ...] = (
         "a larger residual and costs more accuracy",
         type=float,
         train_only=True,
+        metavar="SIGMA",
     ),
 )
 
