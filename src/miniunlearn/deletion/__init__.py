@@ -3,14 +3,16 @@ forget workflow, the error budget and the ids files requests come in.
 
 * :mod:`.session` -- :func:`open_session`, the one way to read or change what a run has
   forgotten (ledger, ``current.json``, model versions), and the rules that keep them agreeing;
-* :mod:`.workflow` -- :func:`forget` and :func:`retrain_all`: admit, plan, execute, commit;
+* :mod:`.workflow` -- :func:`forget`, :func:`forget_batch` (several requests, one solve)
+  and :func:`retrain_all`: admit, plan, execute, commit;
+* :mod:`.queue` -- ``submit`` and ``serve``: a queue of requests, served in batches;
 * :mod:`.budget` -- :class:`ErrorBudget`, how much approximate unlearning a run may take;
 * :mod:`.idsfile` -- :func:`read_ids_file`.
 """
 
 from __future__ import annotations
 
-from ..ledger import Ledger
+from ..ledger import BatchMember, Ledger
 from ..training.rundir import Run
 from ..versions import CRASH_ENV, CURRENT_FILE, ModelVersion, load_version_params, open_ledger
 from .budget import DEFAULT_MAX_APPROX_RATIO, ErrorBudget
@@ -23,9 +25,10 @@ from .session import (
     restore_current,
 )
 from .state import check_state
-from .workflow import ForgetOutcome, failure_reason, forget, retrain_all
+from .workflow import ForgetOutcome, failure_reason, forget, forget_batch, retrain_all
 
 __all__ = [
+    "BatchMember",
     "CRASH_ENV",
     "CURRENT_FILE",
     "DEFAULT_MAX_APPROX_RATIO",
@@ -36,6 +39,7 @@ __all__ = [
     "current_version",
     "failure_reason",
     "forget",
+    "forget_batch",
     "ledger_records",
     "load_version_params",
     "open_ledger",
