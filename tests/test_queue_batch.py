@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from miniunlearn.cli import main
 from miniunlearn.deletion import CRASH_ENV, current_version, forget, load_version_params, open_session
@@ -180,3 +182,27 @@ def test_an_audit_of_a_batched_request_counts_its_ids_removed_not_skipped(
     report = json.loads(next(out.glob("*.json")).read_text())
     ids = report["ids"]
     assert ids["removed"]["ids"] == sorted(REQUESTS["r3"]) and ids["skipped_already_forgotten"]["n"] == 0
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    requests=st.lists(
+        st.lists(st.integers(0, 1200), min_size=1, max_size=6, unique=True), min_size=2, max_size=5
+    )
+)
+def test_any_batch_records_each_request_and_equals_its_union(convex_run, tmp_path_factory, requests) -> None:
+    root = tmp_path_factory.mktemp("batch")
+    queue_dir = Path(shutil.copytree(convex_run.path, root / "queue"))
+    at_once = Path(shutil.copytree(convex_run.path, root / "at-once"))
+    for k, ids in enumerate(requests):
+        submit(queue_dir, ids, request_id=f"q{k}")
+    served = serve(queue_dir)
+    union = sorted(set().union(*requests))
+    forget(at_once, union, request_id="union")
+    assert torch.equal(_model(queue_dir), _model(at_once))
+    with Ledger.open(queue_dir) as ledger:
+        assert ledger.forgotten_ids().tolist() == union and ledger.verify() == []
+        for k, ids in enumerate(requests):
+            entry = ledger.get(f"q{k}")
+            assert entry.state == "done" and entry.ids.tolist() == sorted(ids) and entry.batch is not None
+    assert [s.outcome.entry.request_id for s in served] == [f"q{k}" for k in range(len(requests))]
