@@ -223,12 +223,11 @@ def serve(
         with open_session(run_dir, write=True, lock_timeout=lock_timeout):
             pass
     recorded = _recorded(run_dir, [r.request_id for r in waiting])
-    known = [r for r in waiting if r.request_id in recorded]
-    for request in known:
-        report(_serve_one(run_dir, request, settings))
     groups: dict[str, list[QueuedRequest]] = {}
     for request in waiting:
-        if request not in known:
+        if request.request_id in recorded:
+            report(_serve_one(run_dir, request, settings))
+        else:
             key = json.dumps([request.method, request.options], sort_keys=True, default=str)
             groups.setdefault(key, []).append(request)
     for group in groups.values():

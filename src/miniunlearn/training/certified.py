@@ -38,6 +38,7 @@ import torch
 
 from ..errors import ConfigError
 from ..objective import Objective
+from ..progress import progress_bar
 from .config import TrainConfig
 
 NOISE_STREAM = 0xCE27  # the perturbation's generator: numpy default_rng([seed, NOISE_STREAM])
@@ -69,19 +70,22 @@ def perturbation(config: TrainConfig, dim: int) -> torch.Tensor | None:
     return torch.from_numpy(rng.standard_normal(dim) * config.certify[2])
 
 
-def polish(objective: Objective, w: torch.Tensor, ids: np.ndarray | None, budget: float) -> torch.Tensor:
+def polish(
+    objective: Objective, w: torch.Tensor, ids: np.ndarray | None, budget: float, *, progress: bool = False
+) -> torch.Tensor:
     """Run float64 L-BFGS on F_ids (all samples when None) from ``w`` until the residual
-    |ids| |grad F_ids(w)| is at most ``POLISH_FRACTION`` times ``budget``; return the model.
-    Raises ConfigError when it cannot get there (the residual would break the guarantee)."""
+    |ids| |grad F_ids(w)| is at most ``POLISH_FRACTION`` times ``budget``; return the model
+    (``progress``: a bar counting its passes). Raises ConfigError when it cannot get there
+    (the residual would break the guarantee)."""
     count = objective.n if ids is None else len(ids)
     tol = POLISH_FRACTION * budget / count
     point = torch.nn.Parameter(w.detach().to(torch.float64).clone())
-    state: dict[str, torch.Tensor] = {}
+    bar = progress_bar(desc="polish to the perturbed optimum", enabled=progress, unit="pass")
 
     def closure() -> torch.Tensor:
         value, grad = objective.value_and_grad(point.detach(), ids)
         point.grad = grad.clone()
-        state["grad"] = grad
+        bar.update()
         return value
 
     optimizer = torch.optim.LBFGS(
@@ -94,6 +98,7 @@ def polish(objective: Objective, w: torch.Tensor, ids: np.ndarray | None, budget
         line_search_fn="strong_wolfe",
     )
     optimizer.step(closure)
+    bar.close()
     final = point.detach().to(w.dtype)
     norm = float(objective.value_and_grad(final, ids)[1].norm())
     if norm > tol:

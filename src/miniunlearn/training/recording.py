@@ -108,7 +108,9 @@ def _train_run(config: TrainConfig, out: Path, progress: bool, device: torch.dev
             recorder=recorder,
             progress=progress,
             cost=cost,
-            finish=None if budget is None else lambda w: polish(objective, w, None, budget),
+            finish=None
+            if budget is None
+            else lambda w: polish(objective, w, None, budget, progress=progress),
         )
         train_seconds = time.perf_counter() - started
         train_evals = objective.grad_evals - evals - cost.total_evals()

@@ -71,7 +71,9 @@ def retrain(run: Run, forget_ids: np.ndarray, *, progress: bool = False) -> torc
         forget_mask=mask,
         progress=progress,
         desc="retrain",
-        finish=None if budget is None else lambda w: polish(run.objective, w, retained, budget),
+        finish=None
+        if budget is None
+        else lambda w: polish(run.objective, w, retained, budget, progress=progress),
     )
 
 
