@@ -183,3 +183,11 @@ def test_bad_certify_flags_exit_2_and_write_nothing(
     out = tmp_path / "run"
     assert main(["-q", "train", "--dataset", "digits", "--out", str(out), *flags]) == 2
     assert why in capsys.readouterr().err and not out.exists()
+
+
+def test_the_ledger_marks_requests_within_the_budget(run_dir: Path, capsys) -> None:
+    forget(run_dir, [9, 10], request_id="marked")
+    assert main(["ledger", str(run_dir)]) == 0
+    listed = capsys.readouterr().out
+    row = next(line for line in listed.splitlines() if line.startswith("marked"))
+    assert "+" in row.split()[5] and "certified-removal budget" in listed

@@ -46,13 +46,16 @@ def _verify(run: Any) -> int:
 
 
 def certified(record: dict[str, Any] | None) -> str:
-    """The ledger column of a request's certificate: its distance bound, ``none`` for a run
-    that gets none (networks), ``-`` when nothing was recorded (not served, or served before
-    certificates were recorded)."""
+    """The ledger column of a request's certificate: its distance bound (on a certified-removal
+    run followed by ``+`` when its residual is within the (epsilon, delta) budget, ``!`` when
+    not), ``none`` for a run that gets none (networks), ``-`` when nothing was recorded (not
+    served, or served before certificates were recorded)."""
     record = record or {}
     certificate = record.get("certificate")
     if certificate:
-        return f"{certificate['distance_bound']:.2e}"
+        removal = certificate.get("removal")
+        mark = "" if not removal else ("+" if removal["certified"] else "!")
+        return f"{certificate['distance_bound']:.2e}{mark}"
     return "none" if record.get("certificate_note") else "-"
 
 
@@ -77,6 +80,8 @@ def _list(run: Any, *, as_json: bool) -> int:
             )
         if any(r.get("batch") for r in records):
             print("indented: the requests served by the batch above them (one solve, one model version)")
+        if any(((r.get("metrics") or {}).get("certificate") or {}).get("removal") for r in records):
+            print("+: the served model's gradient residual is within the run's certified-removal budget")
         if any((r.get("metrics") or {}).get("certificate") for r in records):
             print(
                 "certified: a true bound on the model's distance to the optimum without the forgotten "
