@@ -47,7 +47,7 @@ def peer_checks(
     tag: str, dataset: str, ratio: float, mini: list[dict], peers: dict[str, list[dict]]
 ) -> list[tuple[str, bool]]:
     """The targets of the flagship against its strongest history-free peers (``peers``: the
-    records of warmstart and nystrom present): at most 5 passes a request, at least 3x fewer
+    records of warmstart, nystrom and exact-newton present): at most 5 passes a request, at least 3x fewer
     passes and 2x less time than the peer with the fewest passes, the same or a smaller
     distance to retraining, retraining's test accuracy, recording at most 5 % of training's
     passes, paid back within 10 requests at 10 %, and a float64 warmstart that converged."""
@@ -232,7 +232,11 @@ def main() -> None:
                 )
             if groups.get((ratio, "none")) and groups.get((ratio, "retrain")) and "avg_gap" in mini[0]:
                 checks.extend(leaky_checks(tag, ratio, groups))
-            peers = {m: groups[(ratio, m)] for m in ("warmstart", "nystrom") if groups.get((ratio, m))}
+            peers = {
+                m: groups[(ratio, m)]
+                for m in ("warmstart", "nystrom", "exact-newton")
+                if groups.get((ratio, m))
+            }
             if peers:
                 checks.extend(peer_checks(tag, records[0]["dataset"], ratio, mini, peers))
             if delta and "dgpaper" in path.stem:
