@@ -37,12 +37,9 @@ from ..models import LogisticRegression
 from ..training.history import FINAL_ROLE
 from ..training.rundir import Run
 from .base import UnlearningMethod, UnlearnRequest, register, require_convex_model
-from .mini.options import MiniOptions
 from .nystrom import sketch_rows
 from .options import option
-from .residual import aimed_residual
-
-_MINI = MiniOptions()  # the stopping rules' defaults are mini's own
+from .residual import StoppingRules, aimed_residual
 
 
 def retain_hessian(objective: Any, w: torch.Tensor, ids: np.ndarray, block: int = 256) -> torch.Tensor:
@@ -108,7 +105,7 @@ class ExactNewton(UnlearningMethod):
     )
 
     @dataclass(frozen=True)
-    class Options:
+    class Options(StoppingRules):
         """The Hessian (size cap, subsample), the point aimed at and the stopping rules."""
 
         max_dim: int = option(4096, "refuse models with more parameters (the Hessian holds d² numbers)", ge=1)
@@ -118,22 +115,6 @@ class ExactNewton(UnlearningMethod):
             True, "aim at g_R(w) = g_D(w_T) as mini does (False: the retain optimum)"
         )
         max_steps: int = option(20, "most Newton steps", ge=0)
-        rtol: float = option(
-            _MINI.rtol, "stop when the retain gradient falls to rtol times its start", ge=0, lt=float("inf")
-        )
-        xtol: float = option(
-            _MINI.xtol,
-            "or when a step moves less than xtol times the distance travelled (0: off)",
-            ge=0,
-            lt=float("inf"),
-        )
-        atol: float = option(
-            _MINI.atol, "or when the retain gradient norm falls to atol", ge=0, lt=float("inf")
-        )
-        armijo: float = option(
-            _MINI.armijo, "sufficient-decrease constant of the backtracking", ge=0, lt=float("inf")
-        )
-        max_backtracks: int = option(_MINI.max_backtracks, "step halvings tried per step", ge=0)
 
     def history_read(self) -> tuple[str, ...]:
         """The minimal history's last gradient when matching the residual (as warmstart)."""

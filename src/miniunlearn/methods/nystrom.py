@@ -46,7 +46,7 @@ from .base import UnlearningMethod, UnlearnRequest, register, require_convex_mod
 from .mini.fixed_point import solve_kwargs
 from .mini.options import MiniOptions
 from .options import option
-from .residual import aimed_residual
+from .residual import StoppingRules, aimed_residual
 
 _MINI = MiniOptions()  # the solver's defaults are mini's own
 
@@ -80,7 +80,7 @@ class NystromUnlearning(UnlearningMethod):
     )
 
     @dataclass(frozen=True)
-    class Options:
+    class Options(StoppingRules):
         """The sketch (rank, rows, blocks, seed), the point aimed at and mini's solver settings."""
 
         rank: int = option(64, "eigenpairs kept in the Nystrom sketch (capped at the parameter count)", ge=1)
@@ -93,23 +93,7 @@ class NystromUnlearning(UnlearningMethod):
             "(False: the retain optimum)",
         )
         max_steps: int = option(_MINI.max_steps, "step budget of the L-BFGS contraction", ge=0)
-        rtol: float = option(
-            _MINI.rtol, "stop when the retain gradient falls to rtol times its start", ge=0, lt=float("inf")
-        )
-        xtol: float = option(
-            _MINI.xtol,
-            "or when a step moves less than xtol times the distance travelled (0: off)",
-            ge=0,
-            lt=float("inf"),
-        )
-        atol: float = option(
-            _MINI.atol, "or when the retain gradient norm falls to atol", ge=0, lt=float("inf")
-        )
         memory: int = option(_MINI.memory, "L-BFGS pairs kept", ge=1)
-        armijo: float = option(
-            _MINI.armijo, "sufficient-decrease constant of the line search", ge=0, lt=float("inf")
-        )
-        max_backtracks: int = option(_MINI.max_backtracks, "step halvings tried per step", ge=0)
 
     def history_read(self) -> tuple[str, ...]:
         """The minimal history's last gradient when matching the residual (as warmstart)."""
