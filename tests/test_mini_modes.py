@@ -25,10 +25,15 @@ from miniunlearn.training import Run, TrainConfig, open_run, train_run
 N = 1000
 
 
-def fake_run(model: str, batch_size: int) -> SimpleNamespace:
-    """What choose_mode reads of a run: the model, the batch size of its plan, n_train."""
+def fake_run(
+    model: str, batch_size: int, certify: tuple[float, float, float] | None = None
+) -> SimpleNamespace:
+    """What choose_mode reads of a run: the model and certified-removal setting, the batch
+    size of its plan, n_train."""
     return SimpleNamespace(
-        config=SimpleNamespace(model=model), plan=SimpleNamespace(batch_size=batch_size), n_train=N
+        config=SimpleNamespace(model=model, certify=certify),
+        plan=SimpleNamespace(batch_size=batch_size),
+        n_train=N,
     )
 
 
@@ -71,7 +76,7 @@ def test_an_explicit_mode_is_respected(mode: str) -> None:
 
 def test_a_converged_convex_run_is_served_without_reading_its_schedule() -> None:
     class NoPlan:
-        config = SimpleNamespace(model="logreg")
+        config = SimpleNamespace(model="logreg", certify=None)
         n_train = N
 
         @property
@@ -214,3 +219,11 @@ def test_a_cache_folder_that_is_a_symbolic_link_is_refused(runs, tmp_path: Path)
     with pytest.raises(RunDirError, match="symbolic link"):
         retain_optimum(run, random_forget_ids(run.n_train, 0.1, seed=3))
     assert not any(outside.iterdir())
+
+
+def test_a_certified_removal_run_is_served_at_its_fixed_point() -> None:
+    """Training and retraining end at the perturbed optimum, whatever the history's ratio says."""
+    unconverged = HistoryInfo(residual_ratio=0.5, response_rows=None)
+    assert choose_mode(fake_run("logreg", N), unconverged, MiniOptions()) == "trajectory"
+    certified = fake_run("logreg", N, certify=(1.0, 1e-5, 1.0))
+    assert choose_mode(certified, unconverged, MiniOptions()) == "fixed-point"

@@ -1358,7 +1358,8 @@ class Ledger:
         records = []
         for entry in self.entries():
             records.append(entry.to_record(include_ids=include_ids))
-            records += [m.to_record(include_ids=include_ids) for m in self.members(entry.request_id)]
+            if entry.members:
+                records += [m.to_record(include_ids=include_ids) for m in self.members(entry.request_id)]
         return records
 
     def verify(self) -> list[str]:

@@ -326,15 +326,13 @@ def _certified_removal_options(run: Run, method: str, options: dict[str, Any]) -
     """``options`` for ``method`` on ``run``, with, on a certified-removal run, the solver's
     stopping rules it was not given set to reach a gradient residual of half the run's budget:
     ``atol`` = that residual over the training set's size, ``rtol`` = ``xtol`` = 0 (for the
-    methods that take them), and ``mini`` in its fixed-point mode (training and retraining
-    end at the optimum); unchanged for any other run."""
+    methods that take them; ``mini``'s ``mode=auto`` serves such a run in its fixed-point
+    mode); unchanged for any other run."""
     budget = removal_budget(run.config)
     if budget is None:
         return options
     names = {f.name for f in dataclasses.fields(method_class(method).Options)}
-    wanted: dict[str, Any] = {"atol": SOLVE_FRACTION * budget / run.n_train, "rtol": 0.0, "xtol": 0.0}
-    if method == "mini":  # trained and retrained to the optimum: the fixed point is the target
-        wanted["mode"] = "fixed-point"
+    wanted = {"atol": SOLVE_FRACTION * budget / run.n_train, "rtol": 0.0, "xtol": 0.0}
     return {**{k: v for k, v in wanted.items() if k in names and k not in options}, **options}
 
 
@@ -462,9 +460,8 @@ def _forget(
     ``members``: the requests a new batch ``request_id`` serves (see :func:`forget_batch`)."""
     request_id = check_request_id(request_id) if request_id is not None else None
     run = open_run(run_dir, device=device)
-    get_method(method, **dict(options or {}))  # unknown methods and options refused before any write
     options = _certified_removal_options(run, method, dict(options or {}))
-    asked_method = get_method(method, **options)
+    asked_method = get_method(method, **options)  # unknown methods and options refused before any write
     with device_scope(run.device), open_session(run, write=True, lock_timeout=lock_timeout) as session:
         ledger = session.ledger
         previous = ledger.get(request_id) if request_id else None

@@ -46,11 +46,14 @@ def choose_mode(run: Any, history_info: HistoryInfo, options: MiniOptions) -> st
     """Return the mode that serves ``run``: ``options.mode`` when it names one, else the
     rule of ``mode=auto`` that fits.
 
-    Takes the run (only ``run.config.model``, ``run.plan.batch_size`` and ``run.n_train``
-    are read, and ``run.plan`` only when the rule needs it), what its minimal history says
-    (:class:`HistoryInfo`) and the method's options (``mode``, ``converged_tol``). Reads
-    nothing else. The rules of ``auto``, in order:
+    Takes the run (only ``run.config.model``, ``run.config.certify``,
+    ``run.plan.batch_size`` and ``run.n_train`` are read, and ``run.plan`` only when the rule
+    needs it), what its minimal history says (:class:`HistoryInfo`) and the method's options
+    (``mode``, ``converged_tol``). Reads nothing else. The rules of ``auto``, in order:
 
+    0. A run trained for certified removal: ``fixed-point``. Training and retraining both
+       end with a polish to the (perturbed) optimum, so the retrained model is the fixed
+       point, however the history's residual ratio compares with ``converged_tol``.
     1. A convex model (logistic regression) whose training converged
        (``residual_ratio <= converged_tol``; an unknown, NaN, ratio counts as converged):
        ``fixed-point``. The retrained model is the retain optimum, the fixed point of the
@@ -69,6 +72,8 @@ def choose_mode(run: Any, history_info: HistoryInfo, options: MiniOptions) -> st
     """
     if options.mode != AUTO:
         return options.mode
+    if run.config.certify is not None:
+        return FIXED_POINT
     convex = run.config.model in CONVEX_MODELS
     unconverged = history_info.residual_ratio > options.converged_tol  # NaN compares False
     if convex and not unconverged:
