@@ -11,7 +11,7 @@ from miniunlearn.errors import ConfigError
 from miniunlearn.experiment.optimum import retain_optimum
 from miniunlearn.ids import random_forget_ids
 from miniunlearn.methods import UnlearnRequest, get_method
-from miniunlearn.methods.exact_newton import retain_hessian, softmax_regression_hessian
+from miniunlearn.methods.exact_newton import softmax_regression_hessian
 from miniunlearn.training import Run
 
 
@@ -23,7 +23,7 @@ def test_the_hessian_is_the_objectives_own(convex_run: Run) -> None:
     objective = convex_run.objective
     ids = np.arange(0, 60, 3)
     w = convex_run.load_model_params()
-    formed = retain_hessian(objective, w, ids, block=97)  # blocks that do not divide d
+    formed = softmax_regression_hessian(objective, w, ids)
     assert formed.dtype == torch.float64 and formed.shape == (objective.dim, objective.dim)
     assert torch.equal(formed, formed.T)
     step = 1e-5
