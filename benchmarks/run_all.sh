@@ -59,6 +59,7 @@ chain_c() {
   bench adult-logreg-peers --dataset adult --model logreg --ratios 0.1,0.5,0.9 --methods retrain,warmstart,nystrom,exact-newton,mini --seeds 3
   "$BIN/python" benchmarks/request_passes.py --dataset mnist --seeds 0,1,2 --threads 1 > "$OUT/request-passes-mnist.md"
   "$BIN/python" benchmarks/request_passes.py --dataset adult --seeds 0,1,2 --threads 1 > "$OUT/request-passes-adult.md"
+  "$BIN/python" benchmarks/kfac_preconditioner.py mnist 0 > "$OUT/kfac-preconditioner-table.md"
   # streams of single-sample requests through the deletion workflow
   stream stream-adult --dataset adult --model logreg --stream 100
   stream stream-adult-small --dataset adult --model logreg --stream 100 -o mini:small_request_below=0.001

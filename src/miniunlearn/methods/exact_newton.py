@@ -10,8 +10,8 @@ most direct solver applies. When a request arrives this method
 2. forms the retain Hessian H = (1/|R|) sum_R Hess l_i(w) + lam I at the starting model from
    the logistic regression's structure (the only convex model): one weighted Gram matrix of
    the inputs per pair of classes, counted as d / 4 per-sample evaluations a retain sample
-   (its arithmetic over a gradient's; d Hessian-vector products would cost 2 d and, measured
-   on Adult, 8x the time); on a ``rows`` subsample of R when asked;
+   (its arithmetic over a gradient's; d Hessian-vector products would cost 2 d, and in the
+   Adult sweep of docs/results.md 3-5x the time); on a ``rows`` subsample of R when asked;
 3. factors it once (Cholesky, float64) and takes Newton steps w <- w - H^{-1}(g_R(w) - c),
    one exact retain gradient each, backtracking (Armijo) when a step does not decrease
    F_R(w) - c.w. It stops when the gradient falls to ``rtol`` times its start or ``atol``,
