@@ -94,9 +94,14 @@ def test_non_convex_models_and_runs_without_minimal_history_record_no_sketch(mlp
     assert run.curvature_sketch() is None and "curvature" not in run.manifest
     run = train_run(dataclasses.replace(SMALL, curvature_rank=0), tmp_path / "none", progress=False)
     assert not (run.path / CURVATURE_FILE).exists()
-    # 60 steps leave no room for a sketch within the history budget: none by default
-    run = train_run(dataclasses.replace(SMALL, curvature_rank=None), tmp_path / "short", progress=False)
+    # 60 steps leave no room for a sketch within the history budget: none by default...
+    sketched = dataclasses.replace(SMALL, curvature_rank=None, exact_curvature_dim=0)
+    run = train_run(sketched, tmp_path / "short", progress=False)
     assert run.curvature_sketch() is None
+    # ...while a small model's exact Hessian is exempt from it
+    run = train_run(dataclasses.replace(SMALL, curvature_rank=None), tmp_path / "exact", progress=False)
+    sketch = run.curvature_sketch()
+    assert sketch is not None and sketch.exact and sketch.rank == run.objective.dim
 
 
 def test_corrupt_or_foreign_sketch_is_refused_with_a_clear_error(tmp_path: Path) -> None:

@@ -42,38 +42,6 @@ def test_the_next_request_starts_from_the_certified_state(convex_run, tmp_path: 
     assert float((now - union).norm()) < 1e-3 * float((union - run.load_model_params()).norm())
 
 
-def test_a_small_request_stops_within_what_training_left(tmp_path: Path) -> None:
-    """With small_request_below set, on a run stopped with a residual gradient c, a small
-    request stops once |g_R - c| is within small_request_tol |c| (a step at least,
-    unevaluated when the start is already there)."""
-    import dataclasses
-
-    from conftest import CONVEX
-    from miniunlearn.training import train_run
-
-    short = train_run(
-        dataclasses.replace(CONVEX, epochs=40, history="mini"), tmp_path / "short", progress=False
-    )
-    request = UnlearnRequest(short, np.array([11]))
-    small = get_method("mini", mode="fixed-point", small_request_below=1e-3).unlearn(request)
-    full = get_method("mini", mode="fixed-point").unlearn(request)
-    diag = small.record.diagnostics
-    assert diag["exact_retain_passes"] < full.record.diagnostics["exact_retain_passes"]
-    assert diag["steps"] >= 1 and not torch.equal(small.params, short.load_model_params())
-    c = short.mini_history().grads[0]
-    retain = request.retain_ids
-    g = short.objective.value_and_grad(small.params, retain)[1] - c
-    # within the tolerance the rule aims at, up to the unevaluated last step's own error
-    assert float(g.norm()) <= 0.2 * float(c.norm())
-    # it trades one request's accuracy for passes (measured: 0.0018 from the retrained model
-    # against the full solve's 0.00013, the original model 0.0096), which is why it is off by
-    # default; over a stream the next requests keep correcting it (docs/results.md, streams)
-    target = retrain(short, np.array([11]))
-    original = float((short.load_model_params() - target).norm())
-    assert float((full.params - target).norm()) < float((small.params - target).norm())
-    assert float((small.params - target).norm()) <= 0.25 * original
-
-
 def test_stream_ids_are_disjoint_and_seeded() -> None:
     fixed = stream_ids(1000, StreamSpec(30, request_size=3))
     assert all(ids.size == 3 for ids in fixed)

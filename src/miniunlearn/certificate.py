@@ -99,17 +99,28 @@ def certify(run: Run, w: torch.Tensor, retain_ids: np.ndarray | None) -> Certifi
 
 
 def certify_state(
-    run: Run, w: torch.Tensor, retain_ids: np.ndarray | None
+    run: Run,
+    w: torch.Tensor,
+    retain_ids: np.ndarray | None,
+    measured: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[Certificate, torch.Tensor, torch.Tensor]:
     """:func:`certify`, also returning the retain objective's value and gradient at ``w``
-    (float64) that the pass measured: the next request from ``w`` may start from them."""
+    (float64) that the pass measured: the next request from ``w`` may start from them.
+
+    ``measured``: that value and gradient when the method serving ``w`` already computed them
+    as this function would (``run.objective`` cast to float64, at exactly ``w``, over
+    ``retain_ids``; :attr:`~miniunlearn.methods.base.UnlearnResult.retain_state`): the
+    certificate is then built from them without a pass (``passes`` 0)."""
     why = no_certificate_reason(run)
     if why is not None:
         raise HistoryError(why)
     started = time.perf_counter()
     objective = run.objective.cast(torch.float64)
     n_retain = run.n_train if retain_ids is None else int(len(retain_ids))
-    value, grad = objective.value_and_grad(w.detach().to(objective.device, torch.float64), retain_ids)
+    if measured is None:
+        value, grad = objective.value_and_grad(w.detach().to(objective.device, torch.float64), retain_ids)
+    else:
+        value, grad = (t.detach().to(objective.device, torch.float64) for t in measured)
     lam = float(run.config.lam)
     x_norm = _max_input_norm(run)
     w64 = w.detach().to(torch.float64)
@@ -127,7 +138,7 @@ def certify_state(
         logit_bound=x_norm * distance,
         lam=lam,
         n_retain=n_retain,
-        passes=1.0,
+        passes=1.0 if measured is None else 0.0,
         seconds=time.perf_counter() - started,
         removal=removal_fields(run.config, n_retain, grad_norm, allowance) if run.config.certify else None,
     )

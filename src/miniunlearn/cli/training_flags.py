@@ -100,13 +100,20 @@ TRAINING_FLAGS: tuple[TrainingFlag, ...] = (
     TrainingFlag(
         "--curvature-rank",
         "eigenpairs of the Hessian sketched at the end of training for mini's preconditioner "
-        "(default: up to 128 for logreg with the minimal history, within 5 %% of a full history; 0 = none)",
+        "(default: up to 128 for logreg with the minimal history, within 5 %% of a full history, or the "
+        "exact Hessian for models within --exact-curvature-dim; 0 = none)",
         type=int,
     ),
     TrainingFlag(
         "--curvature-rows",
         "training rows (a seeded random subsample) the curvature sketch averages the Hessian over "
         "(default 2048; more rows cost more recording passes)",
+        type=int,
+    ),
+    TrainingFlag(
+        "--exact-curvature-dim",
+        "logreg models with at most this many parameters record their exact data Hessian over every "
+        "row instead of a sketch (default 1024; 0 = always a sketch)",
         type=int,
     ),
     TrainingFlag("--n-train", "train on a seeded random subset of this size", type=int),

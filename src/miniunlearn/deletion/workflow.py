@@ -204,10 +204,14 @@ def _nothing_new(
 
 
 def certificate_fields(
-    run: Run, params: torch.Tensor, forgotten: np.ndarray
+    run: Run,
+    params: torch.Tensor,
+    forgotten: np.ndarray,
+    measured: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[dict[str, Any], tuple[torch.Tensor, torch.Tensor] | None]:
     """The record's certificate of model ``params`` once ``forgotten`` (every id forgotten,
-    this request's included) is left out, and the retain state it measured.
+    this request's included) is left out, and the retain state it measured (``measured``:
+    the state the serving method measured at ``params``, used instead of a pass).
 
     Returns ``({"certificate": {...}}, (F_R, grad F_R))`` with the bound on the distance to
     the retain optimum and, beside it, the trained run's own bound from its stored final
@@ -218,7 +222,7 @@ def certificate_fields(
     if why is not None:
         return {"certificate": None, "certificate_note": why}, None
     retain = retained_ids(run.n_train, forgotten)
-    certificate, value, grad = certify_state(run, params, retain)
+    certificate, value, grad = certify_state(run, params, retain, measured)
     fields = certificate.to_dict()
     try:  # how far training itself stopped from its optimum, from the stored final gradient
         final_grad = run.mini_history().grads[0].double()
@@ -518,10 +522,14 @@ def _forget(
             )
             result = unlearner.unlearn(request)
             record = result.record.to_dict()
-            if not unlearner.exact and (budget.max_certified_distance is not None or run.config.certify):
+            limited = budget.max_certified_distance is not None or bool(run.config.certify)
+            checked = not unlearner.exact and limited
+            measured = result.retain_state
+            if checked or measured is not None:  # certify here (a measured state needs no pass)
                 after = np.union1d(forgotten, new)
-                fields, record[RETAIN_STATE] = certificate_fields(run, result.params, after)
+                fields, record[RETAIN_STATE] = certificate_fields(run, result.params, after, measured)
                 record |= fields
+            if checked:
                 why = _certificate_refusal(record["certificate"], budget)
                 if why:
                     raise CertifiedDistanceExceeded(why, entry.request_id)

@@ -105,12 +105,22 @@ class UnlearnRecord:
         return dataclasses.asdict(self)
 
 
+MEASURED_RETAIN_STATE = "measured_retain_state"
+"""The diagnostics key under which a method hands over the retain state it measured at its result
+(see :attr:`UnlearnResult.retain_state`); :meth:`UnlearningMethod.unlearn` moves it out of the record."""
+
+
 @dataclass
 class UnlearnResult:
-    """The unlearned parameters (flat) and the record of how they were obtained."""
+    """The unlearned parameters (flat) and the record of how they were obtained.
+
+    ``retain_state``: (F_R, grad F_R) at exactly ``params`` over the request's retain set,
+    computed in float64 by the run's objective, when the method measured them as its last
+    step (a certificate then needs no pass of its own); None otherwise."""
 
     params: torch.Tensor
     record: UnlearnRecord
+    retain_state: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 class UnlearningMethod(ABC):
@@ -182,6 +192,7 @@ class UnlearningMethod(ABC):
             params, history_bytes, diagnostics = request.start_params(), 0, {"empty_request": True}
         else:
             params, history_bytes, diagnostics = self._guarded_unlearn(request)
+        retain_state = diagnostics.pop(MEASURED_RETAIN_STATE, None)
         return UnlearnResult(
             params=params,
             record=UnlearnRecord(
@@ -194,6 +205,7 @@ class UnlearningMethod(ABC):
                 options=dataclasses.asdict(self.options),
                 diagnostics=diagnostics,
             ),
+            retain_state=retain_state,
         )
 
     def _guarded_unlearn(self, request: UnlearnRequest) -> tuple[torch.Tensor, int, dict[str, Any]]:
@@ -210,7 +222,8 @@ class UnlearningMethod(ABC):
 
     @abstractmethod
     def _unlearn(self, request: UnlearnRequest) -> tuple[torch.Tensor, int, dict[str, Any]]:
-        """Return (parameters, history bytes read, diagnostics) for a non-empty request."""
+        """Return (parameters, history bytes read, diagnostics) for a non-empty request; the
+        diagnostics may carry the measured retain state under ``MEASURED_RETAIN_STATE``."""
 
 
 def check_method_class(cls: Any) -> None:

@@ -8,10 +8,12 @@ most direct solver applies. When a request arrives this method
    read from the final checkpoint when the run has one, as ``warmstart`` and ``nystrom``
    read it, else one pass), so that it aims where ``mini`` aims (``match_residual``);
 2. forms the retain Hessian H = (1/|R|) sum_R Hess l_i(w) + lam I at the starting model from
-   the logistic regression's structure (the only convex model): one weighted Gram matrix of
-   the inputs per pair of classes, counted as d / 4 per-sample evaluations a retain sample
-   (its arithmetic over a gradient's; d Hessian-vector products would cost 2 d, and in the
-   Adult sweep of docs/results.md 3-5x the time); on a ``rows`` subsample of R when asked;
+   the logistic regression's structure (the only convex model; ``mini`` records the same
+   Hessian of the full data at training for such small models): one weighted Gram matrix
+   of the inputs per pair of classes (one for two classes), counted as its multiply-adds
+   over a gradient's, about d / 4 per-sample evaluations a retain sample (d / 8 with two
+   classes); d Hessian-vector products would cost 2 d, and in the Adult sweep of
+   docs/results.md 3-5x the time; on a ``rows`` subsample of R when asked;
 3. factors it once (Cholesky, float64) and takes Newton steps w <- w - H^{-1}(g_R(w) - c),
    one exact retain gradient each, backtracking (Armijo) when a step does not decrease
    F_R(w) - c.w. It stops when the gradient falls to ``rtol`` times its start or ``atol``,
@@ -29,50 +31,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..training.curvature import softmax_regression_hessian
 from ..training.history import FINAL_ROLE
 from ..training.rundir import Run
 from .base import UnlearningMethod, UnlearnRequest, register, require_convex_model
 from .nystrom import sketch_rows
 from .options import option
 from .residual import StoppingRules, aimed_residual
-
-
-def softmax_regression_hessian(objective: Any, w: torch.Tensor, ids: np.ndarray) -> torch.Tensor:
-    """The Hessian of a logistic regression's F over ``ids`` at ``w`` (float64, (d, d)) from its
-    structure: (1/|ids|) sum_i (diag p_i - p_i p_i^T) kron x_i x_i^T + lam I, with x_i = (x, 1)
-    and the blocks placed in the flat layout [weight (K x F) row-major, bias (K)]. One
-    weighted Gram matrix per class pair, a block of rows at a time; counted as d / 4
-    per-sample evaluations a row (its multiply-adds over a gradient's 2 d)."""
-    params = objective.unflatten(w.to(objective.dtype))
-    weight, bias = params["linear.weight"].to(torch.float64), params["linear.bias"].to(torch.float64)
-    classes, features = weight.shape
-    blocks = torch.zeros(classes, features + 1, classes, features + 1, dtype=torch.float64, device=w.device)
-    index = torch.as_tensor(np.asarray(ids), dtype=torch.long, device=objective.device)
-    for start in range(0, index.numel(), objective.chunk_size):
-        x = objective.x[index[start : start + objective.chunk_size]].to(torch.float64)
-        xt = torch.cat([x, torch.ones(x.shape[0], 1, dtype=torch.float64, device=x.device)], dim=1)
-        p = torch.softmax(x @ weight.T + bias, dim=1)
-        for k in range(classes):
-            for j in range(k, classes):
-                s = p[:, k] * (float(k == j) - p[:, j])
-                blocks[k, :, j, :] += (xt * s[:, None]).T @ xt
-    for k in range(classes):
-        for j in range(k + 1, classes):
-            blocks[j, :, k, :] = blocks[k, :, j, :].T
-    flat = torch.empty(classes, features + 1, dtype=torch.long, device=blocks.device)
-    flat[:, :features] = torch.arange(classes * features, device=blocks.device).reshape(classes, features)
-    flat[:, features] = classes * features + torch.arange(classes, device=blocks.device)
-    order = flat.reshape(-1)
-    size = classes * (features + 1)
-    hessian = torch.empty(size, size, dtype=torch.float64, device=blocks.device)
-    hessian[order[:, None], order[None, :]] = blocks.reshape(size, size) / len(ids)
-    objective.count(len(ids) * max(1, objective.dim // 4))
-    hessian = 0.5 * (hessian + hessian.T)  # the Gram blocks are symmetric up to rounding
-    return hessian + objective.lam * torch.eye(size, dtype=torch.float64, device=hessian.device)
 
 
 @register

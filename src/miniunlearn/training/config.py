@@ -27,6 +27,9 @@ MAX_CHECKPOINTS = 64
 """The minimal history's k+1 checkpoints reach back 2**(k-1) steps: 64 covers any run."""
 DEFAULT_CURVATURE_ROWS = 2048
 """Rows the curvature sketch averages the Hessian over (measured: docs/results/request-passes.md)."""
+EXACT_CURVATURE_DIM = 1024
+"""Logistic regressions with at most this many parameters record their exact data Hessian (d² numbers,
+4 MB in float32 at the cap) instead of a sketch: a single-sample request then needs one pass."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,9 @@ class TrainConfig:
     ``curvature_rows``: the seeded random subsample of training rows the sketch averages
     the Hessian over (default 2048, a few per cent of training's passes on MNIST; None = every
     row, as runs recorded before this option).
+    ``exact_curvature_dim``: with ``curvature_rank`` unset, a logistic regression with at most
+    this many parameters records its exact data Hessian over every row instead of a sketch
+    (0: always a sketch, as runs recorded before this option).
     ``certify``: (epsilon, delta, noise) trains for certified removal (Guo et al. 2020): the
     loss is perturbed by b.w with b ~ N(0, noise^2 I) drawn from the seed, training ends at
     the perturbed optimum, and every served model's gradient residual is held to the budget
@@ -70,6 +76,7 @@ class TrainConfig:
     curvature_rank: int | None = None
     curvature_iters: int = 2
     curvature_rows: int | None = DEFAULT_CURVATURE_ROWS
+    exact_curvature_dim: int = EXACT_CURVATURE_DIM
     n_train: int | None = None
     subset_ids: tuple[int, ...] | None = None
     data_path: str | None = None
@@ -113,6 +120,10 @@ class TrainConfig:
         if self.curvature_rows is not None and self.curvature_rows < 1:
             raise ConfigError(
                 f"--curvature-rows must be a positive number of rows, got {self.curvature_rows}"
+            )
+        if self.exact_curvature_dim < 0:
+            raise ConfigError(
+                f"--exact-curvature-dim must be >= 0 (0 = always a sketch), got {self.exact_curvature_dim}"
             )
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
@@ -194,6 +205,7 @@ class TrainConfig:
         data = dict(data)
         # runs recorded before the option sketched the curvature over every row
         data.setdefault("curvature_rows", None)
+        data.setdefault("exact_curvature_dim", 0)  # and never recorded an exact Hessian
         for name in ("hidden", "channels", "head"):
             if name in data:
                 data[name] = tuple(data[name])

@@ -16,10 +16,16 @@ measured as good a preconditioner as every row at a few per cent of the passes
 *data* part of the Hessian (1/n) sum_i Hess l_i is sketched; lam is added back when
 the preconditioner is applied. Defined for convex models (positive semi-definite
 Hessian); recorded by default for logistic regression only.
+
+A logistic regression of at most ``exact_curvature_dim`` parameters records instead its
+exact data Hessian over every row (:func:`exact_curvature`, from the loss's structure:
+:func:`softmax_regression_hessian`), stored the same way as all d eigenpairs (float32
+vectors), so the preconditioner is the Newton step.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,16 +46,27 @@ MIN_RANK = 8
 HISTORY_BUDGET = 0.05  # the minimal history's bytes, as a share of a full per-step history
 
 
-def default_rank(model: str, history: str, total_steps: int, checkpoints: int, itemsize: int) -> int:
+def default_rank(
+    model: str,
+    history: str,
+    total_steps: int,
+    checkpoints: int,
+    itemsize: int,
+    dim: int = 0,
+    exact_dim: int = 0,
+) -> int:
     """The sketch rank used when a config leaves it unset.
 
-    0 (no sketch) for non-convex models and runs without the minimal history; else the
-    largest rank up to ``DEFAULT_RANK`` that keeps checkpoints plus sketch within
-    ``HISTORY_BUDGET`` of the full history (2 T d numbers of ``itemsize`` bytes; the
-    sketch costs 2 bytes a number), and 0 when fewer than ``MIN_RANK`` would fit.
+    0 (no sketch) for non-convex models and runs without the minimal history; ``dim`` (the
+    exact Hessian, exempt from the budget) when the model's ``dim`` parameters are at most
+    ``exact_dim``; else the largest rank up to ``DEFAULT_RANK`` that keeps checkpoints plus
+    sketch within ``HISTORY_BUDGET`` of the full history (2 T d numbers of ``itemsize``
+    bytes; the sketch costs 2 bytes a number), and 0 when fewer than ``MIN_RANK`` would fit.
     """
     if model not in CONVEX_MODELS or history not in MINI_HISTORY_MODES:
         return 0
+    if 0 < dim <= exact_dim:
+        return dim
     fits = int(itemsize * (HISTORY_BUDGET * total_steps - checkpoints)) - 1  # one spare for file headers
     rank = min(DEFAULT_RANK, fits)
     return rank if rank >= MIN_RANK else 0
@@ -58,11 +75,13 @@ def default_rank(model: str, history: str, total_steps: int, checkpoints: int, i
 @dataclass(frozen=True)
 class CurvatureSketch:
     """Top eigenpairs of the data Hessian: ``vectors`` (m, d) with orthonormal rows and
-    ``values`` (m,) in descending order, plus the run's ``lam``."""
+    ``values`` (m,) in descending order, plus the run's ``lam``; ``exact`` when they are all
+    d eigenpairs of the Hessian over every training row (:func:`exact_curvature`), not a sketch."""
 
     vectors: torch.Tensor
     values: torch.Tensor
     lam: float
+    exact: bool = False
 
     @property
     def rank(self) -> int:
@@ -71,12 +90,13 @@ class CurvatureSketch:
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the sketch as stored (float16 vectors, float32 values): what a method reads."""
-        return int(2 * self.vectors.numel() + 4 * self.values.numel())
+        """Bytes of the sketch as stored (float16 vectors, float32 for an exact Hessian; float32
+        values): what a method reads."""
+        return int((4 if self.exact else 2) * self.vectors.numel() + 4 * self.values.numel())
 
     def to(self, device: torch.device) -> CurvatureSketch:
         """Return this sketch with its tensors on ``device``."""
-        return CurvatureSketch(self.vectors.to(device), self.values.to(device), self.lam)
+        return CurvatureSketch(self.vectors.to(device), self.values.to(device), self.lam, self.exact)
 
     def inverse_hessian_product(self, g: torch.Tensor) -> torch.Tensor:
         """Return P^(-1) g for the Nyström preconditioner P of the regularised Hessian.
@@ -134,16 +154,83 @@ def sketch_hessian(
     return CurvatureSketch(u.T.contiguous().to(objective.dtype), values.to(objective.dtype), objective.lam)
 
 
+def softmax_regression_hessian(
+    objective: Objective, w: torch.Tensor, ids: np.ndarray | None, *, regularised: bool = True
+) -> torch.Tensor:
+    """The Hessian of a logistic regression's F over ``ids`` (None: every row) at ``w``
+    (float64, (d, d)) from its structure: (1/|ids|) sum_i (diag p_i - p_i p_i^T) kron x_i x_i^T,
+    plus lam I when ``regularised``, with x_i = (x, 1) and the blocks placed in the flat layout
+    [weight (K x F) row-major, bias (K)].
+
+    One weighted Gram matrix per class pair, a block of rows at a time (two classes need one:
+    every block is +-p_0 p_1 x x^T). Counted, per row, as the Gram matrices' multiply-adds over
+    a gradient's 2 d: about d / 4 per-sample evaluations, d / 8 with two classes.
+    """
+    params = objective.unflatten(w.to(objective.dtype))
+    weight, bias = params["linear.weight"].to(torch.float64), params["linear.bias"].to(torch.float64)
+    classes, features = weight.shape
+    blocks = torch.zeros(classes, features + 1, classes, features + 1, dtype=torch.float64, device=w.device)
+    count = objective.n if ids is None else len(ids)
+    pairs = [(k, j) for k in range(classes) for j in range(k, classes)]
+    grams = 1 if classes == 2 else len(pairs)
+    for start in range(0, count, objective.chunk_size):
+        stop = min(start + objective.chunk_size, count)
+        rows = (
+            slice(start, stop)
+            if ids is None
+            else torch.as_tensor(np.asarray(ids[start:stop]), dtype=torch.long, device=objective.x.device)
+        )
+        x = objective.x[rows].to(torch.float64)
+        xt = torch.cat([x, torch.ones(x.shape[0], 1, dtype=torch.float64, device=x.device)], dim=1)
+        p = torch.softmax(x @ weight.T + bias, dim=1)
+        if classes == 2:
+            gram = (xt * (p[:, 0] * p[:, 1])[:, None]).T @ xt
+            for k, j in pairs:
+                blocks[k, :, j, :] += gram if k == j else -gram
+            continue
+        for k, j in pairs:
+            s = p[:, k] * (float(k == j) - p[:, j])
+            blocks[k, :, j, :] += (xt * s[:, None]).T @ xt
+    for k, j in pairs:
+        if k != j:
+            blocks[j, :, k, :] = blocks[k, :, j, :].T
+    flat = torch.empty(classes, features + 1, dtype=torch.long, device=blocks.device)
+    flat[:, :features] = torch.arange(classes * features, device=blocks.device).reshape(classes, features)
+    flat[:, features] = classes * features + torch.arange(classes, device=blocks.device)
+    order = flat.reshape(-1)
+    size = classes * (features + 1)
+    hessian = torch.empty(size, size, dtype=torch.float64, device=blocks.device)
+    hessian[order[:, None], order[None, :]] = blocks.reshape(size, size) / count
+    objective.count(count * max(1, math.ceil(grams * (features + 1) ** 2 / (2 * size))))
+    hessian = 0.5 * (hessian + hessian.T)  # the Gram blocks are symmetric up to rounding
+    if regularised:
+        hessian = hessian + objective.lam * torch.eye(size, dtype=torch.float64, device=hessian.device)
+    return hessian
+
+
+def exact_curvature(objective: Objective, w: torch.Tensor) -> CurvatureSketch:
+    """The whole data Hessian of a logistic regression at ``w`` over every training row, as a
+    full-rank :class:`CurvatureSketch` (``exact=True``): its eigenpairs in descending order,
+    so the preconditioner it gives is the Newton step itself."""
+    values, vectors = torch.linalg.eigh(softmax_regression_hessian(objective, w, None, regularised=False))
+    values, vectors = values.flip(0).clamp(min=0.0), vectors.flip(1)  # rounding can leave -1e-17
+    return CurvatureSketch(
+        vectors.T.contiguous().to(objective.dtype), values.to(objective.dtype), objective.lam, True
+    )
+
+
 def save_sketch(path: Path, sketch: CurvatureSketch, meta: dict[str, str]) -> None:
     """Write ``sketch`` (and string metadata) to ``path`` as safetensors, the eigenvectors
-    in float16."""
+    in float16 (float32 for an exact Hessian)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Half precision halves the bytes; a preconditioner needs no more (rows re-orthonormalised on load).
+    # Half precision halves the bytes; a sketched preconditioner needs no more (rows
+    # re-orthonormalised on load). An exact Hessian keeps float32: its Newton step is meant to land.
     tensors = {
-        "vectors": sketch.vectors.to(torch.float16).contiguous(),
+        "vectors": sketch.vectors.to(torch.float32 if sketch.exact else torch.float16).contiguous(),
         "values": sketch.values.to(torch.float32).contiguous(),
     }
-    save_tensors(tensors, path, stable_metadata({**meta, "lam": repr(sketch.lam)}))
+    exact = {"exact": "1"} if sketch.exact else {}
+    save_tensors(tensors, path, stable_metadata({**meta, **exact, "lam": repr(sketch.lam)}))
 
 
 def load_sketch(run_dir: Path, *, dim: int, lam: float) -> CurvatureSketch | None:
@@ -171,4 +258,4 @@ def load_sketch(run_dir: Path, *, dim: int, lam: float) -> CurvatureSketch | Non
     if not (torch.isfinite(vectors).all() and torch.isfinite(values).all()) or (values < 0).any():
         raise HistoryError(f"{path} holds non-finite or negative curvature; retrain the run")
     vectors = torch.linalg.qr(vectors.to(torch.float32).T)[0].T.contiguous()
-    return CurvatureSketch(vectors, values, lam)
+    return CurvatureSketch(vectors, values, lam, meta.get("exact") == "1")

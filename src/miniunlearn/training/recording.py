@@ -29,7 +29,7 @@ from ..models import check_replayable
 from ..objective import Objective, flatten_params
 from .certified import polish, removal_budget
 from .config import CONVEX_MODELS, TrainConfig
-from .curvature import CURVATURE_FILE, default_rank, save_sketch, sketch_hessian
+from .curvature import CURVATURE_FILE, default_rank, exact_curvature, save_sketch, sketch_hessian
 from .history import make_recorder, recording_cost_for
 from .rundir import (
     CONFIG,
@@ -218,25 +218,41 @@ def record_curvature(
     total_steps: int,
     train_seconds: float,
 ) -> dict[str, Any]:
-    """Sketch the data Hessian at the trained ``w`` into ``run_dir`` when ``config`` asks for
-    one; return its manifest summary (rank, blocks, seconds, per-sample evaluations and its
-    cost relative to training), or {} when no sketch is recorded."""
+    """Record the data Hessian at the trained ``w`` into ``run_dir`` when ``config`` asks for
+    it: exactly, over every row, for a logistic regression of at most
+    ``config.exact_curvature_dim`` parameters with the rank unset, else as a sketch. Return
+    its manifest summary (rank, blocks, rows, whether exact, seconds, per-sample evaluations
+    and its cost relative to training), or {} when nothing is recorded."""
     rank = config.curvature_rank
+    exact = False
     if rank is None:
         checkpoints = len(checkpoint_steps(total_steps, config.checkpoints, early_fractions(config)))
         itemsize = torch.finfo(config.torch_dtype).bits // 8
-        rank = default_rank(config.model, config.history, total_steps, checkpoints, itemsize)
+        rank = default_rank(
+            config.model,
+            config.history,
+            total_steps,
+            checkpoints,
+            itemsize,
+            objective.dim,
+            config.exact_curvature_dim,
+        )
+        exact = 0 < objective.dim <= config.exact_curvature_dim and rank == objective.dim
     if rank == 0:
         return {}
     started, evals = time.perf_counter(), objective.grad_evals
-    rows = curvature_rows(config, objective.n)
-    sketch = sketch_hessian(objective, w, rank, config.curvature_iters, seed=config.seed, ids=rows)
+    rows = None if exact else curvature_rows(config, objective.n)
+    if exact:
+        sketch = exact_curvature(objective, w)
+    else:
+        sketch = sketch_hessian(objective, w, rank, config.curvature_iters, seed=config.seed, ids=rows)
     seconds = time.perf_counter() - started
     n_rows = objective.n if rows is None else int(rows.size)
     save_sketch(run_dir / CURVATURE_FILE, sketch, {"iters": str(config.curvature_iters), "rows": str(n_rows)})
     return {
         "rank": sketch.rank,
-        "iters": config.curvature_iters,
+        "exact": sketch.exact,
+        "iters": 0 if exact else config.curvature_iters,
         "rows": n_rows,
         "seconds": round(seconds, 3),
         "grad_evals": int(objective.grad_evals - evals),

@@ -53,19 +53,20 @@ class MiniOptions:
     armijo: float = _option(1e-4, _SOLVER, "sufficient-decrease constant of the line search", ge=0, lt=inf)
     max_backtracks: int = _option(10, _SOLVER, "step halvings tried per step", ge=0)
     small_request_below: float = _option(
-        0.0,
+        0.01,
         (FIXED_POINT,),
-        "a request removing at most this share of the retain set, from a model whose exact retain "
-        "gradient is known (the first, or one after a certified request), stops at small_request_tol "
-        "(0: never; measured: 2 passes a request on Adult streams, but one request 13x farther)",
+        "on a run that recorded its exact Hessian, a request removing at most this share of the retain "
+        "set, from a model whose exact retain gradient is known, takes one Newton step measured once in "
+        "float64 (that pass is its certificate) and solves on only if the step missed small_request_tol "
+        "(0: never; runs with a sketch always solve)",
         ge=0,
         le=1,
     )
     small_request_tol: float = _option(
-        0.1,
+        0.01,
         (FIXED_POINT,),
-        "a small request stops when |g_R - c| <= this times |c|, training's own residual (one step "
-        "at least, taken unevaluated when the start is already there)",
+        "a small request's Newton step is kept when |g_R - c| <= this times |g_D(w_T)|, training's own "
+        "residual (and atol, when set)",
         ge=0,
         lt=inf,
     )

@@ -1,0 +1,150 @@
+"""Small models record their exact Hessian, and a small request on them is one Newton step whose
+single float64 pass is also its certificate."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from miniunlearn.certificate import certify
+from miniunlearn.deletion import forget, load_version_params
+from miniunlearn.deletion.retain_state import load_retain_state
+from miniunlearn.experiment.optimum import retain_optimum
+from miniunlearn.experiment.stream import StreamSpec, run_stream
+from miniunlearn.ids import retained_ids
+from miniunlearn.methods import UnlearnRequest, get_method
+from miniunlearn.training import Run, TrainConfig, open_run, retrain, train_run
+from miniunlearn.training.curvature import softmax_regression_hessian
+
+
+def test_a_small_model_records_its_exact_hessian(exact_run: Run) -> None:
+    curvature = exact_run.manifest["curvature"]
+    dim = exact_run.objective.dim
+    assert curvature["exact"] and curvature["rank"] == dim and curvature["rows"] == exact_run.n_train
+    sketch = exact_run.curvature_sketch()
+    assert sketch is not None and sketch.exact and sketch.vectors.dtype == torch.float32
+    assert sketch.nbytes == 4 * dim * dim + 4 * dim
+    # the preconditioner is the Newton step: (H_D(w_T) + lam I)^-1 g, up to float32 eigenvectors
+    w = exact_run.load_model_params()
+    hessian = softmax_regression_hessian(exact_run.objective, w, None)
+    g = torch.randn(dim, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    exact = torch.linalg.solve(hessian, g)
+    assert float((sketch.inverse_hessian_product(g) - exact).norm()) < 1e-4 * float(exact.norm())
+
+
+def test_a_rank_or_a_zero_cap_records_a_sketch_and_old_runs_read_as_sketched(tmp_path: Path) -> None:
+    from conftest import EXACT
+
+    capped = train_run(
+        dataclasses.replace(EXACT, epochs=300, exact_curvature_dim=0), tmp_path / "a", progress=False
+    )
+    ranked = train_run(dataclasses.replace(EXACT, curvature_rank=16), tmp_path / "b", progress=False)
+    for run in (capped, ranked):
+        sketch = run.curvature_sketch()
+        assert sketch is not None and not sketch.exact and sketch.rank < run.objective.dim
+        assert not run.manifest["curvature"]["exact"]
+    old = EXACT.to_dict()
+    del old["exact_curvature_dim"]  # a run recorded before the option
+    assert TrainConfig.from_dict(old).exact_curvature_dim == 0
+    with pytest.raises(Exception, match="exact-curvature-dim"):
+        dataclasses.replace(EXACT, exact_curvature_dim=-1)
+
+
+def test_the_two_class_hessian_is_the_objectives_own(tmp_path: Path) -> None:
+    config = TrainConfig(
+        dataset="breast-cancer", epochs=20, lr=0.5, lam=0.01, dtype="float64", history="mini"
+    )
+    run = train_run(config, tmp_path / "run", progress=False)
+    objective, w = run.objective, run.load_model_params()
+    ids = np.arange(0, run.n_train, 2)
+    before = objective.grad_evals
+    structured = softmax_regression_hessian(objective, w, ids)
+    # one Gram matrix of 31 x 31 a row, over a gradient's 2 d = 124 multiply-adds: 8 evaluations
+    assert objective.grad_evals - before == 8 * ids.size
+    generic = objective.hvp_sum_many(w, torch.eye(objective.dim, dtype=torch.float64), ids)
+    generic = generic.double() / ids.size + objective.lam * torch.eye(objective.dim, dtype=torch.float64)
+    assert torch.allclose(structured, generic, rtol=1e-9, atol=1e-12)
+
+
+def _copy(run: Run, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(run.path, tmp_path / "run"))
+
+
+def test_a_small_request_is_served_by_measured_newton_steps_alone(exact_run: Run, tmp_path: Path) -> None:
+    run_dir = _copy(exact_run, tmp_path)
+    outcome = forget(run_dir, np.array([11]), request_id="a")
+    run = open_run(run_dir)
+    diag = outcome.record["diagnostics"]
+    # one sample of digits' 1,437 moves the model far: each Newton step (the Hessian is w_T's)
+    # shrinks |g_R - c| about a hundredfold, and two land (on Adult's 32,561 rows one does)
+    assert diag["small_request"] and diag["steps"] == diag["exact_retain_passes"] == 2
+    assert diag["grad_norms"][2] < 1e-3 * diag["grad_norms"][0]
+    retain = retained_ids(run.n_train, np.array([11]))
+    # a pass over the retain set a step, plus the removed sample's gradient; the certificate adds none
+    assert outcome.record["grad_evals"] == 2 * retain.size + 1
+    assert outcome.certificate is not None and outcome.certificate["passes"] == 0
+    params = load_version_params(run, outcome.version)
+    # the certificate built from the method's measurement is the one a pass of its own gives
+    fresh = certify(run, params, retain)
+    assert outcome.certificate["grad_norm"] == fresh.grad_norm
+    assert outcome.certificate["distance_bound"] == fresh.distance_bound
+    # and the state kept for the next request is that measurement
+    value, grad = load_retain_state(run, outcome.version.sha256, np.array([11]))
+    exact_value, exact_grad = run.objective.value_and_grad(params.double(), retain)
+    assert torch.equal(grad, exact_grad) and torch.equal(value, exact_value)
+    # the steps landed within the tolerance: a hundredth of training's own residual
+    c = run.mini_history().grads[0]
+    assert float((exact_grad - c).norm()) <= 0.01 * float(c.norm())
+    # and it is as close to the retrained model as the full solve (measured: equal to 3 digits)
+    target = retrain(run, np.array([11]))
+    full = get_method("mini", small_request_below=0.0).unlearn(UnlearnRequest(run, np.array([11])))
+    assert full.record.diagnostics["exact_retain_passes"] > 1
+    original = float((run.load_model_params() - target).norm())
+    assert float((params - target).norm()) <= 1.1 * float((full.params - target).norm()) + 1e-3 * original
+
+
+def test_a_step_that_misses_its_tolerance_solves_on_and_is_certified_by_a_pass(
+    exact_run: Run, tmp_path: Path
+) -> None:
+    run_dir = _copy(exact_run, tmp_path)
+    # a tolerance no step reaches: the Newton steps, then the safeguarded solve
+    outcome = forget(
+        run_dir, np.array([5]), options={"small_request_tol": 0.0, "rtol": 1e-14}, request_id="a"
+    )
+    diag = outcome.record["diagnostics"]
+    assert diag["small_request"] and len(diag["newton_grad_norms"]) >= 2
+    assert diag["exact_retain_passes"] > len(diag["newton_grad_norms"]) - 1
+    assert outcome.certificate["passes"] == 1  # the solve's last point is certified by its own pass
+    run = open_run(run_dir)
+    params = load_version_params(run, outcome.version)
+    optimum = retain_optimum(run, np.array([5]))
+    assert float((params.double() - optimum).norm()) <= outcome.certificate["distance_bound"]
+
+
+def test_runs_with_a_sketch_solve_every_request(convex_run: Run, tmp_path: Path) -> None:
+    outcome = forget(_copy(convex_run, tmp_path), np.array([11]), request_id="a")
+    assert "small_request" not in outcome.record["diagnostics"]
+    assert outcome.certificate["passes"] == 1
+
+
+def test_a_stream_of_small_requests_needs_no_certificate_pass_and_ends_where_the_full_solve_does(
+    exact_run: Run, tmp_path: Path
+) -> None:
+    records, summary = run_stream(exact_run, StreamSpec(10), workdir=tmp_path, progress=False)
+    assert all(r["passes_with_certificate"] == pytest.approx(r["passes"]) for r in records)
+    assert summary["passes_median"] <= 2.01  # two Newton steps on digits (see above), no certificate pass
+    # the yardstick is mini's full solve of the union (the one-step path is not used for it)
+    every = np.sort(np.concatenate([np.atleast_1d(r) for r in _stream_ids(exact_run)]))
+    original = float((exact_run.load_model_params() - retrain(exact_run, every)).norm())
+    assert summary["final_dist_to_retrain"] <= 1.5 * summary["union_dist_to_retrain"] + 1e-4 * original
+
+
+def _stream_ids(run: Run) -> list[np.ndarray]:
+    from miniunlearn.experiment.stream import stream_ids
+
+    return stream_ids(run.n_train, StreamSpec(10))
