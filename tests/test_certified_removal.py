@@ -143,6 +143,11 @@ def test_a_stream_of_single_samples_is_served_without_a_retraining(run_dir: Path
     for k in range(12):
         outcome = forget(run_dir, [50 + 37 * k], request_id=f"s{k}")
         assert outcome.entry.method == "mini" and outcome.certificate["removal"]["certified"]
+        # digits' 650 parameters: the run holds its exact Hessian, so a single sample is served by
+        # Newton steps aimed at half the budget, and the last one's measurement is the certificate
+        diag = outcome.record["diagnostics"]
+        assert diag["small_request"] and diag["steps"] <= 2 and outcome.certificate["passes"] == 0
+        assert outcome.certificate["removal"]["residual"] <= 0.5 * outcome.certificate["removal"]["budget"]
 
 
 def test_retraining_is_charged_the_polish_too(certified_run: Run) -> None:

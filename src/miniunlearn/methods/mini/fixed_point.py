@@ -175,10 +175,8 @@ def unlearn_fixed_point(
         assert cp.h0 is not None  # an exact curvature is a preconditioner
         norms = [float(g.norm())]
         # within a share of what training itself left, or the full solve's own tolerance when
-        # that is looser (a converged run leaves nothing); never past an absolute budget
-        tol = max(options.small_request_tol * float(G[0].norm()), options.rtol * norms[0])
-        if options.atol:
-            tol = min(tol, options.atol)
+        # that is looser (a converged run leaves nothing; a certified-removal run's atol)
+        tol = max(options.small_request_tol * float(G[0].norm()), options.rtol * norms[0], options.atol)
         for _ in range(min(SMALL_REQUEST_STEPS, options.max_steps)):
             step = measured_newton_step(objective, request.retain_ids, w, g, c, cp.h0)
             if step.grad_norm >= norms[-1]:  # no progress: leave it to the safeguarded solve

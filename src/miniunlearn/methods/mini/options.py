@@ -66,7 +66,7 @@ class MiniOptions:
         0.01,
         (FIXED_POINT,),
         "a small request's Newton step is kept when |g_R - c| <= this times |g_D(w_T)|, training's own "
-        "residual (and atol, when set)",
+        "residual (or rtol times its start, or atol, when looser)",
         ge=0,
         lt=inf,
     )
