@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from miniunlearn.experiment.assess import PER_EXAMPLE_GAP_METRICS, average_gap
+
 
 def mean(records: list[dict], key: str) -> float:
     """Mean of ``key`` over records, ignoring missing values (NaN when none)."""
@@ -30,6 +32,45 @@ def add_exact_curvature_bytes(record: dict) -> None:
     if "diag_exact_curvature" in record:
         exact = bool(record["diag_exact_curvature"])
         record["exact_curvature_bytes"] = record.get("diag_curvature_bytes", 0) if exact else 0
+
+
+def add_per_example_gaps(records: list[dict]) -> None:
+    """Give each record of a sweep with the per-example attack ``pe_avg_gap``: the average gap
+    whose privacy terms are U-LiRA's AUC and TPR at 1 % FPR against its cell's retrained
+    model (``assess.average_gap``; sweeps recorded before it carry the population score in
+    ``avg_gap``)."""
+    retrained = {(r["seed"], r["ratio"]): r for r in records if r["method"] == "retrain"}
+    for r in records:
+        reference = retrained.get((r["seed"], r["ratio"]))
+        if reference is None or r.get("ulira_auc") is None or reference.get("ulira_auc") is None:
+            continue
+        paired = {**r, **{f"retrain_{k}": reference.get(k) for k in PER_EXAMPLE_GAP_METRICS}}
+        r["pe_avg_gap"] = average_gap(paired)
+
+
+def privacy_checks(tag: str, ratio: float, groups: dict[tuple, list[dict]]) -> list[tuple[str, bool]]:
+    """The per-example privacy score against the original model: on every seed, U-LiRA's AUC
+    separates ``none`` from retraining (by at least 0.1) where the population attack's MIA
+    efficacy may not, and the average gap built on it ranks ``none`` last."""
+    retrained = {r["seed"]: r for r in groups[(ratio, "retrain")]}
+    pairs = [(r, retrained[r["seed"]]) for r in groups[(ratio, "none")] if r["seed"] in retrained]
+    auc_gaps = [n["ulira_auc"] - t["ulira_auc"] for n, t in pairs]
+    efficacy_gaps = [n["mia_efficacy"] - t["mia_efficacy"] for n, t in pairs]
+    checks = [
+        (
+            f"{tag}: U-LiRA AUC separates none from retraining on every seed (gaps "
+            f"{', '.join(f'{g:+.3f}' for g in auc_gaps)}; MIA efficacy gaps "
+            f"{', '.join(f'{g:+.3f}' for g in efficacy_gaps)})",
+            bool(auc_gaps) and min(auc_gaps) >= 0.1,
+        )
+    ]
+    gaps = {m: mean(g, "pe_avg_gap") for (q, m), g in groups.items() if q == ratio and m != "retrain"}
+    gaps = {m: v for m, v in gaps.items() if not np.isnan(v)}
+    if len(gaps) > 1 or "none" in gaps:
+        worst = max(gaps, key=gaps.get)
+        listed = ", ".join(f"{m} {v:.2f}" for m, v in sorted(gaps.items(), key=lambda kv: kv[1]))
+        checks.append((f"{tag}: the per-example average gap ranks none last ({listed})", worst == "none"))
+    return checks
 
 
 def add_accuracy_gap(record: dict) -> None:
@@ -193,6 +234,7 @@ def main() -> None:
             add_accuracy_gap(r)
             add_exact_curvature_bytes(r)
             groups[(r["ratio"], r["method"])].append(r)
+        add_per_example_gaps(records)
         ratios = sorted({r["ratio"] for r in records})
         print(
             f"\n### {path.stem} ({records[0]['dataset']}, {records[0]['model']}, "
@@ -200,27 +242,32 @@ def main() -> None:
         )
         print(
             "| ratio | method | dist to retrain | test acc gap (pts) | acc gap (pts) | avg gap (pts) | "
+            "avg gap, per-example (pts) | "
             "MIA efficacy (retrain) | MIA AUC (retrain) | U-LiRA AUC (retrain) | speed-up vs retrain | "
             "time (s) | passes | history bytes |"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for ratio in ratios:
             for method in sorted({m for (q, m) in groups if q == ratio}):
                 g = groups[(ratio, method)]
                 print(
                     f"| {ratio:.0%} | {method} | {cell(g, 'dist_to_retrain', '.4g')} | "
                     f"{cell(g, 'test_acc_gap', '+.2f', 100)} | {cell(g, 'acc_gap', '.2f')} | "
-                    f"{cell(g, 'avg_gap', '.2f')} | {cell(g, 'mia_efficacy', '.3f')} "
+                    f"{cell(g, 'avg_gap', '.2f')} | {cell(g, 'pe_avg_gap', '.2f')} | "
+                    f"{cell(g, 'mia_efficacy', '.3f')} "
                     f"({cell(g, 'retrain_mia_efficacy', '.3f')}) | {cell(g, 'mia_auc', '.3f')} "
                     f"({cell(g, 'retrain_mia_auc', '.3f')}) | {cell(g, 'ulira_auc', '.3f')} "
                     f"({cell(groups.get((ratio, 'retrain'), []), 'ulira_auc', '.3f')}) | "
                     f"{cell(g, 'speedup_vs_retrain', '.1f')}x | {cell(g, 'time_s', '.2f')} | "
                     f"{cell(g, 'passes', '.1f')} | {cell(g, 'history_bytes', ',.0f')} |"
                 )
+            tag = f"{path.stem} @ {ratio:.0%}"
+            none, retrained = groups.get((ratio, "none"), []), groups.get((ratio, "retrain"))
+            if retrained and any(r.get("ulira_auc") is not None for r in none):
+                checks.extend(privacy_checks(tag, ratio, groups))
             mini, delta = groups.get((ratio, "mini")), groups.get((ratio, "deltagrad"))
             if not mini:
                 continue
-            tag = f"{path.stem} @ {ratio:.0%}"
             checks.append(
                 (
                     f"{tag}: mini test accuracy within 0.3 points of retraining "

@@ -13,7 +13,13 @@ from miniunlearn.data.cache import cache_dir, npz_path
 from miniunlearn.errors import ConfigError
 from miniunlearn.evaluation.attacks import score_attack
 from miniunlearn.evaluation.metrics import per_sample_loss
-from miniunlearn.experiment.assess import GAP_METRICS, assess, average_gap
+from miniunlearn.experiment.assess import (
+    GAP_METRICS,
+    POPULATION_GAP_METRICS,
+    add_average_gaps,
+    assess,
+    average_gap,
+)
 from miniunlearn.ids import random_forget_ids
 from miniunlearn.methods import UnlearnRequest, get_method
 from miniunlearn.methods.mini import rewind_point
@@ -129,17 +135,24 @@ def test_leaky_presets_exist_for_the_promised_pairs_and_refuse_others() -> None:
 
 
 def test_average_gap_is_the_mean_absolute_gap_in_points() -> None:
-    metrics = {k: 0.5 for k in GAP_METRICS} | {f"retrain_{k}": 0.5 for k in GAP_METRICS}
+    every = GAP_METRICS + POPULATION_GAP_METRICS
+    metrics = {k: 0.5 for k in every} | {f"retrain_{k}": 0.5 for k in every}
     assert average_gap(metrics) == 0.0
     metrics |= {
         "retain_acc": 0.9,
         "retrain_retain_acc": 1.0,
         "mia_efficacy": 0.3,
         "retrain_mia_efficacy": 0.1,
+        "ulira_auc": 0.7,
+        "retrain_ulira_auc": 0.5,
     }
-    assert average_gap(metrics) == pytest.approx((10 + 20) / 4)
+    # accuracy and the per-example attack's AUC and TPR; the MIA efficacy only in the population score
+    assert average_gap(metrics) == pytest.approx((10 + 20) / 5)
+    assert average_gap(metrics, POPULATION_GAP_METRICS) == pytest.approx((10 + 20) / 4)
     assert average_gap({"test_acc": 0.9, "retrain_test_acc": 0.8}) == pytest.approx(10)
     assert np.isnan(average_gap({}))
+    add_average_gaps(metrics)
+    assert metrics["avg_gap"] == pytest.approx(6) and metrics["avg_gap_population"] == pytest.approx(7.5)
 
 
 def test_mia_efficacy_is_the_share_of_positives_called_non_members() -> None:

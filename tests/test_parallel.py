@@ -112,6 +112,22 @@ def test_parallel_shadows_give_the_serial_attack(serial_ulira: list[dict[str, An
     assert len(list((tmp_path / "shadows").glob("shadow-*"))) == 6  # 4 shadows + 2 targets, each once
 
 
+def test_the_average_gap_reads_the_per_example_attack(serial_ulira: list[dict[str, Any]]) -> None:
+    """With the per-example attack, avg_gap's privacy terms are its AUC and TPR at 1 % FPR as
+    differences from the cell's retrained model; the population score keeps MIA efficacy."""
+    for record in serial_ulira:
+        retrain = next(r for r in serial_ulira if r["method"] == "retrain" and r["ratio"] == record["ratio"])
+        assert record["retrain_ulira_auc"] == retrain["ulira_auc"]
+        assert record["retrain_ulira_tpr_1pct"] == retrain["ulira_tpr_1pct"]
+        gaps = [abs(record[f"{split}_acc_gap"]) for split in ("retain", "forget", "test")]
+        gaps += [abs(record[k] - retrain[k]) for k in ("ulira_auc", "ulira_tpr_1pct")]
+        assert record["avg_gap"] == pytest.approx(100 * sum(gaps) / 5)
+        population = [abs(record["mia_efficacy"] - record["retrain_mia_efficacy"])] + gaps[:3]
+        assert record["avg_gap_population"] == pytest.approx(100 * sum(population) / 4)
+        if record["method"] == "retrain":
+            assert record["avg_gap"] == 0
+
+
 def test_ulira_metrics_with_a_runner_equal_without(tmp_path: Path) -> None:
     run = train_run(TINY, tmp_path / "run", progress=False)
     kw: dict[str, Any] = {"forget_fraction": 0.2, "pool_size": 40, "n_shadows": 3, "n_targets": 1, "seed": 0}

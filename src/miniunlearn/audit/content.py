@@ -43,7 +43,8 @@ METRIC_LABELS: dict[str, str] = {
     "ulira_auc": "per-example (U-LiRA) attack AUC on the method",
     "dist_to_retrain": "L2 distance to the retrained model",
     "kl_to_retrain": "mean KL(retrained || unlearned) on test",
-    "avg_gap": "average gap to retraining (points)",
+    "avg_gap": "average gap to retraining (points: accuracy, and the per-example attack when run)",
+    "avg_gap_population": "average gap with the population attack's MIA efficacy (points)",
 }
 """Known metric keys, in the order shown, with their display names."""
 

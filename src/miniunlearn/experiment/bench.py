@@ -26,7 +26,7 @@ from ..presets import preset
 from ..progress import progress_bar
 from ..training import Run, TrainConfig, retrain
 from ..training.rundir import load_training_data
-from .assess import assess, reference
+from .assess import PER_EXAMPLE_GAP_METRICS, add_average_gaps, assess, reference
 from .optimum import retain_optimum
 from .parallel import ParallelOptions, TaskRunner, open_or_train
 from .shadows import (
@@ -61,6 +61,7 @@ RECORD_KEYS = (
     "mia_auc",
     "mia_efficacy",
     "avg_gap",
+    "avg_gap_population",
     "ulira_auc",
 )
 
@@ -213,6 +214,7 @@ DIVERGED = {
     "mia_auc": float("nan"),
     "mia_efficacy": float("nan"),
     "avg_gap": float("nan"),
+    "avg_gap_population": float("nan"),
     "diverged": True,
 }
 
@@ -304,7 +306,9 @@ def run_bench(spec: BenchSpec, *, progress: bool = True) -> tuple[list[dict[str,
             for record in cell_records:
                 if ulira and not record.get("diverged"):
                     _add_ulira(record, attacks[seed, r, record["method"]])
-                records.append(record)
+            if ulira:
+                _per_example_gaps(cell_records)
+            records.extend(cell_records)
     return records, {
         "roc": curves,
         "machine": machine_info(options),
@@ -465,6 +469,21 @@ def _ulira_task(
         )
     except Exception as exc:  # deferred: raised at merge time, when the record needs it
         return exc
+
+
+def _per_example_gaps(cell: list[dict[str, Any]]) -> None:
+    """Give every record of a cell retraining's per-example attack values (``retrain_ulira_*``,
+    from the cell's ``retrain`` row) and recompute its ``avg_gap`` with them; a cell without
+    a retrain row, or a diverged record, is left as it is."""
+    reference = next((r for r in cell if r["method"] == "retrain" and not r.get("diverged")), None)
+    if reference is None:
+        return
+    for record in cell:
+        if record.get("diverged"):
+            continue
+        for key in PER_EXAMPLE_GAP_METRICS:
+            record[f"retrain_{key}"] = reference.get(key)
+        add_average_gaps(record)
 
 
 def _add_ulira(record: dict[str, Any], result: ULiRAResult | Exception) -> None:

@@ -20,6 +20,7 @@ TABLE_METRICS = (
     "mia_auc",
     "mia_efficacy",
     "avg_gap",
+    "avg_gap_population",
     "time_s",
     "speedup_vs_retrain",
     "passes",

@@ -25,7 +25,7 @@ TABLE_METRICS = (
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Compare the current model version with retraining on everything forgotten so far."""
     from ...deletion import open_session
-    from ...experiment.assess import assess
+    from ...experiment.assess import add_average_gaps, assess
     from ...training import cached_retrain, open_run
 
     check_attacks(args)
@@ -50,6 +50,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         run, params, retrained, forgotten, attacks=population(args), seed=args.seed, progress=progress
     )
     metrics |= ulira(run, producer, forgotten, args, progress=progress)
+    add_average_gaps(metrics)  # with the per-example attack's terms when it ran
     metrics |= {"model_version": version.version, "n_forgotten": int(forgotten.size)}
     if args.json:
         print_json(metrics)
@@ -77,5 +78,7 @@ def _print_comparison(run: Any, version: Any, n_forgotten: int, metrics: dict[st
     print(markdown_table(rows, metrics=[m for m in TABLE_METRICS if f"{m}_mean" in rows[0]]))
     print(
         f"\ndistance to retrained parameters {metrics['dist_to_retrain']:.4g}, "
-        f"mean KL on test {metrics['kl_to_retrain']:.3g}"
+        f"mean KL on test {metrics['kl_to_retrain']:.3g}, "
+        f"average gap {metrics['avg_gap']:.2f} points (accuracy"
+        f"{' and the per-example attack' if 'ulira_auc' in metrics else ''})"
     )
