@@ -29,7 +29,8 @@ from miniunlearn.methods import UnlearnRequest, get_method
 from miniunlearn.training import retrain
 
 VARIANTS = {
-    "default (1/16, not corrected, rate 1.5x, 15 % of the passes)": {},
+    "default (1/16, not corrected, rate 1.5x, at most 40 % of the passes)": {},
+    "15 % of the passes (the default before the momentum presets)": {"replay_fraction": 0.15},
     "identity-corrected rewind point": {"correct_rewind": True},
     "rate 1x": {"replay_lr_scale": 1.0},
     "10 % of the passes": {"replay_fraction": 0.1},

@@ -80,6 +80,12 @@ chain_c() {
     --methods retrain,none --attacks population,ulira --runs-dir runs/leaky
   bench mnist-mlp-leaky-scrub --dataset mnist --model mlp --preset leaky --ratios 0.1,0.3,0.5,0.7,0.9 --seeds 3 \
     --methods retrain,scrub --runs-dir runs/leaky
+  # the same MLP trained with momentum 0.9 in 20 epochs; and the former 15 % replay budget on it
+  bench mnist-mlp-leaky-momentum --dataset mnist --model mlp --preset leaky-momentum --ratios 0.1,0.5,0.9 --seeds 3 \
+    --methods retrain,none,retrain-fast,mini --attacks population,ulira --runs-dir runs/leaky
+  bench mnist-mlp-leaky-momentum-15 --dataset mnist --model mlp --preset leaky-momentum --ratios 0.1,0.5,0.9 \
+    --seeds 3 --methods retrain,retrain-fast,mini -o mini:replay_fraction=0.15 -o retrain-fast:fraction=0.15 \
+    --runs-dir runs/leaky
 }
 chain_a > "$OUT/chain_a.log" 2>&1
 chain_b > "$OUT/chain_b.log" 2>&1

@@ -23,7 +23,9 @@ def test_it_trains_on_the_retain_set_only_and_reaches_retraining_quality(mlp_run
         return original(self, w, ids)
 
     monkeypatch.setattr(Objective, "value_and_grad", spy)
-    result = get_method("retrain-fast", match_loss=False).unlearn(UnlearnRequest(mlp_run, forget))
+    result = get_method("retrain-fast", match_loss=False, fraction=0.15).unlearn(
+        UnlearnRequest(mlp_run, forget)
+    )
     monkeypatch.undo()
     # every evaluation of the replay reads retained samples only
     assert seen and all(ids is not None and not np.isin(ids, forget).any() for ids in seen)

@@ -96,6 +96,11 @@ TRAINING_FLAGS: tuple[TrainingFlag, ...] = (
         choices=_config_choices("HISTORY_MODES"),
         train_only=True,
     ),
+    TrainingFlag(
+        "--momentum",
+        "heavy-ball momentum of training's steps, networks only (default from the preset; 0 = plain SGD)",
+        type=float,
+    ),
     TrainingFlag("--checkpoints", "k: the minimal history keeps k+1 checkpoints (default 10)", type=int),
     TrainingFlag(
         "--curvature-rank",

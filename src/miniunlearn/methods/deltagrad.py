@@ -65,8 +65,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from ..objective import Objective
 from ..training.config import CONVEX_MODELS
+from ..training.rundir import Run
 from ..training.schedule import StepPlan, without_ids
 from .base import UnlearningMethod, UnlearnRequest, register
 from .lbfgs import SecantPairs
@@ -194,9 +196,19 @@ class DeltaGrad(UnlearningMethod):
         )
         float64: bool = option(False, "replay in double precision (result in the run's precision)")
 
+    def check_run(self, run: Run) -> None:
+        """Refuse (ConfigError) a run trained with momentum: the replay is of plain SGD steps."""
+        super().check_run(run)
+        if run.config.momentum:
+            raise ConfigError(
+                f"method {self.name!r} replays plain SGD steps, but run {run.path} was trained with "
+                f"momentum {run.config.momentum}; choose mini, retrain-fast or retrain"
+            )
+
     def _unlearn(self, request: UnlearnRequest) -> tuple[torch.Tensor, int, dict[str, Any]]:
         opts = self.options
         run = request.run
+        self.check_run(run)
         plan = run.plan
         history = run.full_history()  # raises HistoryError when the run has no full history
         convex = run.config.model in CONVEX_MODELS

@@ -3,7 +3,7 @@
 Retrains from the run's initial weights on the retain set with the recipe ``mini``'s
 replay uses, not the run's own: heavy-ball SGD (momentum 0.9) on seeded retain batches of
 the run's size, a cosine-decayed rate peaking at ``lr_scale`` (1.5) times the run's, a
-budget of ``fraction`` (15 %) of the original run's passes, an early stop once the last
+budget of ``fraction`` (40 %) of the original run's passes, an early stop once the last
 pass's mean objective reaches the original model's full-data objective (``match_loss``:
 the one number read from the minimal history, as ``mini`` reads it, or one pass to measure
 it on a run without one), and a restart at half the rate when the replay diverges or

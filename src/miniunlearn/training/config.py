@@ -52,6 +52,9 @@ class TrainConfig:
     ``exact_curvature_dim``: with ``curvature_rank`` unset, a logistic regression with at most
     this many parameters records its exact data Hessian over every row instead of a sketch
     (0: always a sketch, as runs recorded before this option).
+    ``momentum``: heavy-ball momentum of the training steps (v <- momentum v + g, w <- w - lr v;
+    0 = plain gradient steps); networks only, since DeltaGrad and the convex modes replay
+    plain steps.
     ``certify``: (epsilon, delta, noise) trains for certified removal (Guo et al. 2020): the
     loss is perturbed by b.w with b ~ N(0, noise^2 I) drawn from the seed, training ends at
     the perturbed optimum, and every served model's gradient residual is held to the budget
@@ -68,6 +71,7 @@ class TrainConfig:
     batch_size: int = 0
     lr: float = 0.1
     lr_schedule: str = "constant"
+    momentum: float = 0.0
     lam: float = 1e-3
     seed: int = 0
     dtype: str = "float32"
@@ -93,6 +97,13 @@ class TrainConfig:
             raise ConfigError(f"learning rate (--lr) must be a positive finite number, got {self.lr}")
         if not 0 <= self.lam < float("inf"):
             raise ConfigError(f"L2 strength (--lam) must be a finite number >= 0, got {self.lam}")
+        if not 0 <= self.momentum < 1:  # also refuses NaN
+            raise ConfigError(f"momentum (--momentum) must be in [0, 1), got {self.momentum}")
+        if self.momentum and self.model in CONVEX_MODELS:
+            raise ConfigError(
+                f"momentum is for networks: DeltaGrad and mini's convex modes replay plain gradient steps "
+                f"of a {self.model!r}; train it with --momentum 0"
+            )
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(f"unknown lr schedule {self.lr_schedule!r}; choose one of {LR_SCHEDULES}")
         if self.dtype not in DTYPES:
@@ -189,6 +200,8 @@ class TrainConfig:
         out["head"] = list(self.head)
         if self.subset_ids is not None:
             out["subset_ids"] = list(self.subset_ids)
+        if not self.momentum:  # left out, so every earlier run's config (and its key) is unchanged
+            del out["momentum"]
         if self.certify is None:  # left out, so every earlier run's config (and its key) is unchanged
             del out["certify"]
         else:

@@ -108,6 +108,7 @@ def _train_run(config: TrainConfig, out: Path, progress: bool, device: torch.dev
             recorder=recorder,
             progress=progress,
             cost=cost,
+            momentum=config.momentum,
             finish=None
             if budget is None
             else lambda w: polish(objective, w, None, budget, progress=progress),

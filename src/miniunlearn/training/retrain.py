@@ -53,7 +53,7 @@ class ForeignCacheEntry(MiniUnlearnError):
 
 
 def retrain(run: Run, forget_ids: np.ndarray, *, progress: bool = False) -> torch.Tensor:
-    """Retrain ``run`` without ``forget_ids``: same init, seed, batch order and schedule.
+    """Retrain ``run`` without ``forget_ids``: same init, seed, batch order, schedule and momentum.
 
     Each original batch loses its forgotten ids and keeps its order; a batch left empty
     is skipped; a certified-removal run then polishes to the perturbed retain optimum
@@ -71,6 +71,7 @@ def retrain(run: Run, forget_ids: np.ndarray, *, progress: bool = False) -> torc
         forget_mask=mask,
         progress=progress,
         desc="retrain",
+        momentum=run.config.momentum,
         finish=None
         if budget is None
         else lambda w: polish(run.objective, w, retained, budget, progress=progress),

@@ -25,12 +25,15 @@ def train_loop(
     desc: str = "train",
     cost: RecordingCost | None = None,
     finish: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    momentum: float = 0.0,
 ) -> torch.Tensor:
     """Run gradient descent along ``plan`` from ``w0`` and return the final parameters.
 
     At step t: B_t = the plan's batch (minus ids where ``forget_mask`` is True),
-    w_{t+1} = w_t - lr_t * grad F_{B_t}(w_t). A step whose batch is emptied by the mask
-    is skipped (w unchanged), exactly as removing those samples from the data would.
+    w_{t+1} = w_t - lr_t * grad F_{B_t}(w_t), or with heavy-ball ``momentum`` m > 0
+    v_{t+1} = m v_t + grad F_{B_t}(w_t), w_{t+1} = w_t - lr_t v_{t+1} (v_0 = 0). A step whose
+    batch is emptied by the mask is skipped (w and v unchanged), exactly as removing those
+    samples from the data would.
     ``recorder`` receives every step and, where it asks, the full-data gradient; what that
     costs beyond training itself is charged to ``cost`` when given. ``finish`` maps the last
     step's parameters to the final ones (a certified run's polish to its optimum) before the
@@ -39,6 +42,7 @@ def train_loop(
     recorder = recorder or NullRecorder()
     cost = cost or RecordingCost()
     w = w0.detach().clone()
+    velocity: torch.Tensor | None = None
     total = plan.total_steps
     for t in progress_bar(range(total), desc=desc, enabled=progress, unit="step"):
         batch = plan.batch_ids(t)
@@ -52,6 +56,9 @@ def train_loop(
         cost.add(cost.step_role, 0, time.perf_counter() - started)
         if recorder.needs_full_gradient(t):
             _record_full_gradient(objective, recorder, cost, t, w, (value, grad) if batch is None else None)
+        if momentum:
+            velocity = grad if velocity is None else momentum * velocity + grad
+            grad = velocity
         w = w - plan.lrs[t] * grad
     if finish is not None:
         w = finish(w)

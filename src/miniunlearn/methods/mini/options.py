@@ -97,7 +97,7 @@ class MiniOptions:
     )
     correct_rewind: bool = _option(False, (REWIND,), "move the rewound checkpoint by the gradient identity")
     replay_fraction: float = _option(
-        0.15, (REWIND,), "replay budget as a fraction of the original run's passes", gt=0, lt=inf
+        0.4, (REWIND,), "replay budget as a fraction of the original run's passes", gt=0, lt=inf
     )
     replay_momentum: float = _option(0.9, (REWIND,), "heavy-ball momentum of the replay", ge=0, lt=1)
     replay_lr_scale: float = _option(

@@ -4,9 +4,12 @@ training samples late in training and never reach a fixed point of the retain ma
 Go back to the stored early checkpoint at ``rewind_fraction`` of training, before the
 network has memorised individual samples, and from there contract onto the retain set
 with a short replay: heavy-ball SGD on retain batches with a cosine-decayed rate,
-``replay_fraction`` (15 %) of the original run's passes, or until it fits the retain
+``replay_fraction`` (40 %) of the original run's passes, or until it fits the retain
 set as well as the original run fitted its data (``match_loss``; the attacks are
 sensitive to the retain fit: an under-fitted retain set moves the attacker's threshold).
+The budget is a cap, not the usual cost: on the plain-SGD leaky MLP the fit is reached
+within 8-10 passes of 60, while a run trained efficiently (momentum, 20 epochs) needs all of
+its 8 and at 15 % it under-fitted by 3-5 points (docs/results.md, momentum presets).
 With ``correct_rewind`` the checkpoint is first moved by the gradient identity to where
 the retain-only run would have been (first order: w_t0 - sum_t lr_t (g_R - g_D)(w_t)
 over the stored checkpoints before t0); measured on the leaky MNIST MLP it cost 1.5-3
