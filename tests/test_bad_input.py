@@ -52,6 +52,9 @@ def refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
         (["--checkpoints", "1000000"], "--checkpoints, k) must be in 1..64"),
         (["--epochs", "100000000000"], "--epochs) must be in 1..1,000,000"),
         (["--data-option", "path=customers.csv"], "give it with --data-path FILE"),
+        (["--model", "mlp", "--momentum", "1.5"], "momentum (--momentum) must be in [0, 1)"),
+        (["--momentum", "0.9"], "momentum is for networks"),
+        (["--exact-curvature-dim", "-1"], "--exact-curvature-dim must be >= 0"),
     ],
 )
 def test_train_refuses_out_of_range_settings_before_any_work(
