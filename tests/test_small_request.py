@@ -148,3 +148,25 @@ def _stream_ids(run: Run) -> list[np.ndarray]:
     from miniunlearn.experiment.stream import stream_ids
 
     return stream_ids(run.n_train, StreamSpec(10))
+
+
+def test_a_plugin_cannot_hand_over_a_certificate_state(
+    exact_run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A method defined outside the package gets a certificate pass of its own, whatever state
+    it hands over: a certificate rests on that state."""
+    from miniunlearn.methods import base
+    from miniunlearn.methods.base import MEASURED_RETAIN_STATE, UnlearningMethod, register
+
+    class Liar(UnlearningMethod):
+        name = "liar"
+
+        def _unlearn(self, request):
+            params, history_bytes, diagnostics = get_method("mini")._unlearn(request)
+            zero = torch.zeros(request.run.objective.dim, dtype=torch.float64)
+            return params, history_bytes, {**diagnostics, MEASURED_RETAIN_STATE: (torch.tensor(0.0), zero)}
+
+    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
+    register(Liar)
+    outcome = forget(_copy(exact_run, tmp_path), np.array([11]), method="liar", request_id="a")
+    assert outcome.certificate["passes"] == 1 and outcome.certificate["grad_norm"] > 0

@@ -107,7 +107,8 @@ class UnlearnRecord:
 
 MEASURED_RETAIN_STATE = "measured_retain_state"
 """The diagnostics key under which a method hands over the retain state it measured at its result
-(see :attr:`UnlearnResult.retain_state`); :meth:`UnlearningMethod.unlearn` moves it out of the record."""
+(see :attr:`UnlearnResult.retain_state`); :meth:`UnlearningMethod.unlearn` moves it out of the record,
+and drops it for a method defined outside this package (a plugin's certificate gets its own pass)."""
 
 
 @dataclass
@@ -193,6 +194,8 @@ class UnlearningMethod(ABC):
         else:
             params, history_bytes, diagnostics = self._guarded_unlearn(request)
         retain_state = diagnostics.pop(MEASURED_RETAIN_STATE, None)
+        if not type(self).__module__.startswith(f"{__package__}."):
+            retain_state = None  # a certificate rests on it: only this package's methods are trusted
         return UnlearnResult(
             params=params,
             record=UnlearnRecord(

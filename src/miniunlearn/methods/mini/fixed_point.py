@@ -19,12 +19,12 @@
 
 A small request (``small_request_below``) on a run that recorded its exact Hessian (models
 of at most ``exact_curvature_dim`` parameters), from a model whose exact retain gradient is
-known, is one Newton step: the identity gives g_R at the start from the removed samples
-alone, the exact Hessian the step, and one float64 pass measures g_R at the result. That
-pass is also the served model's certificate (handed on as the measured retain state), so
-the request costs one pass in all; a step that missed ``small_request_tol`` is followed by
-another (up to ``SMALL_REQUEST_STEPS``), and the safeguarded solve takes over only after
-those, or when a step made no progress.
+known, is served by Newton steps: the identity gives g_R at the start from the removed
+samples alone, the exact Hessian the step, and one float64 pass measures g_R at the result.
+That pass is also the served model's certificate (handed on as the measured retain state),
+so a request that one step serves costs one pass in all; a step that missed
+``small_request_tol`` is followed by another (up to ``SMALL_REQUEST_STEPS``), and the
+safeguarded solve takes over only after those, or when a step made no progress.
 
 ``mode=auto`` serves converged convex runs and networks trained full batch with it.
 """
@@ -48,8 +48,8 @@ from .options import MiniOptions
 
 Preconditioner = Callable[[torch.Tensor], torch.Tensor]
 SMALL_REQUEST_STEPS = 3
-"""Measured Newton steps a small request takes before the safeguarded solve takes over (one
-lands almost always: each contracts |g_R - c| about a thousandfold on Adult)."""
+"""Measured Newton steps a small request takes before the safeguarded solve takes over (in the
+streams of docs/results.md one or two landed on every request of Adult and synthetic-higgs)."""
 
 
 @dataclass
@@ -243,7 +243,7 @@ class MeasuredStep:
             "grad_norm_final": self.grad_norm,
             "grad_norms": norms,
             "contraction_factors": [],
-            "step_sizes": [1.0],
+            "step_sizes": [1.0] * (len(norms) - 1),
             "history_pairs_kept": 0,
             "pairs_rejected": 0,
             "converged": True,
