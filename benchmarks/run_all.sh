@@ -65,6 +65,7 @@ chain_c() {
   stream stream-mnist --dataset mnist --model logreg --stream 100
   # (stream-mnist-small.json was measured with an earlier rule of small_request_below: docs/results.md)
   stream stream-higgs --dataset synthetic-higgs --model logreg --stream 20
+  stream stream-mnist-exact --dataset mnist --model logreg --stream 100 --exact-curvature-dim 8000
   # a queue of 1,000 single-sample requests served by one serve (one batch)
   "$BIN/miniunlearn" -q bench --dataset mnist --model logreg --stream 1000 --queue --threads 1 \
     --json "$OUT/queue-mnist.json" | tee "$OUT/queue-mnist.md"

@@ -99,7 +99,8 @@ class CurvatureSketch:
         return CurvatureSketch(self.vectors.to(device), self.values.to(device), self.lam, self.exact)
 
     def inverse_hessian_product(self, g: torch.Tensor) -> torch.Tensor:
-        """Return P^(-1) g for the Nyström preconditioner P of the regularised Hessian.
+        """Return P^(-1) g for the Nyström preconditioner P of the regularised Hessian (for an
+        exact Hessian, its inverse: the Newton step).
 
         Inside the sketched subspace P is exact (eigenvalue + lam); on its complement P
         is (smallest kept eigenvalue + lam) times the identity, which never overshoots
@@ -109,6 +110,8 @@ class CurvatureSketch:
         values = self.values.to(g.dtype)
         coords = vectors @ g
         inside = vectors.T @ (coords / (values + self.lam))
+        if self.exact:  # every eigenpair: no complement (only its rounding) to fill
+            return inside
         tail = 1.0 / (float(values[-1]) + self.lam) if self.rank else 1.0 / max(self.lam, 1e-12)
         return inside + tail * (g - vectors.T @ coords)
 
@@ -257,5 +260,7 @@ def load_sketch(run_dir: Path, *, dim: int, lam: float) -> CurvatureSketch | Non
         raise HistoryError(f"{path} was recorded with lam={meta.get('lam')}, the run has lam={lam}")
     if not (torch.isfinite(vectors).all() and torch.isfinite(values).all()) or (values < 0).any():
         raise HistoryError(f"{path} holds non-finite or negative curvature; retrain the run")
-    vectors = torch.linalg.qr(vectors.to(torch.float32).T)[0].T.contiguous()
-    return CurvatureSketch(vectors, values, lam, meta.get("exact") == "1")
+    exact = meta.get("exact") == "1"
+    if not exact:  # float16 rows drift from orthonormal; an exact Hessian's float32 ones do not
+        vectors = torch.linalg.qr(vectors.to(torch.float32).T)[0].T.contiguous()
+    return CurvatureSketch(vectors.to(torch.float32), values, lam, exact)

@@ -265,7 +265,7 @@ def measured_newton_step(
     """Take the Newton step w - H^-1 (g_R - c) (``g`` = g_R(w) - c, known exactly) with the run's
     exact Hessian ``inverse_hessian``, and measure F_R and grad F_R at the result in float64
     over ``retain``, exactly as a certificate does: one pass, counted on ``objective``."""
-    step = inverse_hessian(g.to(torch.float64))
+    step = inverse_hessian(g).to(torch.float64)  # in the run's dtype: a float32 Hessian needs no more
     w_new = (w.to(torch.float64) - step).to(objective.dtype)
     value, grad = objective.cast(torch.float64).value_and_grad(w_new.to(torch.float64), retain)
     tilted = grad - c.to(torch.float64)
