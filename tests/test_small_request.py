@@ -170,3 +170,14 @@ def test_a_plugin_cannot_hand_over_a_certificate_state(
     register(Liar)
     outcome = forget(_copy(exact_run, tmp_path), np.array([11]), method="liar", request_id="a")
     assert outcome.certificate["passes"] == 1 and outcome.certificate["grad_norm"] > 0
+
+
+def test_forget_says_the_certificate_cost_no_pass_of_its_own(
+    exact_run: Run, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from miniunlearn.cli import main
+
+    ids = tmp_path / "ids.txt"
+    ids.write_text("11\n")
+    assert main(["forget", str(_copy(exact_run, tmp_path)), "--ids", str(ids)]) == 0
+    assert "measured by the method's last step" in capsys.readouterr().out

@@ -115,9 +115,11 @@ def _print_outcome(outcome: Any) -> None:
         )
     certificate = outcome.certificate
     if certificate:
+        # a small request's Newton step measured the served model already: no pass of its own
+        cost = "one retain pass" if certificate.get("passes", 1) else "measured by the method's last step"
         print(
             f"  certified: within {certificate['distance_bound']:.3e} of the retain optimum "
-            f"(any training sample's logits within {certificate['logit_bound']:.3e}); one retain pass"
+            f"(any training sample's logits within {certificate['logit_bound']:.3e}); {cost}"
         )
         if certificate.get("removal"):
             print(f"  {removal_line(certificate['removal'])}")
