@@ -29,7 +29,7 @@ DEFAULT_CURVATURE_ROWS = 2048
 """Rows the curvature sketch averages the Hessian over (measured: docs/results/request-passes.md)."""
 EXACT_CURVATURE_DIM = 1024
 """Logistic regressions with at most this many parameters record their exact data Hessian (d² numbers,
-4 MB in float32 at the cap) instead of a sketch: a single-sample request then needs one pass."""
+4 MB in float32 at the cap) instead of a sketch: a single-sample request then needs a pass or two."""
 
 
 @dataclass(frozen=True)
