@@ -57,6 +57,8 @@ chain_c() {
   # the flagship against its strongest peers, recording counted (docs/results.md, first section)
   bench mnist-logreg-peers --dataset mnist --model logreg --ratios 0.1,0.5,0.9 --methods retrain,warmstart,nystrom,mini --seeds 3
   bench adult-logreg-peers --dataset adult --model logreg --ratios 0.1,0.5,0.9 --methods retrain,warmstart,nystrom,exact-newton,mini --seeds 3
+  bench mnist-logreg-exact --dataset mnist --model logreg --ratios 0.1,0.5,0.9 --methods retrain,mini --seeds 3 \
+    --exact-curvature-dim 8000
   "$BIN/python" benchmarks/request_passes.py --dataset mnist --seeds 0,1,2 --threads 1 > "$OUT/request-passes-mnist.md"
   "$BIN/python" benchmarks/request_passes.py --dataset adult --seeds 0,1,2 --threads 1 > "$OUT/request-passes-adult.md"
   "$BIN/python" benchmarks/kfac_preconditioner.py mnist 0 > "$OUT/kfac-preconditioner-table.md"
