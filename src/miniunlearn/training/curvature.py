@@ -46,6 +46,12 @@ MIN_RANK = 8
 HISTORY_BUDGET = 0.05  # the minimal history's bytes, as a share of a full per-step history
 
 
+def records_exact(model: str, history: str, dim: int, exact_dim: int) -> bool:
+    """Whether a run of ``model`` with ``history``, ``dim`` parameters and ``exact_curvature_dim``
+    ``exact_dim`` records its exact Hessian (when its config leaves the rank unset)."""
+    return model in CONVEX_MODELS and history in MINI_HISTORY_MODES and 0 < dim <= exact_dim
+
+
 def default_rank(
     model: str,
     history: str,
@@ -65,7 +71,7 @@ def default_rank(
     """
     if model not in CONVEX_MODELS or history not in MINI_HISTORY_MODES:
         return 0
-    if 0 < dim <= exact_dim:
+    if records_exact(model, history, dim, exact_dim):
         return dim
     fits = int(itemsize * (HISTORY_BUDGET * total_steps - checkpoints)) - 1  # one spare for file headers
     rank = min(DEFAULT_RANK, fits)

@@ -29,7 +29,14 @@ from ..models import check_replayable
 from ..objective import Objective, flatten_params
 from .certified import polish, removal_budget
 from .config import CONVEX_MODELS, TrainConfig
-from .curvature import CURVATURE_FILE, default_rank, exact_curvature, save_sketch, sketch_hessian
+from .curvature import (
+    CURVATURE_FILE,
+    default_rank,
+    exact_curvature,
+    records_exact,
+    save_sketch,
+    sketch_hessian,
+)
 from .history import make_recorder, recording_cost_for
 from .rundir import (
     CONFIG,
@@ -238,7 +245,7 @@ def record_curvature(
             objective.dim,
             config.exact_curvature_dim,
         )
-        exact = 0 < objective.dim <= config.exact_curvature_dim and rank == objective.dim
+        exact = records_exact(config.model, config.history, objective.dim, config.exact_curvature_dim)
     if rank == 0:
         return {}
     started, evals = time.perf_counter(), objective.grad_evals

@@ -56,9 +56,9 @@ class MiniOptions:
         0.01,
         (FIXED_POINT,),
         "on a run that recorded its exact Hessian, a request removing at most this share of the retain "
-        "set, from a model whose exact retain gradient is known, takes one Newton step measured once in "
-        "float64 (that pass is its certificate) and solves on only if the step missed small_request_tol "
-        "(0: never; runs with a sketch always solve)",
+        "set, from a model whose exact retain gradient is known, takes Newton steps, each measured once "
+        "in float64 (the last one's pass is its certificate), and solves on only if three missed "
+        "small_request_tol (0: never; runs with a sketch always solve)",
         ge=0,
         le=1,
     )
