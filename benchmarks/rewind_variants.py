@@ -9,6 +9,9 @@ over seeds. Usage::
 
     python benchmarks/rewind_variants.py --ratios 0.1,0.3,0.5 --seeds 3 --threads 1 \
         > docs/results/rewind-variants.md
+
+``--dataset``, ``--model`` and ``--preset`` pick another leaky run, ``--variants`` the
+variants (names of ``VARIANTS``; the default list is the MLP's).
 """
 
 from __future__ import annotations
@@ -28,16 +31,25 @@ from miniunlearn.ids import random_forget_ids
 from miniunlearn.methods import UnlearnRequest, get_method
 from miniunlearn.training import retrain
 
-VARIANTS = {
-    "default (1/16, not corrected, rate 1.5x, at most 40 % of the passes)": {},
-    "15 % of the passes (the default before the momentum presets)": {"replay_fraction": 0.15},
-    "identity-corrected rewind point": {"correct_rewind": True},
-    "rate 1x": {"replay_lr_scale": 1.0},
-    "10 % of the passes": {"replay_fraction": 0.1},
-    "rewind to 1/8": {"rewind_fraction": 0.13},
-    "from the initial weights (fast retraining)": {"rewind_fraction": 0.0},
-    "momentum 0.8": {"replay_momentum": 0.8},
+VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
+    "default": ("default (1/16, not corrected, rate 1.5x, at most 40 % of the passes)", {}),
+    "budget-15": ("15 % of the passes (the default before the momentum presets)", {"replay_fraction": 0.15}),
+    "corrected": ("identity-corrected rewind point", {"correct_rewind": True}),
+    "rate-1": ("rate 1x", {"replay_lr_scale": 1.0}),
+    "budget-10": ("10 % of the passes", {"replay_fraction": 0.1}),
+    "rewind-8": ("rewind to 1/8", {"rewind_fraction": 0.13}),
+    "scratch": ("from the initial weights (fast retraining)", {"rewind_fraction": 0.0}),
+    "momentum-0.8": ("momentum 0.8", {"replay_momentum": 0.8}),
+    "rate-0.5": ("rate 0.5x", {"replay_lr_scale": 0.5}),
+    "rate-0.15": ("rate 0.15x (momentum 0.9 makes it the run's plain rate x 1.5)", {"replay_lr_scale": 0.15}),
+    "budget-60": ("60 % of the passes", {"replay_fraction": 0.6}),
+    "budget-60-rate-0.5": ("60 % of the passes, rate 0.5x", {"replay_fraction": 0.6, "replay_lr_scale": 0.5}),
+    "scratch-0.15": (
+        "from the initial weights, rate 0.15x",
+        {"rewind_fraction": 0.0, "replay_lr_scale": 0.15},
+    ),
 }
+MLP_VARIANTS = "default,budget-15,corrected,rate-1,budget-10,rewind-8,scratch,momentum-0.8"
 
 
 def main() -> None:
@@ -49,7 +61,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--runs-dir", default="runs/leaky")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--preset", default="leaky")
+    parser.add_argument("--variants", default=MLP_VARIANTS, help=f"comma list of {', '.join(VARIANTS)}")
     args = parser.parse_args()
+    chosen = {VARIANTS[name][0]: VARIANTS[name][1] for name in args.variants.split(",")}
     torch.set_num_threads(args.threads)
     ratios = [float(r) for r in args.ratios.split(",")]
     spec = BenchSpec(
@@ -58,16 +73,16 @@ def main() -> None:
         ratios,
         ["mini"],
         seeds=args.seeds,
-        preset="leaky",
+        preset=args.preset,
         runs_dir=Path(args.runs_dir),
     )
-    print(f"# Rewind variants: {args.dataset} {args.model}, leaky preset, seeds 0-{args.seeds - 1}\n")
+    print(f"# Rewind variants: {args.dataset} {args.model}, {args.preset} preset, seeds 0-{args.seeds - 1}\n")
     print(
         "| seed | ratio | variant | avg gap | retain acc gap | forget acc gap | test acc gap "
         "| MIA efficacy (retrain) | passes |"
     )
     print("|---|---|---|---:|---:|---:|---:|---:|---:|")
-    rows = [("none", "none", {})] + [(name, "mini", opts) for name, opts in VARIANTS.items()]
+    rows = [("none", "none", {})] + [(name, "mini", opts) for name, opts in chosen.items()]
     summary: dict[tuple[float, str], list[tuple[float, float, float]]] = defaultdict(list)
     for seed in range(args.seeds):
         run = trained_run(spec.config(seed), spec.runs_dir, progress=False)
@@ -100,7 +115,7 @@ def main() -> None:
     for (ratio, name), values in summary.items():
         avg, acc, passes = np.mean(values, axis=0)
         print(f"| {ratio:.0%} | {name} | {avg:.2f} | {acc:.2f} | {passes:.2f} |")
-    print("\nOptions of each variant: " + json.dumps(VARIANTS))
+    print("\nOptions of each variant: " + json.dumps(chosen))
 
 
 if __name__ == "__main__":

@@ -91,8 +91,9 @@ def test_deltagrad_refuses_a_momentum_run_and_mini_serves_it(momentum_run, tmp_p
     assert open_run(run_dir).config.momentum == 0.9
 
 
-def test_the_momentum_preset_is_the_leaky_mlp_trained_efficiently() -> None:
-    plain, fast = preset("mnist", "mlp", "leaky"), preset("mnist", "mlp", "leaky-momentum")
+@pytest.mark.parametrize(("dataset", "model"), [("mnist", "mlp"), ("fashion-mnist", "cnn")])
+def test_the_momentum_preset_is_the_leaky_model_trained_efficiently(dataset: str, model: str) -> None:
+    plain, fast = preset(dataset, model, "leaky"), preset(dataset, model, "leaky-momentum")
     assert fast["momentum"] == 0.9 and fast["epochs"] < plain["epochs"]
     assert {k: v for k, v in fast.items() if k not in ("epochs", "lr", "momentum", "lr_schedule")} == {
         k: v for k, v in plain.items() if k not in ("epochs", "lr", "lr_schedule")

@@ -22,7 +22,8 @@ from miniunlearn.experiment.assess import (
 )
 from miniunlearn.ids import random_forget_ids
 from miniunlearn.methods import UnlearnRequest, get_method
-from miniunlearn.methods.mini import rewind_point
+from miniunlearn.methods.mini import rewind, rewind_point
+from miniunlearn.methods.mini.rewind import label_entropy, replay_retain
 from miniunlearn.presets import LEAKY, preset
 from miniunlearn.training import TrainConfig, retrain, train_run
 from miniunlearn.training.schedule import RESPONSE_FRACTIONS, REWIND_FRACTIONS
@@ -219,3 +220,44 @@ def test_a_diverging_replay_is_restarted_at_a_lower_rate(sgd_mlp_run) -> None:
     assert torch.isfinite(result.params).all()
     start = sgd_mlp_run.objective.value(result.params)
     assert float(start) < 2.0  # a fitted network, not a blown-up one
+
+
+def test_label_entropy_is_the_loss_of_predicting_the_class_frequencies(sgd_mlp_run) -> None:
+    objective = sgd_mlp_run.objective
+    labels = objective.y.numpy()
+    ids = np.r_[np.flatnonzero(labels == 0)[:3], np.flatnonzero(labels == 1)[:1]]
+    assert label_entropy(objective, ids) == pytest.approx(-(0.75 * np.log(0.75) + 0.25 * np.log(0.25)))
+    assert label_entropy(objective, np.flatnonzero(labels == 2)) == 0.0
+
+
+def test_a_replay_that_learns_nothing_is_stopped_as_collapsed(sgd_mlp_run) -> None:
+    """From the initial weights (a near-uniform prediction) at a rate too small to move, the
+    loss stays at the class frequencies' entropy: flagged at the end, so that it is retried."""
+    run, retain = sgd_mlp_run, np.arange(sgd_mlp_run.n_train)
+    batch, per_pass = 256, -(-sgd_mlp_run.n_train // 256)
+    start = run.initial_params()
+    stuck = replay_retain(run.objective, start, retain, batch, 10 * per_pass, 1e-12, 0.9, -np.inf, 0)
+    assert stuck.stop == "collapsed" and stuck.steps == 10 * per_pass
+    # the trained model at the same rate: fitted, so never collapsed
+    fitted = replay_retain(
+        run.objective, run.load_model_params(), retain, batch, 10 * per_pass, 1e-12, 0.9, -np.inf, 0
+    )
+    assert fitted.stop == "budget" and fitted.steps == 10 * per_pass
+
+
+def test_a_collapsed_replay_is_restarted_at_half_the_rate(
+    monkeypatch: pytest.MonkeyPatch, sgd_mlp_run
+) -> None:
+    stops = iter(["collapsed", "collapsed", "budget"])
+    rates: list[float] = []
+
+    def fake(objective, w, retain, batch, steps, peak, *rest):
+        rates.append(peak)
+        return rewind.Replay(w, steps, next(stops))
+
+    monkeypatch.setattr(rewind, "replay_retain", fake)
+    w = sgd_mlp_run.initial_params()
+    replay, peak, restarts = rewind.replay_with_restarts(
+        sgd_mlp_run.objective, w, np.arange(10), 5, 4, 0.8, 0.9, 0.0, 0
+    )
+    assert (replay.stop, peak, restarts, rates) == ("budget", 0.2, 2, [0.8, 0.4, 0.2])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import platform
 import resource
 import time
@@ -38,6 +39,7 @@ from .shadows import (
     shadow_pool,
     shadow_tasks,
 )
+from .tuning import TunedResult, TuningData, tunable, tune, tuning_data
 
 RECORD_KEYS = (
     "dataset",
@@ -107,10 +109,11 @@ class BenchSpec:
     """A sweep: dataset and model, ratios, methods, seeds, attacks and where to keep runs.
 
     ``preset`` names the recipe family (one of presets.PRESET_NAMES); ``train_overrides`` replace
-    its TrainConfig fields; ``method_options`` maps a
-    method name to its options; ``ulira_pool``/``ulira_shadows``/``ulira_targets``
-    size the per-example attack. ``jobs``/``backend``/``address``/``threads`` say how its
-    tasks run (see :class:`.parallel.ParallelOptions`); they do not change the records.
+    its TrainConfig fields; ``method_options`` maps a method name to its options;
+    ``tune_baselines`` chooses each gradient-step baseline's rate and budget per cell by
+    :mod:`.tuning`'s rule (its given options stay fixed); ``ulira_pool``/``ulira_shadows``/
+    ``ulira_targets`` size the per-example attack. ``jobs``/``backend``/``address``/``threads``
+    say how its tasks run (see :class:`.parallel.ParallelOptions`); they do not change the records.
     """
 
     dataset: str
@@ -123,6 +126,7 @@ class BenchSpec:
     preset: str = "default"
     train_overrides: dict[str, Any] = field(default_factory=dict)
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tune_baselines: bool = False
     ulira_pool: int | None = None
     ulira_shadows: int = 16
     ulira_targets: int = ULIRA_TARGETS
@@ -148,6 +152,18 @@ class BenchSpec:
         if not 1 <= self.seeds <= MAX_SEEDS:
             raise ConfigError(f"--seeds must be in 1..{MAX_SEEDS}, got {self.seeds}")
         check_ulira(self.attacks, self.ulira_pool, self.ulira_shadows, self.ulira_targets)
+        if self.tune_baselines:
+            if not any(tunable(m) for m in self.methods):
+                raise ConfigError(
+                    "--tune-baselines tunes the gradient-step baselines (finetune, neggrad, rl, salun, "
+                    "scrub, l1sparse), and --methods names none of them"
+                )
+            config = self.config(0)
+            if config.n_train is None and config.subset_ids is None:
+                raise ConfigError(
+                    "--tune-baselines scores the baselines against rows the run never trained on; "
+                    "train on a subset (--n-train N, as the leaky presets do) or leave it out"
+                )
 
     def _check_methods(self) -> None:
         """Refuse an empty or unknown method list, and options for methods not in the sweep or
@@ -249,8 +265,10 @@ def run_bench(spec: BenchSpec, *, progress: bool = True) -> tuple[list[dict[str,
 
     Tasks run on ``spec.jobs`` workers (see :mod:`.parallel`) in two waves: the trained run
     of each seed and every shadow model of the per-example attack, then each (seed, ratio)
-    cell and each per-example attack on a (seed, ratio, method). Records are the same, and
-    in the same order, for any number of workers, apart from the timing fields.
+    cell and each per-example attack on a (seed, ratio, method); with ``tune_baselines`` the
+    attacks wait for a third wave, since each applies the options its cell chose. Records
+    are the same, and in the same order, for any number of workers, apart from the timing
+    fields.
     """
     options = spec.parallel_options()
     # absolute, so workers started anywhere find the runs
@@ -275,26 +293,35 @@ def run_bench(spec: BenchSpec, *, progress: bool = True) -> tuple[list[dict[str,
         ((seed, r) for seed in seeds for r in range(len(spec.ratios))), key=lambda c: spec.ratios[c[1]]
     )
     cell_tasks: list[tuple] = [(_bench_cell, (spec, seed, r, inner_progress)) for seed, r in cells]
-    if ulira:
-        cell_tasks += [
-            (_ulira_task, (spec, seed, r, m, pools[seed])) for seed, r in cells for m in spec.methods
-        ]
+    attack_cells = [(seed, r, m) for seed, r in cells for m in spec.methods] if ulira else []
+    # a tuned baseline's attack needs the options its cell chose: then the attacks wait a wave
+    attacks_later = spec.tune_baselines
+    if not attacks_later:
+        cell_tasks += [_attack_task(spec, key, pools, {}) for key in attack_cells]
 
-    total, desc = len(train_tasks) + len(cell_tasks), f"bench {spec.dataset}/{spec.model}"
+    total = len(train_tasks) + len(cells) + len(attack_cells)
+    desc = f"bench {spec.dataset}/{spec.model}"
     bar = progress_bar(total=total, desc=desc, enabled=progress, leave=True, unit="task")
     cell_results: dict[tuple[int, int], tuple[list[dict[str, Any]], dict[str, Any]]] = {}
     attacks: dict[tuple[int, int, str], Any] = {}
-    with TaskRunner(options) as runner:
-        bar.set_postfix_str("training")
-        for _ in runner.map(_run_task, train_tasks):
-            bar.update()
-        bar.set_postfix_str("cells")
-        for (fn, args), result in zip(cell_tasks, runner.map(_run_task, cell_tasks), strict=True):
+
+    def collect(tasks: list[tuple]) -> None:
+        for (fn, args), result in zip(tasks, runner.map(_run_task, tasks), strict=True):
             if fn is _bench_cell:
                 cell_results[args[1], args[2]] = result
             else:
                 attacks[args[1], args[2], args[3]] = result
             bar.update()
+
+    with TaskRunner(options) as runner:
+        bar.set_postfix_str("training")
+        for _ in runner.map(_run_task, train_tasks):
+            bar.update()
+        bar.set_postfix_str("cells")
+        collect(cell_tasks)
+        if attacks_later and attack_cells:
+            bar.set_postfix_str("attacks")
+            collect([_attack_task(spec, key, pools, cell_results) for key in attack_cells])
     bar.close()
 
     records: list[dict[str, Any]] = []
@@ -389,16 +416,23 @@ def _cell(
     retain_size = run.n_train - forget.size
     records: list[dict[str, Any]] = []
     curves: dict[str, Any] = {}
+    tuning: TuningData | None = None
     for method in spec.methods:
         phases.set_postfix_str(method)
         options = spec.method_options.get(method, {})
         recording: dict[str, float | int] | None = {"grad_evals": 0, "passes": 0.0, "seconds": 0.0}
+        tuned: dict[str, Any] = {}
         if method == "retrain":
             params, time_s, evals, hist_bytes, diag = retrained, retrain_time, retrain_evals, 0, {}
         else:
             unlearner = get_method(method, **options)
             recording = run.recording_cost(unlearner.history_read())
-            result = unlearner.unlearn(UnlearnRequest(run, forget))
+            if spec.tune_baselines and tunable(method):
+                tuning = tuning or tuning_data(run, forget, seed)
+                choice = tune(method, options, UnlearnRequest(run, forget), tuning)
+                result, tuned = choice.result, _tuning_fields(choice, retain_size)
+            else:
+                result = unlearner.unlearn(UnlearnRequest(run, forget))
             params, time_s = result.params, result.record.time_s
             evals, hist_bytes = result.record.grad_evals, result.record.history_bytes
             diag = result.record.diagnostics
@@ -426,6 +460,7 @@ def _cell(
             # of this worker process so far: the data, the run and every method of the cell
             "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
             "ulira_auc": None,
+            **tuned,
             **{f"diag_{k}": v for k, v in diag.items() if isinstance(v, int | float | bool | str)},
         }
         phases.update()
@@ -448,19 +483,48 @@ def _cell(
     return records, curves
 
 
+def _tuning_fields(choice: TunedResult, retain_size: int) -> dict[str, Any]:
+    """A tuned baseline's record fields: the values chosen (JSON text), the chosen model's score
+    and its terms, and what the whole grid cost (``time_s`` and ``passes`` stay the chosen
+    configuration's own)."""
+    return {
+        "tuned_options": json.dumps(choice.chosen, sort_keys=True),
+        **{f"tuning_{k}": v for k, v in choice.score.items()},
+        "tuning_configurations": choice.configurations,
+        "tuning_passes": choice.grid_evals / retain_size,
+        "tuning_s": choice.grid_s,
+    }
+
+
+def _attack_task(
+    spec: BenchSpec,
+    key: tuple[int, int, str],
+    pools: dict[int, np.ndarray],
+    cell_results: dict[tuple[int, int], tuple[list[dict[str, Any]], dict[str, Any]]],
+) -> tuple:
+    """The per-example attack task of (seed, ratio index, method): the method's options, with
+    what its cell chose when it was tuned (``cell_results`` holds the cells run so far)."""
+    seed, r_index, method = key
+    options = dict(spec.method_options.get(method, {}))
+    for record in cell_results.get((seed, r_index), ([], {}))[0]:
+        if record["method"] == method and record.get("tuned_options"):
+            options.update(json.loads(record["tuned_options"]))
+    return (_ulira_task, (spec, seed, r_index, method, pools[seed], options))
+
+
 def _ulira_task(
-    spec: BenchSpec, seed: int, r_index: int, method: str, pool: np.ndarray
+    spec: BenchSpec, seed: int, r_index: int, method: str, pool: np.ndarray, options: dict[str, Any]
 ) -> ULiRAResult | Exception:
-    """Task: the per-example attack against ``method`` at one (seed, ratio), on shadows of the
-    seed's ``pool`` trained before. Returns the result, or the exception it raised: that is
-    raised when the record is merged, unless the method diverged on the run itself (then, as
-    in a serial sweep, the attack is not reported)."""
+    """Task: the per-example attack against ``method`` with ``options`` at one (seed, ratio), on
+    shadows of the seed's ``pool`` trained before. Returns the result, or the exception it
+    raised: that is raised when the record is merged, unless the method diverged on the run
+    itself (then, as in a serial sweep, the attack is not reported)."""
     factory = ShadowFactory(spec.config(seed), pool, _shadow_root(spec))
     try:
         return run_ulira(
             factory,
             method,
-            spec.method_options.get(method, {}),
+            options,
             forget_fraction=spec.ratios[r_index],
             n_shadows=spec.ulira_shadows,
             n_targets=spec.ulira_targets,

@@ -52,6 +52,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
             f"certificates checked against the float64 retain optimum: {sum(checked)} of {len(checked)} "
             "held (distance to the optimum at most the certified bound)"
         )
+    if spec.tune_baselines:
+        from ...experiment.tuning import tuning_table
+
+        print("\nBaselines tuned without the retrained model (docs/method.md, 'Tuning the baselines'):\n")
+        print(tuning_table(records))
     paid_back = break_even_table(break_even(records))
     if paid_back:
         print("\nWhen mini's recorded history pays for itself (one-off recording at training against")
@@ -134,6 +139,7 @@ def bench_spec(args: argparse.Namespace) -> Any:
         preset=args.preset,
         train_overrides=overrides,
         method_options=method_options,
+        tune_baselines=args.tune_baselines,
         ulira_pool=args.ulira_pool,
         ulira_shadows=args.ulira_shadows,
         jobs=args.jobs,

@@ -41,6 +41,24 @@ from .options import MiniOptions
 MAX_REPLAY_RESTARTS = 4
 """How often a diverging replay is restarted at half the rate before its result is kept."""
 
+COLLAPSE_LOSS_FRACTION = 0.9
+"""A replay whose mean batch objective over its last pass is at or above this fraction of
+the retain labels' entropy (the loss of a model that predicts the class frequencies) has
+collapsed: it learnt nothing (measured: the Fashion-MNIST CNN replayed from its initial
+weights at 50 % ended at 10 % retain accuracy, a constant prediction, which the comparison
+with the first pass missed, the first pass having collapsed already). Checked at the end
+only: at a high rate the loss may sit there for passes and recover as the cosine rate
+decays."""
+
+
+def label_entropy(objective: Objective, ids: np.ndarray) -> float:
+    """Entropy (nats) of the class frequencies among the samples ``ids``: the mean loss of a
+    model that predicts those frequencies for every input."""
+    labels = objective.y[torch.as_tensor(np.asarray(ids), dtype=torch.long, device=objective.y.device)]
+    counts = torch.bincount(labels).to(torch.float64)
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * p.log()).sum())
+
 
 def unlearn_rewind(
     request: UnlearnRequest, history: MiniHistory, options: MiniOptions
@@ -107,11 +125,14 @@ def replay_retain(
     over the last pass is at most ``target``. ``stop="diverged"`` (the caller retries at a
     lower rate) when the objective turns non-finite or rises above ten times its start, or
     when the replay ends with a mean batch objective over its last pass no lower than over
-    its first (a network collapsed to a constant prediction sits at log(classes) without
-    ever blowing up)."""
+    its first; ``stop="collapsed"`` (retried too) when it ends with that mean still at the
+    loss of a model predicting the class frequencies (a network collapsed to a constant
+    prediction sits there without ever blowing up, and one that collapsed within its first
+    pass ends below that pass)."""
     batches = seeded_batches(retain, batch, seed)
     velocity = torch.zeros_like(w)
     per_pass = math.ceil(retain.size / batch)
+    collapsed_at = COLLAPSE_LOSS_FRACTION * label_entropy(objective, retain)
     window: deque[float] = deque(maxlen=per_pass)
     first_pass: list[float] = []
     for step in range(steps):
@@ -126,6 +147,8 @@ def replay_retain(
             return Replay(w, step, "loss")
         velocity = momentum * velocity + grad
         w = w - peak * 0.5 * (1.0 + math.cos(math.pi * step / steps)) * velocity
+    if steps > per_pass and sum(window) / len(window) >= collapsed_at:
+        return Replay(w, steps, "collapsed")
     if steps > per_pass and sum(window) / len(window) >= sum(first_pass) / len(first_pass):
         return Replay(w, steps, "diverged")
     return Replay(w, steps, "budget")
@@ -148,7 +171,7 @@ def replay_with_restarts(
     restarts = 0
     while True:
         replay = replay_retain(objective, w, retain, batch, steps, peak, momentum, target, seed)
-        if replay.stop != "diverged" or restarts == MAX_REPLAY_RESTARTS:
+        if replay.stop not in ("diverged", "collapsed") or restarts == MAX_REPLAY_RESTARTS:
             return replay, peak, restarts
         restarts, peak = restarts + 1, peak / 2  # the rate was too high for this model: halve it
 
