@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from miniunlearn.evaluation.metrics import accuracy
-from miniunlearn.experiment.assess import _logits
+from miniunlearn.experiment.assess import model_logits
 from miniunlearn.experiment.parallel import open_or_train
 from miniunlearn.experiment.stream import StreamSpec, run_stream
 from miniunlearn.training import TrainConfig
@@ -53,7 +53,7 @@ def config(epsilon: float | None) -> TrainConfig:
 def test_accuracy(run, w: torch.Tensor) -> float:
     """Test accuracy of model ``w`` of ``run``."""
     with torch.no_grad():
-        return accuracy(_logits(run, w, run.dataset.x_test), run.dataset.y_test)
+        return accuracy(model_logits(run, w, run.dataset.x_test), run.dataset.y_test)
 
 
 def unperturbed_accuracy(run) -> float:

@@ -17,7 +17,7 @@ from ..training.rundir import Run
 ROWS_PER_BLOCK = 262_144
 
 
-def _logits(run: Run, params: torch.Tensor, x: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+def model_logits(run: Run, params: torch.Tensor, x: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
     """Logits of ``params`` on ``x`` (the ``rows`` of it, all when None), gathered a block of
     rows at a time so that no copy of a whole split is made."""
     n = x.shape[0] if rows is None else rows.size
@@ -36,9 +36,9 @@ def split_outputs(run: Run, params: torch.Tensor, forget_ids: np.ndarray) -> dic
     mask[forget_ids] = True
     retain, forget = np.flatnonzero(~mask), np.flatnonzero(mask)
     return {
-        "retain": (_logits(run, params, ds.x_train, retain), ds.y_train[retain]),
-        "forget": (_logits(run, params, ds.x_train, forget), ds.y_train[forget]),
-        "test": (_logits(run, params, ds.x_test), ds.y_test),
+        "retain": (model_logits(run, params, ds.x_train, retain), ds.y_train[retain]),
+        "forget": (model_logits(run, params, ds.x_train, forget), ds.y_train[forget]),
+        "test": (model_logits(run, params, ds.x_test), ds.y_test),
     }
 
 

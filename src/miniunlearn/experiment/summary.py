@@ -11,7 +11,7 @@ from ..evaluation.metrics import accuracy
 from ..methods.mini.choose import choose_mode, history_info
 from ..methods.mini.options import MiniOptions
 from ..training.rundir import Run
-from .assess import _logits
+from .assess import model_logits
 
 
 def run_summary(run: Run) -> dict[str, Any]:
@@ -26,8 +26,10 @@ def run_summary(run: Run) -> dict[str, Any]:
     w = run.load_model_params()
     data = run.dataset
     with torch.no_grad():
-        train_acc = accuracy(_logits(run, w, data.x_train), data.y_train)
-        test_acc = accuracy(_logits(run, w, data.x_test), data.y_test) if len(data.y_test) else float("nan")
+        train_acc = accuracy(model_logits(run, w, data.x_train), data.y_train)
+        test_acc = (
+            accuracy(model_logits(run, w, data.x_test), data.y_test) if len(data.y_test) else float("nan")
+        )
     value, grad = run.objective.value_and_grad(w)
     summary: dict[str, Any] = {
         "train_acc": float(train_acc),

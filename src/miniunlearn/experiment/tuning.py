@@ -33,7 +33,7 @@ from ..methods import get_method, method_class
 from ..methods.base import UnlearnRequest, UnlearnResult
 from ..methods.step_budget import StepBudgetOptions
 from ..training.rundir import Run, load_training_data
-from .assess import _logits
+from .assess import model_logits
 
 TUNING_ROWS = 2_000
 """Unseen rows, and rows of the retain set's validation split, the score reads (at most)."""
@@ -122,8 +122,8 @@ def tuning_score(
     set's validation split."""
     x, y = run.dataset.x_train, run.dataset.y_train
     forget_logits, unseen_logits = (
-        _logits(run, params, x, data.forget_ids),
-        _logits(run, params, data.unseen_x),
+        model_logits(run, params, x, data.forget_ids),
+        model_logits(run, params, data.unseen_x),
     )
     forget_y = y[data.forget_ids]
     losses = np.concatenate(
@@ -131,7 +131,7 @@ def tuning_score(
     )
     members = np.r_[np.ones(data.forget_ids.size), np.zeros(data.unseen_y.size)]
     auc = float(roc_auc_score(members, -losses)) if np.isfinite(losses).all() else 1.0
-    retain_acc = accuracy(_logits(run, params, x, data.retain_val_ids), y[data.retain_val_ids])
+    retain_acc = accuracy(model_logits(run, params, x, data.retain_val_ids), y[data.retain_val_ids])
     terms = {
         "forget_unseen_acc_gap": 100
         * abs(accuracy(forget_logits, forget_y) - accuracy(unseen_logits, data.unseen_y)),
@@ -164,7 +164,7 @@ def tune(method: str, fixed: dict[str, Any], request: UnlearnRequest, data: Tuni
     run = request.run
     start = request.start_params()
     x, y = run.dataset.x_train, run.dataset.y_train
-    start_acc = accuracy(_logits(run, start, x, data.retain_val_ids), y[data.retain_val_ids])
+    start_acc = accuracy(model_logits(run, start, x, data.retain_val_ids), y[data.retain_val_ids])
     best: tuple[tuple[float, int], UnlearnResult, dict[str, Any], dict[str, float]] | None = None
     grid, evals, began = tuning_grid(method, fixed), 0, time.perf_counter()
     for options in grid:
