@@ -89,6 +89,26 @@ chain_c() {
   bench mnist-mlp-leaky-momentum-15 --dataset mnist --model mlp --preset leaky-momentum --ratios 0.1,0.5,0.9 \
     --seeds 3 --methods retrain,retrain-fast,mini -o mini:replay_fraction=0.15 -o retrain-fast:fraction=0.15 \
     --runs-dir runs/leaky
+  # the baselines tuned without the retrained model, on both MLP recipes
+  bench mnist-mlp-leaky-tuned --dataset mnist --model mlp --preset leaky --ratios 0.1,0.5,0.9 --seeds 3 \
+    --methods retrain,none,finetune,neggrad,rl,salun,scrub,l1sparse,mini --attacks population,ulira \
+    --tune-baselines --runs-dir runs/leaky
+  bench mnist-mlp-leaky-momentum-tuned --dataset mnist --model mlp --preset leaky-momentum --ratios 0.1,0.5,0.9 \
+    --seeds 3 --methods retrain,none,finetune,neggrad,rl,salun,scrub,l1sparse,mini --attacks population,ulira \
+    --tune-baselines --runs-dir runs/leaky
+  # the CNN on both recipes, 10 to 90 %, both attacks
+  bench fashion-cnn-leaky-fast --dataset fashion-mnist --model cnn --preset leaky --ratios 0.1,0.5,0.9 --seeds 3 \
+    --methods retrain,none,retrain-fast,mini --attacks population,ulira --runs-dir runs/leaky
+  bench fashion-cnn-leaky-momentum --dataset fashion-mnist --model cnn --preset leaky-momentum --ratios 0.1,0.5,0.9 \
+    --seeds 3 --methods retrain,none,retrain-fast,mini --attacks population,ulira --runs-dir runs/leaky
+  # the replay's rate and budget across models
+  "$BIN/python" benchmarks/rewind_variants.py --ratios 0.1,0.5,0.9 --seeds 3 --threads 1 \
+    --variants default,rate-1,rate-0.5 > "$OUT/rewind-rates-mlp.md"
+  "$BIN/python" benchmarks/rewind_variants.py --preset leaky-momentum --ratios 0.1,0.5,0.9 --seeds 3 --threads 1 \
+    --variants default,rate-1,rate-0.5 > "$OUT/rewind-rates-mlp-momentum.md"
+  "$BIN/python" benchmarks/rewind_variants.py --dataset fashion-mnist --model cnn --ratios 0.1,0.5 --seeds 1 \
+    --threads 1 --variants default,rate-0.5,rate-0.15,scratch,scratch-0.15,budget-60,budget-60-rate-0.5 \
+    > "$OUT/rewind-variants-cnn.md"
 }
 chain_a > "$OUT/chain_a.log" 2>&1
 chain_b > "$OUT/chain_b.log" 2>&1
