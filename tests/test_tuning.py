@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from miniunlearn.cli import main
 from miniunlearn.data.registry import load_dataset
 from miniunlearn.errors import ConfigError
 from miniunlearn.experiment import bench
@@ -217,3 +218,11 @@ def test_the_tuning_table_lists_each_seeds_choice() -> None:
     assert len(table) == 3
     assert table[2] == "| scrub | 50% | adam_lr 0.00025; adam_lr 0.001 | 2.00 | 30.0 | 3.0 |"
     assert tuning_table(rows[2:]) == ""
+
+
+def test_the_cli_refuses_tuning_a_stream(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["bench", "--dataset", "digits", "--model", "mlp", "--n-train", "500", "--stream", "3"]
+    args += ["--methods", "retrain,finetune", "--tune-baselines", "--runs-dir", str(tmp_path / "runs")]
+    assert main(args) == 2
+    assert "not --stream" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

@@ -38,6 +38,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from ...errors import ConfigError
 
         raise ConfigError("--queue serves the requests of --stream N: give --stream as well")
+    if args.tune_baselines and args.stream is not None:
+        from ...errors import ConfigError
+
+        raise ConfigError(
+            "--tune-baselines tunes the baselines of a ratio sweep, not --stream; give one of them"
+        )
     spec = bench_spec(args)
     if args.stream is not None:
         return _stream(args, spec)
