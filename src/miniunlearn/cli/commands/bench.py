@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ...errors import MiniUnlearnError
+from ...errors import ConfigError, MiniUnlearnError
 from ..common import parse_options
 from ..training_flags import override_fields
 
@@ -35,12 +35,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from ...experiment.bench import run_bench
 
     if args.queue and args.stream is None:
-        from ...errors import ConfigError
-
         raise ConfigError("--queue serves the requests of --stream N: give --stream as well")
     if args.tune_baselines and args.stream is not None:
-        from ...errors import ConfigError
-
         raise ConfigError(
             "--tune-baselines tunes the baselines of a ratio sweep, not --stream; give one of them"
         )

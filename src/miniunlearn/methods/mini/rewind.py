@@ -147,9 +147,10 @@ def replay_retain(
             return Replay(w, step, "loss")
         velocity = momentum * velocity + grad
         w = w - peak * 0.5 * (1.0 + math.cos(math.pi * step / steps)) * velocity
-    if steps > per_pass and sum(window) / len(window) >= collapsed_at:
+    last_pass = sum(window) / len(window)
+    if steps > per_pass and last_pass >= collapsed_at:
         return Replay(w, steps, "collapsed")
-    if steps > per_pass and sum(window) / len(window) >= sum(first_pass) / len(first_pass):
+    if steps > per_pass and last_pass >= sum(first_pass) / len(first_pass):
         return Replay(w, steps, "diverged")
     return Replay(w, steps, "budget")
 
