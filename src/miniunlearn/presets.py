@@ -79,7 +79,8 @@ LEAKY: dict[tuple[str, str], dict[str, Any]] = {
 # training set (so that "faster than retraining" is measured against an efficient recipe;
 # docs/results.md).
 # The CNN: 15 epochs (half the plain recipe's) from 0.1 fit 97-99 % of its 10,000 samples,
-# test accuracy 0.88 (the plain recipe: 98-99 %, 0.886); 10 epochs fit only 90-94 %. Its
+# test accuracy 0.88 (the plain recipe: 98-99 %, 0.886); 10 epochs fitted only 90-94 % in a
+# check made while choosing (not a committed benchmark). Its
 # retraining at 90 % forgotten (the original batches of 64 keep about 6 rows each) collapses
 # to a constant prediction (docs/results.md, "Fashion-MNIST CNN trained with momentum").
 LEAKY_MOMENTUM: dict[tuple[str, str], dict[str, Any]] = {
