@@ -44,6 +44,15 @@ VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
     "rate-0.15": ("rate 0.15x (momentum 0.9 makes it the run's plain rate x 1.5)", {"replay_lr_scale": 0.15}),
     "budget-60": ("60 % of the passes", {"replay_fraction": 0.6}),
     "budget-60-rate-0.5": ("60 % of the passes, rate 0.5x", {"replay_fraction": 0.6, "replay_lr_scale": 0.5}),
+    "budget-80-rate-0.5": ("80 % of the passes, rate 0.5x", {"replay_fraction": 0.8, "replay_lr_scale": 0.5}),
+    "scratch-60-rate-0.5": (
+        "from the initial weights, 60 % of the passes, rate 0.5x",
+        {"rewind_fraction": 0.0, "replay_fraction": 0.6, "replay_lr_scale": 0.5},
+    ),
+    "scratch-80-rate-0.5": (
+        "from the initial weights, 80 % of the passes, rate 0.5x",
+        {"rewind_fraction": 0.0, "replay_fraction": 0.8, "replay_lr_scale": 0.5},
+    ),
     "scratch-0.15": (
         "from the initial weights, rate 0.15x",
         {"rewind_fraction": 0.0, "replay_lr_scale": 0.15},

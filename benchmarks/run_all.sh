@@ -73,6 +73,8 @@ chain_c() {
     --json "$OUT/queue-mnist.json" | tee "$OUT/queue-mnist.md"
   # certified removal at epsilon 0.1 / 1 / 10: accuracy cost and a stream of 100 requests each
   "$BIN/python" benchmarks/certified_removal.py --out "$OUT/certified-removal.md"
+  # Guo et al.'s Newton removal and its data-dependent bound on the same run and stream
+  "$BIN/python" benchmarks/guo_newton_bound.py --out "$OUT/guo-newton-bound.md"
   # networks: the history-free peer, 10 to 90 %, and SCRUB at its authors' optimiser
   bench mnist-mlp-leaky-fast --dataset mnist --model mlp --preset leaky --ratios 0.1,0.3,0.5,0.7,0.9 --seeds 3 \
     --methods retrain,none,retrain-fast,mini --runs-dir runs/leaky

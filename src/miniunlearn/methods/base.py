@@ -183,9 +183,11 @@ class UnlearningMethod(ABC):
     def unlearn(self, request: UnlearnRequest) -> UnlearnResult:
         """Forget ``request.forget_ids``; return the new parameters and a record.
 
-        Times the call and counts per-sample gradient evaluations on the run's
+        Refuses a run the method cannot serve (:meth:`check_run`) before anything is computed,
+        then times the call and counts per-sample gradient evaluations on the run's
         objective. An empty forget set returns the starting parameters unchanged.
         """
+        self.check_run(request.run)  # the one place a method refuses a run it cannot serve
         objective = request.run.objective
         start_evals = objective.grad_evals
         started = time.perf_counter()

@@ -208,7 +208,6 @@ class DeltaGrad(UnlearningMethod):
     def _unlearn(self, request: UnlearnRequest) -> tuple[torch.Tensor, int, dict[str, Any]]:
         opts = self.options
         run = request.run
-        self.check_run(run)
         plan = run.plan
         history = run.full_history()  # raises HistoryError when the run has no full history
         convex = run.config.model in CONVEX_MODELS

@@ -83,7 +83,6 @@ class ExactNewton(UnlearningMethod):
     def _unlearn(self, request: UnlearnRequest) -> tuple[torch.Tensor, int, dict[str, Any]]:
         opts = self.options
         run = request.run
-        self.check_run(run)
         objective = run.objective
         retain = request.retain_ids
         c, history_bytes = aimed_residual(run, objective, opts.match_residual)
