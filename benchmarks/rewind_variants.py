@@ -11,12 +11,16 @@ over seeds. Usage::
         > docs/results/rewind-variants.md
 
 ``--dataset``, ``--model`` and ``--preset`` pick another leaky run, ``--variants`` the
-variants (names of ``VARIANTS``; the default list is the MLP's).
+variants (names of ``VARIANTS``; the default list is the MLP's). ``--noise-floor`` adds a
+row for retraining itself run with another batch order (the same recipe, initial weights and
+forget set; the plan of seed + 1000): how far two retrainings land from each other, the
+floor below which no method's gap to retraining means anything.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from collections import defaultdict
@@ -30,6 +34,8 @@ from miniunlearn.experiment.bench import BenchSpec, trained_run
 from miniunlearn.ids import random_forget_ids
 from miniunlearn.methods import UnlearnRequest, get_method
 from miniunlearn.training import retrain
+from miniunlearn.training.schedule import make_plan
+from miniunlearn.training.trainer import train_loop
 
 VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
     "default": ("default (1/16, not corrected, rate 1.5x, at most 40 % of the passes)", {}),
@@ -53,12 +59,34 @@ VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
         "from the initial weights, 80 % of the passes, rate 0.5x",
         {"rewind_fraction": 0.0, "replay_fraction": 0.8, "replay_lr_scale": 0.5},
     ),
+    "sharpness-cap": (
+        "peak rate capped at (1 + momentum) / batch sharpness",
+        {"replay_sharpness_cap": True},
+    ),
+    "scratch-sharpness-cap": (
+        "from the initial weights, peak rate capped at (1 + momentum) / batch sharpness",
+        {"rewind_fraction": 0.0, "replay_sharpness_cap": True},
+    ),
     "scratch-0.15": (
         "from the initial weights, rate 0.15x",
         {"rewind_fraction": 0.0, "replay_lr_scale": 0.15},
     ),
 }
 MLP_VARIANTS = "default,budget-15,corrected,rate-1,budget-10,rewind-8,scratch,momentum-0.8"
+
+
+NOISE_FLOOR = "retraining with another batch order (noise floor)"
+
+
+def retrain_reordered(run, forget: np.ndarray) -> torch.Tensor:
+    """Retrain ``run`` without ``forget`` exactly as ``retrain`` does, but along the batch order
+    of seed + 1000: the same recipe and initial weights, another draw of SGD's noise."""
+    config = dataclasses.replace(run.config, seed=run.config.seed + 1000)
+    mask = np.zeros(run.n_train, dtype=bool)
+    mask[forget] = True
+    plan = make_plan(config, run.n_train)
+    momentum = run.config.momentum
+    return train_loop(run.objective, run.initial_params(), plan, forget_mask=mask, momentum=momentum)
 
 
 def main() -> None:
@@ -72,6 +100,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--preset", default="leaky")
     parser.add_argument("--variants", default=MLP_VARIANTS, help=f"comma list of {', '.join(VARIANTS)}")
+    parser.add_argument("--noise-floor", action="store_true", help="add retraining with another batch order")
     args = parser.parse_args()
     chosen = {VARIANTS[name][0]: VARIANTS[name][1] for name in args.variants.split(",")}
     torch.set_num_threads(args.threads)
@@ -100,10 +129,17 @@ def main() -> None:
             started = time.perf_counter()
             ref = reference(run, retrain(run, forget), forget)
             retrain_s = time.perf_counter() - started
-            for name, method, opts in rows:
-                result = get_method(method, **opts).unlearn(UnlearnRequest(run, forget))
-                m = assess(run, result.params, ref, forget)
-                passes = result.record.grad_evals / (run.n_train - forget.size)
+            served = list(rows)
+            if args.noise_floor:
+                served.append((NOISE_FLOOR, "retrain-reordered", {}))
+            for name, method, opts in served:
+                if method == "retrain-reordered":
+                    params, passes = retrain_reordered(run, forget), float(run.config.epochs)
+                else:
+                    result = get_method(method, **opts).unlearn(UnlearnRequest(run, forget))
+                    params = result.params
+                    passes = result.record.grad_evals / (run.n_train - forget.size)
+                m = assess(run, params, ref, forget)
                 acc_gap = 100 * float(np.mean([abs(m[f"{k}_acc_gap"]) for k in ("retain", "forget", "test")]))
                 summary[(ratio, name)].append((m["avg_gap"], acc_gap, passes))
                 print(

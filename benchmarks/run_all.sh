@@ -113,6 +113,19 @@ chain_c() {
   "$BIN/python" benchmarks/rewind_variants.py --dataset fashion-mnist --model cnn --ratios 0.1,0.5 --seeds 1 \
     --threads 1 --variants default,rate-0.5,rate-0.15,scratch,scratch-0.15,budget-60,budget-60-rate-0.5 \
     > "$OUT/rewind-variants-cnn.md"
+  # retraining's own noise floor (another batch order) beside the default and a lower rate
+  "$BIN/python" benchmarks/rewind_variants.py --dataset fashion-mnist --model cnn --ratios 0.1,0.5,0.9 --seeds 3 \
+    --threads 1 --noise-floor --variants default,budget-60-rate-0.5,budget-80-rate-0.5 > "$OUT/rewind-noise-floor-cnn.md"
+  "$BIN/python" benchmarks/rewind_variants.py --ratios 0.1,0.5,0.9 --seeds 3 --threads 1 --noise-floor \
+    --variants default,budget-60-rate-0.5 > "$OUT/rewind-noise-floor-mlp.md"
+  "$BIN/python" benchmarks/rewind_variants.py --preset leaky-momentum --ratios 0.1,0.5,0.9 --seeds 3 --threads 1 \
+    --noise-floor --variants default,budget-60-rate-0.5 > "$OUT/rewind-noise-floor-mlp-momentum.md"
+  # the rate capped by the batch Hessian's sharpness at the rewind point
+  "$BIN/python" benchmarks/replay_sharpness.py > "$OUT/replay-sharpness.md"
+  "$BIN/python" benchmarks/rewind_variants.py --dataset fashion-mnist --model cnn --ratios 0.1,0.5,0.9 --seeds 3 \
+    --threads 1 --variants default,sharpness-cap,scratch-sharpness-cap > "$OUT/rewind-sharpness-cap-cnn.md"
+  "$BIN/python" benchmarks/rewind_variants.py --ratios 0.1,0.5,0.9 --seeds 3 --threads 1 \
+    --variants default,sharpness-cap > "$OUT/rewind-sharpness-cap-mlp.md"
 }
 chain_a > "$OUT/chain_a.log" 2>&1
 chain_b > "$OUT/chain_b.log" 2>&1

@@ -8,6 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from scipy.sparse.linalg import LinearOperator, eigsh
 
 from miniunlearn.data.cache import cache_dir, npz_path
 from miniunlearn.errors import ConfigError
@@ -261,3 +262,46 @@ def test_a_collapsed_replay_is_restarted_at_half_the_rate(
         sgd_mlp_run.objective, w, np.arange(10), 5, 4, 0.8, 0.9, 0.0, 0
     )
     assert (replay.stop, peak, restarts, rates) == ("budget", 0.2, 2, [0.8, 0.4, 0.2])
+
+
+def test_batch_sharpness_is_the_largest_hessian_eigenvalue(sgd_mlp_run) -> None:
+    """With one batch holding every retain sample, the estimate is the top eigenvalue of the
+    full retain Hessian (power iteration: never above it, and close after 10 iterations)."""
+    run = sgd_mlp_run
+    retain = np.arange(0, run.n_train, 3)
+    w = rewind_point(UnlearnRequest(run, np.array([1, 2])), run.mini_history(), 1 / 16, correct=False)[1]
+    operator = LinearOperator(
+        (w.numel(), w.numel()),
+        matvec=lambda v: run.objective.hvp(w, torch.as_tensor(v.ravel(), dtype=w.dtype), retain).numpy(),
+        dtype=np.float64,
+    )
+    top = float(eigsh(operator, k=1, which="LA", tol=1e-10, return_eigenvectors=False)[0])  # Lanczos
+    before = run.objective.grad_evals
+    estimate = rewind.batch_sharpness(run.objective, w, retain, retain.size, seed=0)
+    assert 0.8 * top <= estimate <= top * (1 + 1e-9)
+    # 3 batches x 10 Hessian-vector products, each counted as two passes over its batch
+    assert run.objective.grad_evals - before == 3 * 10 * 2 * retain.size
+
+
+def test_the_stable_peak_is_half_heavy_balls_limit() -> None:
+    assert rewind.stable_peak(10.0, 0.9) == pytest.approx(0.19)
+    assert rewind.stable_peak(4.0, 0.0) == pytest.approx(0.25)
+    assert rewind.stable_peak(0.0, 0.9) == np.inf
+
+
+def test_the_sharpness_cap_lowers_a_rate_past_it(sgd_mlp_run) -> None:
+    forget = random_forget_ids(sgd_mlp_run.n_train, 0.1, seed=6)
+    request = UnlearnRequest(sgd_mlp_run, forget)
+    capped = get_method("mini", replay_lr_scale=100.0, replay_sharpness_cap=True).unlearn(request)
+    diagnostics = capped.record.diagnostics
+    cap = rewind.stable_peak(diagnostics["replay_sharpness"], 0.9)
+    assert diagnostics["replay_sharpness"] > 0
+    assert diagnostics["replay_peak_lr"] == pytest.approx(cap / 2 ** diagnostics["replay_restarts"])
+    assert cap < 100.0 * SGD_MLP.lr  # the cap bound where the fixed multiple would diverge
+    plain = get_method("mini").unlearn(request).record.diagnostics
+    assert plain["replay_sharpness"] is None
+    # the history-free peer takes the same cap from its own start, the initial weights
+    peer = get_method("retrain-fast", lr_scale=100.0, sharpness_cap=True).unlearn(request)
+    assert peer.record.diagnostics["replay_peak_lr"] <= rewind.stable_peak(
+        peer.record.diagnostics["replay_sharpness"], 0.9
+    )

@@ -126,10 +126,28 @@ def test_a_step_that_misses_its_tolerance_solves_on_and_is_certified_by_a_pass(
     assert float((params.double() - optimum).norm()) <= outcome.certificate["distance_bound"]
 
 
-def test_runs_with_a_sketch_solve_every_request(convex_run: Run, tmp_path: Path) -> None:
-    outcome = forget(_copy(convex_run, tmp_path), np.array([11]), request_id="a")
-    assert "small_request" not in outcome.record["diagnostics"]
-    assert outcome.certificate["passes"] == 1
+def test_a_sketched_run_serves_a_small_request_by_measured_quasi_newton_steps(
+    convex_run: Run, tmp_path: Path
+) -> None:
+    run_dir = _copy(convex_run, tmp_path)
+    assert not open_run(run_dir).curvature_sketch().exact
+    outcome = forget(run_dir, np.array([11]), request_id="a")
+    diag = outcome.record["diagnostics"]
+    assert diag["small_request"] and diag["grad_norms"][-1] < diag["grad_norms"][0]
+    run = open_run(run_dir)
+    params = load_version_params(run, outcome.version)
+    # certified by its last step's measurement, and the bound holds
+    assert outcome.certificate["passes"] == 0
+    assert (
+        float((params.double() - retain_optimum(run, np.array([11]))).norm())
+        <= (outcome.certificate["distance_bound"])
+    )
+    # no more passes than the full solve and its certificate, and as close to retraining
+    full = get_method("mini", small_request_below=0.0).unlearn(UnlearnRequest(run, np.array([11])))
+    assert diag["exact_retain_passes"] <= full.record.diagnostics["exact_retain_passes"] + 1
+    target = retrain(run, np.array([11]))
+    original = float((run.load_model_params() - target).norm())
+    assert float((params - target).norm()) <= 1.1 * float((full.params - target).norm()) + 1e-3 * original
 
 
 def test_a_stream_of_small_requests_needs_no_certificate_pass_and_ends_where_the_full_solve_does(
@@ -181,3 +199,28 @@ def test_forget_says_the_certificate_cost_no_pass_of_its_own(
     ids.write_text("11\n")
     assert main(["forget", str(_copy(exact_run, tmp_path)), "--ids", str(ids)]) == 0
     assert "measured by the method's last step" in capsys.readouterr().out
+
+
+def test_a_float32_sketched_run_measures_its_steps_in_float32_and_certifies_in_float64(
+    tmp_path: Path,
+) -> None:
+    from conftest import EXACT
+
+    config = dataclasses.replace(EXACT, dtype="float32", exact_curvature_dim=0, curvature_rank=16)
+    run = train_run(config, tmp_path / "run", progress=False)
+    assert not run.curvature_sketch().exact
+    outcome = forget(run.path, np.array([11]), request_id="a")
+    diag = outcome.record["diagnostics"]
+    assert diag["small_request"]
+    # every step a float32 pass, and one float64 pass at the point that landed: the certificate's
+    assert diag["exact_retain_passes"] == diag["steps"] + 1
+    assert outcome.certificate["passes"] == 0
+    run = open_run(run.path)
+    params = load_version_params(run, outcome.version)
+    retain = retained_ids(run.n_train, np.array([11]))
+    fresh = certify(run, params, retain)
+    assert outcome.certificate["grad_norm"] == fresh.grad_norm
+    assert outcome.certificate["distance_bound"] == fresh.distance_bound
+    c = run.mini_history().grads[0].double()
+    _, grad = run.objective.cast(torch.float64).value_and_grad(params.double(), retain)
+    assert float((grad - c).norm()) <= diag["newton_tol"]

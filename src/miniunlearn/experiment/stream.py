@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..certificate import certify, no_certificate_reason
 from ..deletion import current_version, forget, load_version_params
@@ -183,6 +184,10 @@ def _summarise(
         "retrain_each_s_estimate": retrain_s * len(records),
         "final_dist_to_retrain": float((final.double() - retrained.double()).norm()),
         "union_dist_to_retrain": float((union.double() - retrained.double()).norm()),
+        # how far the stream's end is from the union's: where both sit a few rounding steps from
+        # retraining, which of them is nearer it is noise, and this says whether they coincide
+        "final_dist_to_union": float((final.double() - union.double()).norm()),
+        "float32_resolution": float32_resolution(final),
         "certified_distance_median": float(np.median(bounds)) if bounds else None,
         "certified_distance_max": max(bounds) if bounds else None,
     }
@@ -195,6 +200,14 @@ def _summarise(
         retain = retained_ids(original.n_train, every)
         summary["final_certified_distance"] = certify(original, final, retain).distance_bound
     return summary
+
+
+def float32_resolution(w: torch.Tensor) -> float:
+    """The norm of half a float32 spacing at every parameter of ``w``: how far rounding to
+    float32 alone can move the model, the scale below which two float32 models' distances to a
+    third cannot be told apart."""
+    values = np.abs(w.detach().cpu().to(torch.float32).numpy())
+    return float(np.linalg.norm(np.spacing(values).astype(np.float64) / 2))
 
 
 def stream_table(summary: dict[str, Any]) -> str:
@@ -215,6 +228,8 @@ def stream_table(summary: dict[str, Any]) -> str:
             f"{summary['method']} serving the union at once: distance",
             f"{summary['union_dist_to_retrain']:.3g}",
         ),
+        ("final model: distance to the union served at once", f"{summary['final_dist_to_union']:.3g}"),
+        ("float32 resolution of the parameters", f"{summary['float32_resolution']:.3g}"),
     ]
     if summary.get("certified_distance_max") is not None:
         rows.append(

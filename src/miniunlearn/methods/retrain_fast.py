@@ -32,7 +32,7 @@ from ..errors import HistoryError
 from ..training.history import FINAL_ROLE
 from .base import UnlearningMethod, UnlearnRequest, register
 from .mini.options import MiniOptions
-from .mini.rewind import replay_with_restarts
+from .mini.rewind import replay_peak, replay_with_restarts
 from .options import option
 
 _MINI = MiniOptions()  # the replay's defaults are mini's rewind mode's own
@@ -57,6 +57,10 @@ class RetrainFast(UnlearningMethod):
         )
         lr_scale: float = option(_MINI.replay_lr_scale, "peak rate, times the run's base rate", gt=0, lt=1e6)
         momentum: float = option(_MINI.replay_momentum, "heavy-ball momentum", ge=0, lt=1)
+        sharpness_cap: bool = option(
+            _MINI.replay_sharpness_cap,
+            "cap the peak rate at (1 + momentum) / the batch Hessian's largest eigenvalue at the start",
+        )
         match_loss: bool = option(
             True,
             "stop once the last pass's mean objective reaches the original model's (stored, or one pass)",
@@ -73,7 +77,17 @@ class RetrainFast(UnlearningMethod):
         retain = request.retain_ids
         batch = run.config.batch_size if 0 < run.config.batch_size < retain.size else retain.size
         steps = max(1, math.ceil(opts.fraction * run.config.epochs * retain.size / batch))
-        peak = opts.lr_scale * run.config.lr
+        w0 = run.initial_params()
+        peak, sharpness = replay_peak(
+            objective,
+            w0,
+            retain,
+            batch,
+            opts.lr_scale * run.config.lr,
+            opts.momentum,
+            opts.seed,
+            sharpness_cap=opts.sharpness_cap,
+        )
         target, read = -math.inf, 0
         if (
             opts.match_loss
@@ -84,7 +98,7 @@ class RetrainFast(UnlearningMethod):
             except HistoryError:
                 target = float(objective.value_and_grad(run.load_model_params())[0])
         replay, peak, restarts = replay_with_restarts(
-            objective, run.initial_params(), retain, batch, steps, peak, opts.momentum, target, opts.seed
+            objective, w0, retain, batch, steps, peak, opts.momentum, target, opts.seed
         )
         return (
             replay.w,
@@ -95,6 +109,7 @@ class RetrainFast(UnlearningMethod):
                 "replay_batch": int(batch),
                 "replay_peak_lr": peak,
                 "replay_restarts": restarts,
+                "replay_sharpness": sharpness,
                 "budget_steps": steps,
             },
         )

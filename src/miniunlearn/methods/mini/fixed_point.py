@@ -17,14 +17,18 @@
 4. Stop when |g_R - c| <= rtol * (its start) (or atol), when a step moves less than
    xtol times the distance travelled, or after ``max_steps``.
 
-A small request (``small_request_below``) on a run that recorded its exact Hessian (models
-of at most ``exact_curvature_dim`` parameters), from a model whose exact retain gradient is
-known, is served by Newton steps: the identity gives g_R at the start from the removed
-samples alone, the exact Hessian the step, and one float64 pass measures g_R at the result.
-That pass is also the served model's certificate (handed on as the measured retain state),
-so a request that one step serves costs one pass in all; a step that missed
-``small_request_tol`` is followed by another (up to ``SMALL_REQUEST_STEPS``), and the
-safeguarded solve takes over only after those, or when a step made no progress.
+A small request (``small_request_below``) from a model whose exact retain gradient is known
+is served by measured steps: the identity gives g_R at the start from the removed samples
+alone, the run's curvature the step, and one float64 pass measures g_R at the result. That
+pass is also the served model's certificate (handed on as the measured retain state), so a
+request that one step serves costs one pass in all; a step that missed ``small_request_tol``
+is followed by another, and the safeguarded solve takes over only after
+``SMALL_REQUEST_STEPS`` of them (``SKETCHED_SMALL_REQUEST_STEPS`` with a sketch), or when a
+step made no progress. On a run that recorded its exact Hessian (models of at most
+``exact_curvature_dim`` parameters) the step is Newton's, each is measured in float64, and
+one or two land; on a run with a sketch it is a quasi-Newton step (the sketch refined by
+the secant pairs of the steps before it), measured in the run's precision, and the point
+that lands is measured once more in float64 for its certificate.
 
 ``mode=auto`` serves converged convex runs and networks trained full batch with it.
 """
@@ -50,6 +54,10 @@ Preconditioner = Callable[[torch.Tensor], torch.Tensor]
 SMALL_REQUEST_STEPS = 3
 """Measured Newton steps a small request takes before the safeguarded solve takes over (in the
 streams of docs/results.md one or two landed on every request of Adult and synthetic-higgs)."""
+SKETCHED_SMALL_REQUEST_STEPS = 8
+"""The same on a run with a curvature sketch, whose quasi-Newton steps contract |g_R - c| about
+0.4x each at first (the MNIST stream of docs/results.md: a median of 4 steps and the
+certificate's pass, p95 6 and 1)."""
 
 
 @dataclass
@@ -166,27 +174,39 @@ def unlearn_fixed_point(
     }
     small = (
         passes == 0
-        and cp.exact_curvature
+        and cp.h0 is not None
         and options.max_steps > 0
         and request.forget_ids.size <= options.small_request_below * request.retain_ids.size
     )
     newton: dict[str, Any] = {}
     if small:
-        assert cp.h0 is not None  # an exact curvature is a preconditioner
+        assert cp.h0 is not None
         norms = [float(g.norm())]
         # within a share of what training itself left, or the full solve's own tolerance when
         # that is looser (a converged run leaves nothing; a certified-removal run's atol)
         tol = max(options.small_request_tol * float(G[0].norm()), options.rtol * norms[0], options.atol)
-        for _ in range(min(SMALL_REQUEST_STEPS, options.max_steps)):
-            step = measured_newton_step(objective, request.retain_ids, w, g, c, cp.h0)
+        # the exact Hessian's inverse is the Newton step; a sketch's, refined by the secant
+        # pairs the measured steps add, a quasi-Newton one
+        inverse = cp.h0 if cp.exact_curvature else pairs.inverse_hessian_product
+        limit = SMALL_REQUEST_STEPS if cp.exact_curvature else SKETCHED_SMALL_REQUEST_STEPS
+        # an exact Hessian's one or two steps are measured in float64, each measurement a
+        # certificate; a sketch's several in the run's precision (a float64 pass costs about
+        # four float32 ones on MNIST), and only the point that landed again in float64
+        precision = torch.float64 if cp.exact_curvature else objective.dtype
+        for _ in range(min(limit, options.max_steps)):
+            step = measured_newton_step(objective, request.retain_ids, w, g, c, inverse, precision)
             if step.grad_norm >= norms[-1]:  # no progress: leave it to the safeguarded solve
                 passes += 1
                 break
             pairs.add(step.w - w, step.g - g)
             w, f, g, passes = step.w, step.f, step.g, passes + 1
             norms.append(step.grad_norm)
-            if step.grad_norm <= tol:  # landed: its measurement is the result's certificate
-                served = step.diagnostics(norms, c)
+            if step.grad_norm <= tol and step.value.dtype != torch.float64:
+                step = measure_retain(objective, request.retain_ids, w, c)  # the certificate's pass
+                f, g, passes = step.f, step.g, passes + 1
+                norms[-1] = step.grad_norm
+            if step.grad_norm <= tol:  # landed: its float64 measurement is the result's certificate
+                served = step.diagnostics(norms, c, passes)
                 return (
                     w,
                     cp.history_bytes,
@@ -221,9 +241,10 @@ def unlearn_fixed_point(
 
 @dataclass
 class MeasuredStep:
-    """One Newton step and its float64 measurement: the new parameters ``w`` (the objective's
-    dtype), F_R and grad F_R there (``value``, ``grad``, float64) and the tilted value ``f``
-    and gradient ``g`` (objective's dtype) the solver continues from."""
+    """One Newton step and its measurement: the new parameters ``w`` (the objective's dtype),
+    F_R and grad F_R there (``value``, ``grad``, in the measurement's precision: float64 for a
+    certificate) and the tilted value ``f`` and gradient ``g`` (objective's dtype) the solver
+    continues from."""
 
     w: torch.Tensor
     value: torch.Tensor
@@ -232,13 +253,14 @@ class MeasuredStep:
     g: torch.Tensor
     grad_norm: float
 
-    def diagnostics(self, norms: list[float], c: torch.Tensor) -> dict[str, Any]:
+    def diagnostics(self, norms: list[float], c: torch.Tensor, passes: int) -> dict[str, Any]:
         """The record of a request served by Newton steps ending with this one (``norms``:
-        |g_R - c| at the start and after each), with the measured retain state for the
-        certificate."""
+        |g_R - c| at the start and after each; ``passes``: the retain passes they took, a
+        float64 certificate pass after steps measured in float32 included), with the measured
+        retain state for the certificate."""
         return {
             "steps": len(norms) - 1,
-            "exact_retain_passes": len(norms) - 1,
+            "exact_retain_passes": passes,
             "grad_norm_start": norms[0],
             "grad_norm_final": self.grad_norm,
             "grad_norms": norms,
@@ -261,13 +283,27 @@ def measured_newton_step(
     g: torch.Tensor,
     c: torch.Tensor,
     inverse_hessian: Preconditioner,
+    precision: torch.dtype = torch.float64,
 ) -> MeasuredStep:
-    """Take the Newton step w - H^-1 (g_R - c) (``g`` = g_R(w) - c, known exactly) with the run's
-    exact Hessian ``inverse_hessian``, and measure F_R and grad F_R at the result in float64
-    over ``retain``, exactly as a certificate does: one pass, counted on ``objective``."""
+    """Take the (quasi-)Newton step w - H^-1 (g_R - c) (``g`` = g_R(w) - c, known exactly) with
+    ``inverse_hessian`` (the run's exact Hessian's inverse, or a sketch's refined by secant
+    pairs), and measure F_R and grad F_R at the result over ``retain`` in ``precision``
+    (float64: exactly as a certificate does): one pass, counted on ``objective``."""
     step = inverse_hessian(g).to(torch.float64)  # in the run's dtype: a float32 Hessian needs no more
     w_new = (w.to(torch.float64) - step).to(objective.dtype)
-    value, grad = objective.cast(torch.float64).value_and_grad(w_new.to(torch.float64), retain)
-    tilted = grad - c.to(torch.float64)
-    f = (value - torch.dot(c.to(torch.float64), w_new.to(torch.float64))).to(objective.dtype)
-    return MeasuredStep(w_new, value, grad, f, tilted.to(objective.dtype), float(tilted.norm()))
+    return measure_retain(objective, retain, w_new, c, precision)
+
+
+def measure_retain(
+    objective: Objective,
+    retain: np.ndarray,
+    w: torch.Tensor,
+    c: torch.Tensor,
+    precision: torch.dtype = torch.float64,
+) -> MeasuredStep:
+    """Measure F_R and grad F_R at ``w`` over ``retain`` in ``precision`` (one pass, counted on
+    ``objective``) and return them as the :class:`MeasuredStep` that landed there."""
+    value, grad = objective.cast(precision).value_and_grad(w.to(precision), retain)
+    tilted = grad - c.to(precision)
+    f = (value - torch.dot(c.to(precision), w.to(precision))).to(objective.dtype)
+    return MeasuredStep(w, value, grad, f, tilted.to(objective.dtype), float(tilted.norm()))

@@ -55,10 +55,10 @@ class MiniOptions:
     small_request_below: float = _option(
         0.01,
         (FIXED_POINT,),
-        "on a run that recorded its exact Hessian, a request removing at most this share of the retain "
-        "set, from a model whose exact retain gradient is known, takes Newton steps, each measured once "
-        "in float64 (the last one's pass is its certificate), and solves on only if three missed "
-        "small_request_tol (0: never; runs with a sketch always solve)",
+        "a request removing at most this share of the retain set, from a model whose exact retain "
+        "gradient is known, takes (quasi-)Newton steps with the run's curvature, each measured once in "
+        "float64 (the last one's pass is its certificate), and solves on only if they miss "
+        "small_request_tol (3 steps with an exact Hessian, 8 with a sketch; 0: never)",
         ge=0,
         le=1,
     )
@@ -102,6 +102,12 @@ class MiniOptions:
     replay_momentum: float = _option(0.9, (REWIND,), "heavy-ball momentum of the replay", ge=0, lt=1)
     replay_lr_scale: float = _option(
         1.5, (REWIND,), "peak replay rate, times the run's base rate", gt=0, lt=inf
+    )
+    replay_sharpness_cap: bool = _option(
+        False,
+        (REWIND,),
+        "cap the peak rate at (1 + momentum) / the batch Hessian's largest eigenvalue at the rewind "
+        "point (half heavy-ball's stability limit; 3 batches x 10 Hessian-vector products)",
     )
     match_loss: bool = _option(
         True, (REWIND,), "stop the replay once the last pass's mean objective reaches F_D(w_T)"

@@ -51,6 +51,63 @@ only: at a high rate the loss may sit there for passes and recover as the cosine
 decays."""
 
 
+SHARPNESS_BATCHES = 3
+SHARPNESS_ITERATIONS = 10
+"""The replay's rate cap (``replay_sharpness_cap``) estimates the largest Hessian eigenvalue of
+this many seeded retain batches by this many power iterations each, and takes their median."""
+
+
+def batch_sharpness(
+    objective: Objective, w: torch.Tensor, retain: np.ndarray, batch: int, seed: int
+) -> float:
+    """The median over ``SHARPNESS_BATCHES`` seeded batches of ``batch`` retain samples of the
+    largest eigenvalue of the batch objective's Hessian at ``w`` (``SHARPNESS_ITERATIONS``
+    power iterations of Hessian-vector products each, counted on ``objective``)."""
+    batches = seeded_batches(retain, batch, seed + 0x5A)
+    generator = torch.Generator().manual_seed(int(seed))
+    estimates = []
+    for _ in range(SHARPNESS_BATCHES):
+        ids = next(batches)
+        v = torch.randn(w.shape, generator=generator, dtype=w.dtype).to(w.device)
+        v, value = v / v.norm(), 0.0
+        for _ in range(SHARPNESS_ITERATIONS):
+            hv = objective.hvp(w, v, ids)
+            value = float(torch.dot(v, hv))
+            norm = float(hv.norm())
+            if norm == 0.0 or not math.isfinite(norm):
+                break
+            v = hv / norm
+        estimates.append(value)
+    return float(np.median(estimates))
+
+
+def stable_peak(sharpness: float, momentum: float) -> float:
+    """The highest peak rate the replay takes at batch sharpness ``sharpness``: (1 + momentum) /
+    sharpness, half of heavy-ball's stability limit 2 (1 + momentum) / sharpness on a quadratic,
+    leaving room for the sharpening a network's Hessian undergoes as it fits; inf when not
+    positive."""
+    return (1.0 + momentum) / sharpness if sharpness > 0 else math.inf
+
+
+def replay_peak(
+    objective: Objective,
+    w: torch.Tensor,
+    retain: np.ndarray,
+    batch: int,
+    peak: float,
+    momentum: float,
+    seed: int,
+    *,
+    sharpness_cap: bool,
+) -> tuple[float, float | None]:
+    """Return (the replay's peak rate from ``w``, the batch sharpness it was capped by): ``peak``
+    itself, or with ``sharpness_cap`` at most :func:`stable_peak` of :func:`batch_sharpness`."""
+    if not sharpness_cap:
+        return peak, None
+    sharpness = batch_sharpness(objective, w, retain, batch, seed)
+    return min(peak, stable_peak(sharpness, momentum)), sharpness
+
+
 def label_entropy(objective: Objective, ids: np.ndarray) -> float:
     """Entropy (nats) of the class frequencies among the samples ``ids``: the mean loss of a
     model that predicts those frequencies for every input."""
@@ -79,7 +136,16 @@ def unlearn_rewind(
     retain = request.retain_ids
     batch = run.config.batch_size if 0 < run.config.batch_size < retain.size else retain.size
     steps = max(1, math.ceil(opts.replay_fraction * run.config.epochs * retain.size / batch))
-    peak = opts.replay_lr_scale * run.config.lr
+    peak, sharpness = replay_peak(
+        objective,
+        w,
+        retain,
+        batch,
+        opts.replay_lr_scale * run.config.lr,
+        opts.replay_momentum,
+        opts.seed,
+        sharpness_cap=opts.replay_sharpness_cap,
+    )
     # the original run's final training objective: retraining fits the retain set about as well
     target = float(history.values[0]) if opts.match_loss else -math.inf
     replay, peak, restarts = replay_with_restarts(
@@ -96,6 +162,7 @@ def unlearn_rewind(
             "replay_batch": int(batch),
             "replay_peak_lr": peak,
             "replay_restarts": restarts,
+            "replay_sharpness": sharpness,
         },
     )
 
