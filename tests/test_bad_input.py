@@ -285,10 +285,15 @@ def test_misbehaving_plugins_are_skipped_with_a_warning(
 def test_a_real_ctrl_c_while_plugins_load_still_interrupts(
     plugins: Callable[[list[FakeEntry]], None],
 ) -> None:
-    handler = signal.getsignal(signal.SIGINT)
-    with pytest.raises(KeyboardInterrupt):
-        plugins([FakeEntry("slow", _ctrl_c)])
-    assert signal.getsignal(signal.SIGINT) is handler  # put back
+    # Python's own Ctrl-C handler, as in a terminal: a process started in the background by a
+    # non-interactive shell inherits SIGINT ignored, where no Ctrl-C could interrupt anything
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            plugins([FakeEntry("slow", _ctrl_c)])
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    finally:
+        signal.signal(signal.SIGINT, inherited)
 
 
 PLUGIN_MODULE = """

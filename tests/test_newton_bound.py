@@ -9,6 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from miniunlearn.errors import ConfigError
 from miniunlearn.ids import retained_ids
 from miniunlearn.training.newton_bound import (
     SOFTMAX_HESSIAN_LIPSCHITZ,
@@ -79,3 +80,9 @@ def test_a_newton_removal_cancels_the_change_within_its_bound(convex_run) -> Non
     # what is left: training's residual plus the step's Taylor remainder, never more than its bound
     assert float((after - before).norm()) <= bound
     assert bound < 0.1 * change  # and the step did remove the change to first order
+
+
+def test_the_bound_refuses_a_network(mlp_run) -> None:
+    w = mlp_run.load_model_params()
+    with pytest.raises(ConfigError, match="linear in the parameters"):
+        newton_residual_bound(mlp_run.objective, w, torch.zeros_like(w), np.arange(5), 1.0)

@@ -36,6 +36,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..errors import ConfigError
+from ..models import LogisticRegression
 from ..objective import Objective
 
 SOFTMAX_HESSIAN_LIPSCHITZ = math.sqrt(2.0) / 2.0
@@ -62,7 +64,13 @@ def newton_residual_bound(
     """Return the bound (gamma / 2) |X~|_2 sqrt(sum_i |d_i|^4) on the gradient residual, in sum
     scale, that the step ``step`` from ``w`` adds on the samples ``ids`` (see the module
     docstring); ``spectral_norm`` is |X~|_2 of a superset of ``ids`` (the training set). One
-    pass over ``ids`` in float64, counted on ``objective``. Linear logits only."""
+    pass over ``ids`` in float64, counted on ``objective``. Linear logits only: ConfigError for
+    any other model."""
+    if not isinstance(objective.model, LogisticRegression):
+        raise ConfigError(
+            f"the Newton residual bound needs logits linear in the parameters (logistic regression); "
+            f"got a {type(objective.model).__name__}"
+        )
     w64, s64 = w.to(torch.float64), step.to(torch.float64)
     cast = objective.cast(torch.float64)
     quartic = 0.0
