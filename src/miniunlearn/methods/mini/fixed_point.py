@@ -190,8 +190,8 @@ def unlearn_fixed_point(
         inverse = cp.h0 if cp.exact_curvature else pairs.inverse_hessian_product
         limit = SMALL_REQUEST_STEPS if cp.exact_curvature else SKETCHED_SMALL_REQUEST_STEPS
         # an exact Hessian's one or two steps are measured in float64, each measurement a
-        # certificate; a sketch's several in the run's precision (a float64 pass costs about
-        # four float32 ones on MNIST), and only the point that landed again in float64
+        # certificate; a sketch's several in the run's precision (a float64 pass costs several
+        # float32 ones), and only the point that landed again in float64
         precision = torch.float64 if cp.exact_curvature else objective.dtype
         for _ in range(min(limit, options.max_steps)):
             step = measured_newton_step(objective, request.retain_ids, w, g, c, inverse, precision)
