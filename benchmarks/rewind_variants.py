@@ -20,7 +20,6 @@ floor below which no method's gap to retraining means anything.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 from collections import defaultdict
@@ -34,8 +33,6 @@ from miniunlearn.experiment.bench import BenchSpec, trained_run
 from miniunlearn.ids import random_forget_ids
 from miniunlearn.methods import UnlearnRequest, get_method
 from miniunlearn.training import retrain
-from miniunlearn.training.schedule import make_plan
-from miniunlearn.training.trainer import train_loop
 
 VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
     "default": ("default (1/16, not corrected, rate 1.5x, at most 40 % of the passes)", {}),
@@ -76,17 +73,6 @@ MLP_VARIANTS = "default,budget-15,corrected,rate-1,budget-10,rewind-8,scratch,mo
 
 
 NOISE_FLOOR = "retraining with another batch order (noise floor)"
-
-
-def retrain_reordered(run, forget: np.ndarray) -> torch.Tensor:
-    """Retrain ``run`` without ``forget`` exactly as ``retrain`` does, but along the batch order
-    of seed + 1000: the same recipe and initial weights, another draw of SGD's noise."""
-    config = dataclasses.replace(run.config, seed=run.config.seed + 1000)
-    mask = np.zeros(run.n_train, dtype=bool)
-    mask[forget] = True
-    plan = make_plan(config, run.n_train)
-    momentum = run.config.momentum
-    return train_loop(run.objective, run.initial_params(), plan, forget_mask=mask, momentum=momentum)
 
 
 def main() -> None:
@@ -131,15 +117,11 @@ def main() -> None:
             retrain_s = time.perf_counter() - started
             served = list(rows)
             if args.noise_floor:
-                served.append((NOISE_FLOOR, "retrain-reordered", {}))
+                served.append((NOISE_FLOOR, "retrain-reordered", {}))  # batch order of seed + 1000
             for name, method, opts in served:
-                if method == "retrain-reordered":
-                    params, passes = retrain_reordered(run, forget), float(run.config.epochs)
-                else:
-                    result = get_method(method, **opts).unlearn(UnlearnRequest(run, forget))
-                    params = result.params
-                    passes = result.record.grad_evals / (run.n_train - forget.size)
-                m = assess(run, params, ref, forget)
+                result = get_method(method, **opts).unlearn(UnlearnRequest(run, forget))
+                passes = result.record.grad_evals / (run.n_train - forget.size)
+                m = assess(run, result.params, ref, forget)
                 acc_gap = 100 * float(np.mean([abs(m[f"{k}_acc_gap"]) for k in ("retain", "forget", "test")]))
                 summary[(ratio, name)].append((m["avg_gap"], acc_gap, passes))
                 print(

@@ -23,6 +23,7 @@ trusted whatever the state of the run directory, retrain without the cache
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import warnings
@@ -39,6 +40,7 @@ from ..objective import Objective
 from .certified import polish, removal_budget
 from .history import read_metadata
 from .rundir import MANIFEST, Run, load_params, save_params
+from .schedule import make_plan
 from .trainer import train_loop
 
 RETRAIN_DIR = "retrain"
@@ -52,22 +54,29 @@ class ForeignCacheEntry(MiniUnlearnError):
     """
 
 
-def retrain(run: Run, forget_ids: np.ndarray, *, progress: bool = False) -> torch.Tensor:
+def retrain(
+    run: Run, forget_ids: np.ndarray, *, progress: bool = False, batch_order_seed: int | None = None
+) -> torch.Tensor:
     """Retrain ``run`` without ``forget_ids``: same init, seed, batch order, schedule and momentum.
 
     Each original batch loses its forgotten ids and keeps its order; a batch left empty
     is skipped; a certified-removal run then polishes to the perturbed retain optimum
-    (:mod:`.certified`). Returns the final flat parameters.
+    (:mod:`.certified`). With ``batch_order_seed`` the batches are those the same recipe
+    draws with that seed instead (everything else unchanged): another draw of SGD's noise.
+    Returns the final flat parameters.
     """
     ids = validate_forget_ids(forget_ids, run.n_train, allow_empty=True)
     mask = np.zeros(run.n_train, dtype=bool)
     mask[ids] = True
     budget = removal_budget(run.config)
     retained = np.flatnonzero(~mask)
+    plan = run.plan
+    if batch_order_seed is not None:
+        plan = make_plan(dataclasses.replace(run.config, seed=int(batch_order_seed)), run.n_train)
     return train_loop(
         run.objective,
         run.initial_params(),
-        run.plan,
+        plan,
         forget_mask=mask,
         progress=progress,
         desc="retrain",
