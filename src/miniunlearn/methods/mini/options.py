@@ -56,9 +56,9 @@ class MiniOptions:
         0.01,
         (FIXED_POINT,),
         "a request removing at most this share of the retain set, from a model whose exact retain "
-        "gradient is known, takes (quasi-)Newton steps with the run's curvature, each measured once in "
-        "float64 (the last one's pass is its certificate), and solves on only if they miss "
-        "small_request_tol (3 steps with an exact Hessian, 8 with a sketch; 0: never)",
+        "gradient is known, takes (quasi-)Newton steps with the run's curvature, each measured by one "
+        "pass, the last in float64 as its certificate, and solves on only if 3 (exact Hessian) or 8 "
+        "(sketch) miss small_request_tol (0: never)",
         ge=0,
         le=1,
     )
