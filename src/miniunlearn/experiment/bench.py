@@ -39,7 +39,7 @@ from .shadows import (
     shadow_pool,
     shadow_tasks,
 )
-from .tuning import TunedResult, TuningData, tunable, tune, tuning_data
+from .tuning import TunedResult, TuningData, tunable, tunable_methods, tune, tuning_data
 
 RECORD_KEYS = (
     "dataset",
@@ -155,8 +155,8 @@ class BenchSpec:
         if self.tune_baselines:
             if not any(tunable(m) for m in self.methods):
                 raise ConfigError(
-                    "--tune-baselines tunes the gradient-step baselines (finetune, neggrad, rl, salun, "
-                    "scrub, l1sparse), and --methods names none of them"
+                    f"--tune-baselines tunes the gradient-step baselines ({tunable_methods()}), and "
+                    "--methods names none of them"
                 )
             config = self.config(0)
             if config.n_train is None and config.subset_ids is None:

@@ -29,7 +29,7 @@ from sklearn.metrics import roc_auc_score
 
 from ..errors import ConfigError
 from ..evaluation.metrics import accuracy, per_sample_loss
-from ..methods import get_method, method_class
+from ..methods import available_methods, get_method, method_class
 from ..methods.base import UnlearnRequest, UnlearnResult
 from ..methods.step_budget import StepBudgetOptions
 from ..training.rundir import Run, load_training_data
@@ -50,6 +50,11 @@ def tunable(method: str) -> bool:
     return issubclass(method_class(method).Options, StepBudgetOptions)
 
 
+def tunable_methods() -> str:
+    """The registered methods :func:`tunable` accepts, as a comma list for messages."""
+    return ", ".join(m for m in available_methods() if tunable(m))
+
+
 def tuning_grid(method: str, fixed: dict[str, Any]) -> list[dict[str, Any]]:
     """Return the option sets tried for ``method``: its given options ``fixed`` plus every
     combination of budget and rate (an option given in ``fixed`` is not varied).
@@ -60,7 +65,7 @@ def tuning_grid(method: str, fixed: dict[str, Any]) -> list[dict[str, Any]]:
     if not tunable(method):
         raise ConfigError(
             f"{method} has no step budget and rate to tune; tuning applies to the gradient-step "
-            "baselines (finetune, neggrad, rl, salun, scrub, l1sparse)"
+            f"baselines ({tunable_methods()})"
         )
     defaults = method_class(method).Options()
     adam = getattr(defaults, "optimizer", None) == "adam" and fixed.get("optimizer", "adam") == "adam"

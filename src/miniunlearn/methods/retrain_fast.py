@@ -32,7 +32,7 @@ from ..errors import HistoryError
 from ..training.history import FINAL_ROLE
 from .base import UnlearningMethod, UnlearnRequest, register
 from .mini.options import MiniOptions
-from .mini.rewind import replay_peak, replay_with_restarts
+from .mini.rewind import replay_budget, replay_peak, replay_with_restarts
 from .options import option
 
 _MINI = MiniOptions()  # the replay's defaults are mini's rewind mode's own
@@ -75,8 +75,7 @@ class RetrainFast(UnlearningMethod):
         opts = self.options
         run, objective = request.run, request.run.objective
         retain = request.retain_ids
-        batch = run.config.batch_size if 0 < run.config.batch_size < retain.size else retain.size
-        steps = max(1, math.ceil(opts.fraction * run.config.epochs * retain.size / batch))
+        batch, steps = replay_budget(run, retain, opts.fraction)
         w0 = run.initial_params()
         peak, sharpness = replay_peak(
             objective,

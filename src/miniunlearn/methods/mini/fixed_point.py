@@ -201,7 +201,7 @@ def unlearn_fixed_point(
             pairs.add(step.w - w, step.g - g)
             w, f, g, passes = step.w, step.f, step.g, passes + 1
             norms.append(step.grad_norm)
-            if step.grad_norm <= tol and step.value.dtype != torch.float64:
+            if step.grad_norm <= tol and precision != torch.float64:
                 step = measure_retain(objective, request.retain_ids, w, c)  # the certificate's pass
                 f, g, passes = step.f, step.g, passes + 1
                 norms[-1] = step.grad_norm

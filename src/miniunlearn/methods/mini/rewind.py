@@ -33,6 +33,7 @@ import torch
 
 from ...objective import Objective
 from ...training.history import MiniHistory
+from ...training.rundir import Run
 from ..base import UnlearnRequest
 from ..finetune import seeded_batches
 from .identity import retain_at_checkpoints
@@ -89,6 +90,13 @@ def stable_peak(sharpness: float, momentum: float) -> float:
     return (1.0 + momentum) / sharpness if sharpness > 0 else math.inf
 
 
+def replay_budget(run: Run, retain: np.ndarray, fraction: float) -> tuple[int, int]:
+    """Return (batch size, steps) of a replay over ``retain`` on ``run``'s batch size (the whole
+    retain set when that is smaller, or the run was full batch) for ``fraction`` of its epochs."""
+    batch = run.config.batch_size if 0 < run.config.batch_size < retain.size else retain.size
+    return batch, max(1, math.ceil(fraction * run.config.epochs * retain.size / batch))
+
+
 def replay_peak(
     objective: Objective,
     w: torch.Tensor,
@@ -134,8 +142,7 @@ def unlearn_rewind(
         uncorrected = rewind_point(request, history, opts.rewind_fraction, correct=False)[1]
         correction_norm = float((w - uncorrected).norm())
     retain = request.retain_ids
-    batch = run.config.batch_size if 0 < run.config.batch_size < retain.size else retain.size
-    steps = max(1, math.ceil(opts.replay_fraction * run.config.epochs * retain.size / batch))
+    batch, steps = replay_budget(run, retain, opts.replay_fraction)
     peak, sharpness = replay_peak(
         objective,
         w,
