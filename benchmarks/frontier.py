@@ -32,6 +32,7 @@ from miniunlearn.experiment.optimum import retain_optimum
 from miniunlearn.ids import random_forget_ids
 from miniunlearn.methods import UnlearnRequest, get_method
 from miniunlearn.training import cached_retrain, make_plan
+from miniunlearn.training.config import SKETCH_OVERRIDES
 from miniunlearn.training.trainer import train_loop
 
 TOLERANCES = (3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4)
@@ -96,7 +97,13 @@ def main() -> None:
         variants = [v for v in variants if v[0] in only]
     methods = sorted({m for _, m, _ in variants} | {"retrain"})
     spec = BenchSpec(
-        args.dataset, args.model, ratios=[0.5], methods=methods, seeds=1, runs_dir=Path(args.runs_dir)
+        args.dataset,
+        args.model,
+        ratios=[0.5],
+        methods=methods,
+        seeds=1,
+        runs_dir=Path(args.runs_dir),
+        train_overrides=SKETCH_OVERRIDES,
     )
     run = trained_run(spec.config(args.seed), spec.runs_dir)
     x_test, y_test = torch.from_numpy(run.dataset.x_test), torch.from_numpy(run.dataset.y_test)

@@ -24,11 +24,18 @@ from miniunlearn.experiment.bench import BenchSpec, trained_run  # noqa: E402
 from miniunlearn.ids import random_forget_ids  # noqa: E402
 from miniunlearn.solvers.lbfgs import SecantPairs  # noqa: E402
 from miniunlearn.training import cached_retrain  # noqa: E402
+from miniunlearn.training.config import SKETCH_OVERRIDES  # noqa: E402
 
 torch.set_num_threads(1)
 dataset = sys.argv[1] if len(sys.argv) > 1 else "mnist"
 seeds = [int(s) for s in (sys.argv[2] if len(sys.argv) > 2 else "0").split(",")]
-spec = BenchSpec(dataset=dataset, model="logreg", ratios=(0.1, 0.5, 0.9), methods=("mini",))
+spec = BenchSpec(
+    dataset=dataset,
+    model="logreg",
+    ratios=(0.1, 0.5, 0.9),
+    methods=("mini",),
+    train_overrides=SKETCH_OVERRIDES,
+)
 
 
 class Kfac:

@@ -48,6 +48,7 @@ from miniunlearn.methods.mini.identity import retain_at_checkpoints
 from miniunlearn.objective import Objective
 from miniunlearn.solvers.lbfgs import SecantPairs
 from miniunlearn.training import cached_retrain
+from miniunlearn.training.config import SKETCH_OVERRIDES
 from miniunlearn.training.curvature import CurvatureSketch, sketch_hessian
 from miniunlearn.training.rundir import Run
 
@@ -277,7 +278,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     ratios = [float(r) for r in args.ratios.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
-    spec = BenchSpec(args.dataset, "logreg", ratios=[0.5], methods=["retrain", "mini"], seeds=1)
+    spec = BenchSpec(args.dataset, "logreg", [0.5], ["retrain", "mini"], 1, train_overrides=SKETCH_OVERRIDES)
     sketch_specs = SKETCHES[args.dataset]["full"] + SKETCHES[args.dataset]["sub"]
     # (sketch label, solver label) -> ratio -> list of (passes, seconds, dist, acc gap); sketch -> passes
     cells: dict[tuple[str, str], dict[float, list[tuple[float, float, float, float]]]] = {}

@@ -15,17 +15,21 @@ bench() { name=$1; shift; "$BIN/miniunlearn" -q bench --threads 1 --jobs "$JOBS"
 # Tables recorded before DeltaGrad's default initial scale became the authors' s.y/s.s keep
 # the textbook y.y/s.y they were measured with (docs/results.md says which).
 YY=(-o deltagrad:b0=yy/sy)
+# Tables of MNIST and Fashion-MNIST logistic regression recorded with the Nyström curvature
+# sketch, before those runs recorded their input-subspace Hessian by default, keep the sketch.
+SK=(--curvature-basis 0)
 
 chain_a() {
-  bench mnist-logreg-peer --dataset mnist --model logreg --ratios 0.1,0.5,0.9 --methods retrain,warmstart,mini,newton --seeds 3
+  bench mnist-logreg-peer --dataset mnist --model logreg --ratios 0.1,0.5,0.9 --methods retrain,warmstart,mini,newton --seeds 3 \
+    "${SK[@]}"
   "$BIN/python" benchmarks/frontier.py --dataset mnist --threads 1 --out "$OUT/frontier-mnist"
   "$BIN/python" benchmarks/sketch_variants.py --dataset mnist --threads 1 > "$OUT/sketch-variants-mnist.md"
   bench mnist-logreg --dataset mnist --model logreg --ratios 0.01,0.1,0.3,0.5 --methods retrain,deltagrad,mini --seeds 3 \
-    "${YY[@]}"
+    "${YY[@]}" "${SK[@]}"
   bench mnist-logreg-dgpaper --dataset mnist --model logreg --preset deltagrad-paper --ratios 0.01,0.1,0.2,0.5,0.7 \
-    --methods retrain,deltagrad,mini --seeds 3
+    --methods retrain,deltagrad,mini --seeds 3 "${SK[@]}"
   bench mnist-logreg-dgpaper-yy --dataset mnist --model logreg --preset deltagrad-paper --ratios 0.01,0.1,0.2,0.5,0.7 \
-    --methods retrain,deltagrad --seeds 3 "${YY[@]}"
+    --methods retrain,deltagrad --seeds 3 "${YY[@]}" "${SK[@]}"
   "$BIN/python" benchmarks/linear_response.py --ratios 0.01,0.2,0.5 --threads 1 > "$OUT/linear-response.md"
   bench mnist-mlp-leaky --dataset mnist --model mlp --preset leaky --ratios 0.1,0.3,0.5 --seeds 3 \
     --methods retrain,none,finetune,neggrad,rl,salun,scrub,l1sparse,mini --attacks population,ulira --runs-dir runs/leaky
@@ -39,10 +43,11 @@ chain_b() {
     --methods retrain,warmstart,deltagrad,mini,newton --seeds 3 "${YY[@]}"
   "$BIN/python" benchmarks/frontier.py --dataset adult --threads 1 --out "$OUT/frontier-adult"
   bench mnist-logreg-ulira --dataset mnist --model logreg --ratios 0.1,0.3,0.5 --methods retrain,deltagrad,mini \
-    --seeds 1 --attacks population,ulira "${YY[@]}"
+    --seeds 1 --attacks population,ulira "${YY[@]}" "${SK[@]}"
   bench mnist-logreg-baselines --dataset mnist --model logreg --ratios 0.7 \
-    --methods retrain,deltagrad,mini,finetune,neggrad,newton --seeds 1 "${YY[@]}"
-  bench fashion-logreg --dataset fashion-mnist --model logreg --ratios 0.1,0.3,0.5 --methods retrain,deltagrad,mini --seeds 3
+    --methods retrain,deltagrad,mini,finetune,neggrad,newton --seeds 1 "${YY[@]}" "${SK[@]}"
+  bench fashion-logreg --dataset fashion-mnist --model logreg --ratios 0.1,0.3,0.5 --methods retrain,deltagrad,mini --seeds 3 \
+    "${SK[@]}"
   bench adult-logreg --dataset adult --model logreg --ratios 0.01,0.1,0.3,0.5 --methods retrain,deltagrad,mini --seeds 3 \
     "${YY[@]}"
   bench mnist-mlp --dataset mnist --model mlp --ratios 0.1,0.3,0.5 --methods retrain,none,finetune,deltagrad,mini --seeds 3
@@ -56,6 +61,12 @@ stream() { name=$1; shift; "$BIN/miniunlearn" -q bench --threads 1 --json "$OUT/
 chain_c() {
   # the flagship against its strongest peers, recording counted (docs/results.md, first section)
   bench mnist-logreg-peers --dataset mnist --model logreg --ratios 0.1,0.5,0.9 --methods retrain,warmstart,nystrom,mini --seeds 3
+  # the history-free peer given the input-subspace structure, formed on the request (two settings)
+  bench mnist-logreg-peer-subspace-64 --dataset mnist --model logreg --ratios 0.1,0.5,0.9 --methods retrain,nystrom,mini --seeds 3 \
+    -o nystrom:basis=64 -o nystrom:rows=2048
+  bench mnist-logreg-peer-subspace-32 --dataset mnist --model logreg --ratios 0.1,0.5,0.9 --methods nystrom --seeds 3 \
+    -o nystrom:basis=32 -o nystrom:rows=512
+  "$BIN/python" benchmarks/input_subspace.py > "$OUT/input-subspace.md"
   bench adult-logreg-peers --dataset adult --model logreg --ratios 0.1,0.5,0.9 --methods retrain,warmstart,nystrom,exact-newton,mini --seeds 3
   bench mnist-logreg-exact --dataset mnist --model logreg --ratios 0.1,0.5,0.9 --methods retrain,mini --seeds 3 \
     --exact-curvature-dim 8000
@@ -65,11 +76,12 @@ chain_c() {
   # streams of single-sample requests through the deletion workflow
   stream stream-adult --dataset adult --model logreg --stream 100
   stream stream-mnist --dataset mnist --model logreg --stream 100
+  stream stream-mnist-tol0.01 --dataset mnist --model logreg --stream 100 -o mini:small_request_tol=0.01
   # (stream-mnist-small.json was measured with an earlier rule of small_request_below: docs/results.md)
   stream stream-higgs --dataset synthetic-higgs --model logreg --stream 20
   stream stream-mnist-exact --dataset mnist --model logreg --stream 100 --exact-curvature-dim 8000
   # a queue of 1,000 single-sample requests served by one serve (one batch)
-  "$BIN/miniunlearn" -q bench --dataset mnist --model logreg --stream 1000 --queue --threads 1 \
+  "$BIN/miniunlearn" -q bench --dataset mnist --model logreg --stream 1000 --queue --threads 1 "${SK[@]}" \
     --json "$OUT/queue-mnist.json" | tee "$OUT/queue-mnist.md"
   # certified removal at epsilon 0.1 / 1 / 10: accuracy cost and a stream of 100 requests each
   "$BIN/python" benchmarks/certified_removal.py --out "$OUT/certified-removal.md"

@@ -27,6 +27,7 @@ from miniunlearn.experiment.bench import BenchSpec, trained_run
 from miniunlearn.ids import random_forget_ids
 from miniunlearn.methods import UnlearnRequest, get_method
 from miniunlearn.training import cached_retrain
+from miniunlearn.training.config import SKETCH_OVERRIDES
 from miniunlearn.training.curvature import CurvatureSketch, sketch_hessian
 
 
@@ -86,7 +87,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    spec = BenchSpec(args.dataset, "logreg", ratios=[0.5], methods=["retrain", "mini"], seeds=1)
+    spec = BenchSpec(args.dataset, "logreg", [0.5], ["retrain", "mini"], 1, train_overrides=SKETCH_OVERRIDES)
     run = trained_run(spec.config(0), Path(args.runs_dir), progress=False)
     objective, history = run.objective, run.mini_history()
     full_bytes = 2 * run.total_steps * objective.dim * objective.x.element_size()

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from miniunlearn.training import Run, TrainConfig, train_run
-from miniunlearn.training.config import EXACT_CURVATURE_DIM
+from miniunlearn.training.config import DEFAULT_CURVATURE_BASIS, EXACT_CURVATURE_DIM
 
 # The test problems are tiny: one thread avoids thread hand-off costs that dominate them
 # (measured 30x slower with two threads on a busy two-core machine).
@@ -17,8 +17,9 @@ torch.set_num_threads(1)
 
 # Converged, strongly convex setting: float64 logistic regression on 8x8 digits,
 # full-batch GD; lam = 0.05 and lr 1.5 reach a gradient norm ~1e-11 in 300 steps. It records a
-# curvature sketch, as a logistic regression above exact_curvature_dim parameters (MNIST's) does;
-# the exact Hessian a small model records by default has its own fixture (``exact_run``).
+# Nyström curvature sketch (``curvature_basis=0``); the input-subspace Hessian a logistic
+# regression above exact_curvature_dim parameters (MNIST's) records by default has its own
+# fixture (``subspace_run``), and so has the exact Hessian a small model records (``exact_run``).
 CONVEX = TrainConfig(
     dataset="digits",
     model="logreg",
@@ -30,6 +31,7 @@ CONVEX = TrainConfig(
     checkpoints=8,
     seed=0,
     exact_curvature_dim=0,
+    curvature_basis=0,
 )
 # Mini-batch SGD on the same data (batch 256, 20 epochs).
 SGD = TrainConfig(
@@ -44,6 +46,7 @@ SGD = TrainConfig(
     checkpoints=8,
     seed=1,
     exact_curvature_dim=0,
+    curvature_basis=0,
 )
 # A small non-convex model.
 MLP = TrainConfig(
@@ -64,6 +67,10 @@ MLP = TrainConfig(
 # it) with a residual gradient left (|g_D(w_T)| 1.5e-4), as on Adult; recording the exact data
 # Hessian, as every logistic regression of at most exact_curvature_dim parameters does.
 EXACT = dataclasses.replace(CONVEX, epochs=80, history="mini", exact_curvature_dim=EXACT_CURVATURE_DIM)
+# The convex run with the curvature a logistic regression above exact_curvature_dim parameters
+# records by default: its Hessian on the inputs' principal directions (16 of 65 per class fit
+# this run's history budget).
+SUBSPACE = dataclasses.replace(CONVEX, history="mini", curvature_basis=DEFAULT_CURVATURE_BASIS)
 
 
 def _session_run(tmp_path_factory: pytest.TempPathFactory, name: str, config: TrainConfig) -> Run:
@@ -81,6 +88,12 @@ def convex_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
 def exact_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     """A float64 digits logistic regression stopped with a residual, with its exact Hessian."""
     return _session_run(tmp_path_factory, "exact", EXACT)
+
+
+@pytest.fixture(scope="session")
+def subspace_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    """The converged digits logistic regression with its input-subspace curvature."""
+    return _session_run(tmp_path_factory, "subspace", SUBSPACE)
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ from miniunlearn.experiment.optimum import retain_optimum
 from miniunlearn.experiment.stream import StreamSpec, run_stream
 from miniunlearn.ids import retained_ids
 from miniunlearn.methods import UnlearnRequest, get_method
+from miniunlearn.methods.mini.options import MiniOptions
 from miniunlearn.training import Run, TrainConfig, open_run, retrain, train_run
 from miniunlearn.training.curvature import softmax_regression_hessian
 
@@ -97,9 +98,9 @@ def test_a_small_request_is_served_by_measured_newton_steps_alone(exact_run: Run
     value, grad = load_retain_state(run, outcome.version.sha256, np.array([11]))
     exact_value, exact_grad = run.objective.value_and_grad(params.double(), retain)
     assert torch.equal(grad, exact_grad) and torch.equal(value, exact_value)
-    # the steps landed within the tolerance: a hundredth of training's own residual
+    # the steps landed within the tolerance: a share of training's own residual
     c = run.mini_history().grads[0]
-    assert float((exact_grad - c).norm()) <= 0.01 * float(c.norm())
+    assert float((exact_grad - c).norm()) <= MiniOptions().small_request_tol * float(c.norm())
     # and it is as close to the retrained model as the full solve (measured: equal to 3 digits)
     target = retrain(run, np.array([11]))
     full = get_method("mini", small_request_below=0.0).unlearn(UnlearnRequest(run, np.array([11])))
@@ -201,19 +202,24 @@ def test_forget_says_the_certificate_cost_no_pass_of_its_own(
     assert "measured by the method's last step" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("expect_landing", [False, True])
 def test_a_float32_sketched_run_measures_its_steps_in_float32_and_certifies_in_float64(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, expect_landing: bool
 ) -> None:
     from conftest import EXACT
+    from miniunlearn.methods.mini import fixed_point
 
+    # every step expected to land (measured in float64 at once), or none until one has been measured
+    monkeypatch.setattr(fixed_point, "FIRST_STEP_CONTRACTION", 0.0 if expect_landing else 1e9)
     config = dataclasses.replace(EXACT, dtype="float32", exact_curvature_dim=0, curvature_rank=16)
     run = train_run(config, tmp_path / "run", progress=False)
     assert not run.curvature_sketch().exact
     outcome = forget(run.path, np.array([11]), request_id="a")
     diag = outcome.record["diagnostics"]
-    assert diag["small_request"]
-    # every step a float32 pass, and one float64 pass at the point that landed: the certificate's
-    assert diag["exact_retain_passes"] == diag["steps"] + 1
+    assert diag["small_request"] and diag["steps"] >= 1
+    # steps expected to land are measured in float64 (all of them here when expect_landing),
+    # the others in float32, and the served point's float64 measurement is its certificate
+    assert 1 <= diag["float64_passes"] <= diag["exact_retain_passes"]
     assert outcome.certificate["passes"] == 0
     run = open_run(run.path)
     params = load_version_params(run, outcome.version)

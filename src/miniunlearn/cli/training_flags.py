@@ -105,8 +105,9 @@ TRAINING_FLAGS: tuple[TrainingFlag, ...] = (
     TrainingFlag(
         "--curvature-rank",
         "eigenpairs of the Hessian sketched at the end of training for mini's preconditioner "
-        "(default: up to 128 for logreg with the minimal history, within 5 %% of a full history, or the "
-        "exact Hessian for models within --exact-curvature-dim; 0 = none)",
+        "(default: none, since logreg models record the exact Hessian within --exact-curvature-dim and "
+        "an input-subspace Hessian above it; with --curvature-basis 0, up to 128 within 5 %% of a full "
+        "history; 0 = no curvature)",
         type=int,
     ),
     TrainingFlag(
@@ -119,6 +120,13 @@ TRAINING_FLAGS: tuple[TrainingFlag, ...] = (
         "--exact-curvature-dim",
         "logreg models with at most this many parameters record their exact data Hessian over every "
         "row instead of a sketch (default 1024; 0 = always a sketch)",
+        type=int,
+    ),
+    TrainingFlag(
+        "--curvature-basis",
+        "larger logreg models record their Hessian exactly on this many principal input directions "
+        "per class, over every row (default 64, fewer when 5 %% of a full history needs it; 0 = a "
+        "Nyström sketch instead)",
         type=int,
     ),
     TrainingFlag("--n-train", "train on a seeded random subset of this size", type=int),

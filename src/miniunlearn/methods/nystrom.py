@@ -20,6 +20,12 @@ recorded at the end of training; this method records no curvature. When a reques
 So it differs from ``mini`` only in where the curvature and c come from: computed on the
 request (counted in the record's ``grad_evals``) instead of read from the stored history.
 
+With ``basis`` > 0 (logistic regression) step 2 forms instead the structure ``mini`` records
+(``training/input_subspace.py``) on the request: the top ``basis`` principal directions of
+the sampled retain rows' inputs, the retain Hessian projected on them over those rows, and
+its complement's largest curvature by ``iters`` power iterations; the strongest history-free
+peer measured on MNIST (docs/results.md).
+
 The sketch costs 2 ``rank`` ``iters`` ``rows`` / |R| retain passes whatever the data's size,
 so it pays off on large data and not on small (see :class:`NystromUnlearning` for the
 measurements behind the defaults).
@@ -39,8 +45,9 @@ import torch
 
 from ..solvers.lbfgs import SecantPairs
 from ..solvers.retain_lbfgs import contract
-from ..training.curvature import sketch_hessian
+from ..training.curvature import Curvature, sketch_hessian
 from ..training.history import FINAL_ROLE
+from ..training.input_subspace import input_subspace_curvature
 from ..training.rundir import Run
 from .base import UnlearningMethod, UnlearnRequest, register, require_convex_model
 from .mini.fixed_point import solve_kwargs
@@ -67,8 +74,9 @@ class NystromUnlearning(UnlearningMethod):
     Defaults chosen on float32 logistic regression (presets, seed 0): 512 rows and two
     blocks measured best on MNIST (2048 rows cost more for nothing; a second block cut the
     steps from 19-21 to 12). Measured with c read from the stored final gradient (3 seeds,
-    docs/results.md): MNIST 14.4 / 16.4 / 33.8 passes at 10 / 50 / 90 % (mini 8.1 / 9.0 /
-    9.3), Adult 12.1 / 15.1 / 47.6 (mini 4.1 / 5.3 / 6.0), landing where mini lands. On small
+    docs/results.md): MNIST 14.4 / 16.4 / 33.8 passes at 10 / 50 / 90 % (mini 4.1 / 5.0 /
+    6.0; with ``basis=64 rows=2048`` 9.8 / 12.1 / 32.3, with ``basis=32 rows=512`` 11.9 /
+    12.1 / 16.6), Adult 12.1 / 15.1 / 47.6 (mini 2.1 / 4.0 / 5.0), landing where mini lands. On small
     data the sketch's fixed cost dominates: digits (1,437 samples) takes about 100-190
     passes with the defaults, 17-24 with ``rank=32 rows=64 iters=1``.
     """
@@ -87,6 +95,13 @@ class NystromUnlearning(UnlearningMethod):
         rows: int = option(512, "retain samples the sketched Hessian averages over (all when fewer)", ge=1)
         iters: int = option(2, "blocks of Hessian-vector products (iters - 1 subspace iterations)", ge=1)
         seed: int = option(0, "seed of the subsample and of the sketch's random directions", ge=0)
+        basis: int = option(
+            0,
+            "instead of the sketch, the retain Hessian on this many principal input directions per "
+            "class, formed over the same rows (logistic regression; iters = power iterations of its "
+            "complement's curvature); 0 = the Nystrom sketch",
+            ge=0,
+        )
         match_residual: bool = option(
             True,
             "aim at g_R(w) = g_D(w_T) as mini does, g_D read from the final checkpoint or by one pass "
@@ -115,7 +130,13 @@ class NystromUnlearning(UnlearningMethod):
         w = request.start_params()
         ids = sketch_rows(retain, opts.rows, opts.seed)
         before = objective.grad_evals
-        sketch = sketch_hessian(objective, w, opts.rank, opts.iters, opts.seed, ids=ids)
+        sketch: Curvature
+        if opts.basis:  # the structure mini records, formed on the request from the subsample
+            sketch = input_subspace_curvature(
+                objective, w, opts.basis, ids, opts.seed, core_rows=ids, tail_iters=opts.iters
+            )
+        else:
+            sketch = sketch_hessian(objective, w, opts.rank, opts.iters, opts.seed, ids=ids)
         sketch_evals = objective.grad_evals - before
 
         f, g = objective.value_and_grad(w, retain)  # a request always leaves some samples
@@ -129,7 +150,8 @@ class NystromUnlearning(UnlearningMethod):
                 "sketch_rank": sketch.rank,
                 "sketch_rows": int(ids.size),
                 "sketch_passes": sketch_evals / retain.size,
-                "sketch_top_eigenvalue": float(sketch.values[0]),
+                "sketch_kind": "input-subspace" if opts.basis else "sketch",
+                "sketch_top_eigenvalue": None if opts.basis else float(sketch.values[0]),
                 "steps": len(solve.step_sizes),
                 "exact_retain_passes": 1 + solve.passes,
                 "grad_norm_start": solve.grad_norms[0],

@@ -30,6 +30,13 @@ DEFAULT_CURVATURE_ROWS = 2048
 EXACT_CURVATURE_DIM = 1024
 """Logistic regressions with at most this many parameters record their exact data Hessian (d² numbers,
 4 MB in float32 at the cap) instead of a sketch: a single-sample request then needs a pass or two."""
+DEFAULT_CURVATURE_BASIS = 96
+"""Principal input directions per class a larger logistic regression resolves its Hessian on
+(``training/input_subspace.py``; MNIST: 960 directions, 2.1 MB, within the 5 % history budget;
+96 measured one pass a request fewer than 64 in docs/results.md)."""
+SKETCH_OVERRIDES = {"curvature_basis": 0}
+"""Training overrides that record a Nyström sketch instead, as logistic regressions did before the
+input-subspace Hessian became their default (the benchmarks whose committed tables used it)."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,10 @@ class TrainConfig:
     ``exact_curvature_dim``: with ``curvature_rank`` unset, a logistic regression with at most
     this many parameters records its exact data Hessian over every row instead of a sketch
     (0: always a sketch, as runs recorded before this option).
+    ``curvature_basis``: with ``curvature_rank`` unset, a larger logistic regression records its
+    data Hessian projected onto this many principal input directions per class, exactly, over
+    every row (fewer when the history budget needs it; ``training/input_subspace.py``); 0 = a
+    Nyström sketch, as runs recorded before this option.
     ``momentum``: heavy-ball momentum of the training steps (v <- momentum v + g, w <- w - lr v;
     0 = plain gradient steps); networks only, since DeltaGrad and the convex modes replay
     plain steps.
@@ -81,6 +92,7 @@ class TrainConfig:
     curvature_iters: int = 2
     curvature_rows: int | None = DEFAULT_CURVATURE_ROWS
     exact_curvature_dim: int = EXACT_CURVATURE_DIM
+    curvature_basis: int = DEFAULT_CURVATURE_BASIS
     n_train: int | None = None
     subset_ids: tuple[int, ...] | None = None
     data_path: str | None = None
@@ -135,6 +147,10 @@ class TrainConfig:
         if self.exact_curvature_dim < 0:
             raise ConfigError(
                 f"--exact-curvature-dim must be >= 0 (0 = always a sketch), got {self.exact_curvature_dim}"
+            )
+        if self.curvature_basis < 0:
+            raise ConfigError(
+                f"--curvature-basis must be >= 0 (0 = a Nyström sketch), got {self.curvature_basis}"
             )
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
@@ -202,6 +218,8 @@ class TrainConfig:
             out["subset_ids"] = list(self.subset_ids)
         if not self.momentum:  # left out, so every earlier run's config (and its key) is unchanged
             del out["momentum"]
+        if self.model not in CONVEX_MODELS:  # never recorded for a network: its key is unchanged
+            del out["curvature_basis"]
         if self.certify is None:  # left out, so every earlier run's config (and its key) is unchanged
             del out["certify"]
         else:
@@ -219,6 +237,8 @@ class TrainConfig:
         # runs recorded before the option sketched the curvature over every row
         data.setdefault("curvature_rows", None)
         data.setdefault("exact_curvature_dim", 0)  # and never recorded an exact Hessian
+        if data.get("model", cls.model) in CONVEX_MODELS:  # nor an input-subspace curvature
+            data.setdefault("curvature_basis", 0)
         for name in ("hidden", "channels", "head"):
             if name in data:
                 data[name] = tuple(data[name])

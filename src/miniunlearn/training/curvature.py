@@ -20,7 +20,10 @@ Hessian); recorded by default for logistic regression only.
 A logistic regression of at most ``exact_curvature_dim`` parameters records instead its
 exact data Hessian over every row (:func:`exact_curvature`, from the loss's structure:
 :func:`softmax_regression_hessian`), stored the same way as all d eigenpairs (float32
-vectors), so the preconditioner is the Newton step.
+vectors), so the preconditioner is the Newton step. A larger one records by default its
+Hessian exactly on the principal directions of its inputs (``input_subspace.py``), which
+preconditions better than a sketch of the same bytes; the sketch remains for an explicit
+``curvature_rank`` or ``curvature_basis=0``.
 """
 
 from __future__ import annotations
@@ -39,11 +42,13 @@ from ..fileio import save_tensors
 from ..objective import Objective
 from .config import CONVEX_MODELS, MINI_HISTORY_MODES
 from .history import read_metadata, stable_metadata
+from .input_subspace import InputSubspaceCurvature, unpack_core
 
 CURVATURE_FILE = "history/curvature.safetensors"
 DEFAULT_RANK = 128
 MIN_RANK = 8
 HISTORY_BUDGET = 0.05  # the minimal history's bytes, as a share of a full per-step history
+INPUT_SUBSPACE = "input-subspace"  # the curvature file's kind for an InputSubspaceCurvature
 
 
 def records_exact(model: str, history: str, dim: int, exact_dim: int) -> bool:
@@ -73,9 +78,16 @@ def default_rank(
         return 0
     if records_exact(model, history, dim, exact_dim):
         return dim
-    fits = int(itemsize * (HISTORY_BUDGET * total_steps - checkpoints)) - 1  # one spare for file headers
+    fits = curvature_budget(total_steps, checkpoints, itemsize, dim) // (2 * dim)
     rank = min(DEFAULT_RANK, fits)
     return rank if rank >= MIN_RANK else 0
+
+
+def curvature_budget(total_steps: int, checkpoints: int, itemsize: int, dim: int) -> int:
+    """Bytes the curvature may take beside ``checkpoints`` checkpoints so that the minimal
+    history stays within ``HISTORY_BUDGET`` of the full one (2 T d numbers of ``itemsize``
+    bytes), one sketch row (2 d bytes) kept spare for file headers."""
+    return 2 * dim * (int(itemsize * (HISTORY_BUDGET * total_steps - checkpoints)) - 1)
 
 
 @dataclass(frozen=True)
@@ -120,6 +132,12 @@ class CurvatureSketch:
             return inside
         tail = 1.0 / (float(values[-1]) + self.lam) if self.rank else 1.0 / max(self.lam, 1e-12)
         return inside + tail * (g - vectors.T @ coords)
+
+
+Curvature = CurvatureSketch | InputSubspaceCurvature
+"""What a run's curvature file holds: a sketch (or the exact Hessian's eigenpairs), or the
+Hessian on an input subspace. Each gives ``inverse_hessian_product``, ``rank``, ``nbytes``,
+``exact`` and ``to``."""
 
 
 def sketch_hessian(
@@ -228,10 +246,20 @@ def exact_curvature(objective: Objective, w: torch.Tensor) -> CurvatureSketch:
     )
 
 
-def save_sketch(path: Path, sketch: CurvatureSketch, meta: dict[str, str]) -> None:
-    """Write ``sketch`` (and string metadata) to ``path`` as safetensors, the eigenvectors
-    in float16 (float32 for an exact Hessian)."""
+def save_sketch(path: Path, sketch: Curvature, meta: dict[str, str]) -> None:
+    """Write ``sketch`` (and string metadata) to ``path`` as safetensors: a sketch's
+    eigenvectors in float16 (float32 for an exact Hessian), an input-subspace curvature's
+    basis and projected Hessian in float32."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(sketch, InputSubspaceCurvature):
+        tensors = {
+            "basis": sketch.basis.to(torch.float32).contiguous(),
+            "core": sketch.packed_core(),
+            "tail": torch.tensor([sketch.tail], dtype=torch.float64),
+        }
+        kind = {"kind": INPUT_SUBSPACE}
+        save_tensors(tensors, path, stable_metadata({**meta, **kind, "lam": repr(sketch.lam)}))
+        return
     # Half precision halves the bytes; a sketched preconditioner needs no more (rows
     # re-orthonormalised on load). An exact Hessian keeps float32: its Newton step is meant to land.
     tensors = {
@@ -242,8 +270,8 @@ def save_sketch(path: Path, sketch: CurvatureSketch, meta: dict[str, str]) -> No
     save_tensors(tensors, path, stable_metadata({**meta, **exact, "lam": repr(sketch.lam)}))
 
 
-def load_sketch(run_dir: Path, *, dim: int, lam: float) -> CurvatureSketch | None:
-    """Read a run's curvature sketch (float32, rows orthonormal); None when the run was
+def load_sketch(run_dir: Path, *, dim: int, lam: float) -> Curvature | None:
+    """Read a run's curvature (float32; a sketch's rows orthonormal); None when the run was
     trained without one.
 
     Raises HistoryError when the file is unreadable or does not fit the run.
@@ -255,18 +283,53 @@ def load_sketch(run_dir: Path, *, dim: int, lam: float) -> CurvatureSketch | Non
         tensors = load_file(str(path))
         with safe_open(str(path), framework="pt") as handle:
             meta = read_metadata(handle.metadata())
-        vectors, values = tensors["vectors"], tensors["values"]
-    except (SafetensorError, OSError, ValueError, KeyError) as exc:
+    except (SafetensorError, OSError, ValueError) as exc:
         raise HistoryError(f"{path} is corrupt ({exc}); retrain the run to recreate its history") from exc
+    if float(meta.get("lam", "nan")) != lam:
+        raise HistoryError(f"{path} was recorded with lam={meta.get('lam')}, the run has lam={lam}")
+    if meta.get("kind") == INPUT_SUBSPACE:
+        return load_input_subspace(path, tensors, dim=dim, lam=lam)
+    try:
+        vectors, values = tensors["vectors"], tensors["values"]
+    except KeyError as exc:
+        raise HistoryError(f"{path} is corrupt (no {exc}); retrain the run to recreate its history") from exc
     if vectors.ndim != 2 or vectors.shape[1] != dim or values.shape != (vectors.shape[0],):
         raise HistoryError(
             f"{path} holds a sketch of shape {tuple(vectors.shape)}; this model has {dim} parameters"
         )
-    if float(meta.get("lam", "nan")) != lam:
-        raise HistoryError(f"{path} was recorded with lam={meta.get('lam')}, the run has lam={lam}")
     if not (torch.isfinite(vectors).all() and torch.isfinite(values).all()) or (values < 0).any():
         raise HistoryError(f"{path} holds non-finite or negative curvature; retrain the run")
     exact = meta.get("exact") == "1"
     if not exact:  # float16 rows drift from orthonormal; an exact Hessian's float32 ones do not
         vectors = torch.linalg.qr(vectors.to(torch.float32).T)[0].T.contiguous()
     return CurvatureSketch(vectors.to(torch.float32), values, lam, exact)
+
+
+def load_input_subspace(
+    path: Path, tensors: dict[str, torch.Tensor], *, dim: int, lam: float
+) -> InputSubspaceCurvature:
+    """The :class:`InputSubspaceCurvature` held by ``tensors`` (read from ``path``), checked
+    against a model of ``dim`` parameters; HistoryError when it does not fit or is damaged."""
+    try:
+        basis, packed, tail = tensors["basis"], tensors["core"], tensors["tail"]
+    except KeyError as exc:
+        raise HistoryError(f"{path} is corrupt (no {exc}); retrain the run to recreate its history") from exc
+    k = basis.shape[1] if basis.ndim == 2 else 0
+    core = unpack_core(packed)
+    fits = (
+        k > 0
+        and core is not None
+        and core.shape[0] % k == 0
+        and (core.shape[0] // k) * basis.shape[0] == dim
+        and tail.shape == (1,)
+    )
+    if not fits:
+        raise HistoryError(
+            f"{path} holds an input-subspace curvature of basis {tuple(basis.shape)} and a core of "
+            f"{packed.numel()} numbers; it does not fit this model's {dim} parameters"
+        )
+    assert core is not None
+    finite = torch.isfinite(basis).all() and torch.isfinite(core).all() and torch.isfinite(tail).all()
+    if not finite or float(tail[0]) < 0:
+        raise HistoryError(f"{path} holds non-finite or negative curvature; retrain the run")
+    return InputSubspaceCurvature(basis.to(torch.float32), core.to(torch.float32), float(tail[0]), lam)

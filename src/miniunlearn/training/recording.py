@@ -31,6 +31,9 @@ from .certified import polish, removal_budget
 from .config import CONVEX_MODELS, TrainConfig
 from .curvature import (
     CURVATURE_FILE,
+    INPUT_SUBSPACE,
+    Curvature,
+    curvature_budget,
     default_rank,
     exact_curvature,
     records_exact,
@@ -38,6 +41,7 @@ from .curvature import (
     sketch_hessian,
 )
 from .history import make_recorder, recording_cost_for
+from .input_subspace import input_subspace_curvature, largest_basis, require_linear_logits
 from .rundir import (
     CONFIG,
     KEYS,
@@ -227,12 +231,14 @@ def record_curvature(
     train_seconds: float,
 ) -> dict[str, Any]:
     """Record the data Hessian at the trained ``w`` into ``run_dir`` when ``config`` asks for
-    it: exactly, over every row, for a logistic regression of at most
-    ``config.exact_curvature_dim`` parameters with the rank unset, else as a sketch. Return
-    its manifest summary (rank, blocks, rows, whether exact, seconds, per-sample evaluations
+    it. With the rank unset, a logistic regression records it exactly over every row when it
+    has at most ``config.exact_curvature_dim`` parameters, else on ``config.curvature_basis``
+    principal input directions per class (as many as fit the history budget); a set rank, a
+    zero basis or a budget too small for a basis gives a Nyström sketch. Return its manifest
+    summary (kind, rank, basis, blocks, rows, whether exact, seconds, per-sample evaluations
     and its cost relative to training), or {} when nothing is recorded."""
     rank = config.curvature_rank
-    exact = False
+    kind, basis = "sketch", 0
     if rank is None:
         checkpoints = len(checkpoint_steps(total_steps, config.checkpoints, early_fractions(config)))
         itemsize = torch.finfo(config.torch_dtype).bits // 8
@@ -245,22 +251,33 @@ def record_curvature(
             objective.dim,
             config.exact_curvature_dim,
         )
-        exact = records_exact(config.model, config.history, objective.dim, config.exact_curvature_dim)
+        if records_exact(config.model, config.history, objective.dim, config.exact_curvature_dim):
+            kind = "exact"
+        elif rank and config.curvature_basis:
+            classes, features = require_linear_logits(objective)
+            budget = curvature_budget(total_steps, checkpoints, itemsize, objective.dim)
+            basis = largest_basis(config.curvature_basis, budget, classes, features)
+            kind = INPUT_SUBSPACE if basis else kind
     if rank == 0:
         return {}
     started, evals = time.perf_counter(), objective.grad_evals
-    rows = None if exact else curvature_rows(config, objective.n)
-    if exact:
+    rows = None if kind == "exact" else curvature_rows(config, objective.n)
+    sketch: Curvature
+    if kind == "exact":
         sketch = exact_curvature(objective, w)
+    elif kind == INPUT_SUBSPACE:
+        sketch = input_subspace_curvature(objective, w, basis, rows, seed=config.seed)
     else:
         sketch = sketch_hessian(objective, w, rank, config.curvature_iters, seed=config.seed, ids=rows)
     seconds = time.perf_counter() - started
     n_rows = objective.n if rows is None else int(rows.size)
     save_sketch(run_dir / CURVATURE_FILE, sketch, {"iters": str(config.curvature_iters), "rows": str(n_rows)})
     return {
+        "kind": kind,
         "rank": sketch.rank,
+        "basis": basis,
         "exact": sketch.exact,
-        "iters": 0 if exact else config.curvature_iters,
+        "iters": config.curvature_iters if kind == "sketch" else 0,
         "rows": n_rows,
         "seconds": round(seconds, 3),
         "grad_evals": int(objective.grad_evals - evals),

@@ -43,7 +43,7 @@ from ..models import build_model
 from ..objective import Objective, flatten_params
 from .certified import perturbation
 from .config import TrainConfig
-from .curvature import CurvatureSketch, load_sketch
+from .curvature import Curvature, load_sketch
 from .history import (
     FullHistory,
     MiniHistory,
@@ -346,8 +346,9 @@ class Run:
             total_steps=self.total_steps,
         ).to(self.device)
 
-    def curvature_sketch(self) -> CurvatureSketch | None:
-        """The curvature sketch recorded with the minimal history (None when there is none)."""
+    def curvature_sketch(self) -> Curvature | None:
+        """The curvature recorded with the minimal history: a sketch, the exact Hessian or the
+        Hessian on an input subspace (None when there is none)."""
         sketch = load_sketch(self.path, dim=self.objective.dim, lam=self.config.lam)
         return sketch.to(self.device) if sketch is not None else None
 

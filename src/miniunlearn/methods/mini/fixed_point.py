@@ -1,13 +1,15 @@
 """Fixed-point mode: contraction iterations on the retain objective from the current model.
 
 1. Read the minimal history: the stored checkpoints (w_t, full-data gradient g_t,
-   objective value) and, when the run has one, the curvature sketch (top eigenpairs of
-   the data Hessian at w_T; see ``training/curvature.py``).
+   objective value) and, when the run has one, the recorded curvature of the data Hessian
+   at w_T: the exact Hessian (small models), the Hessian on the inputs' principal
+   directions (larger logistic regressions, ``training/input_subspace.py``) or a Nyström
+   sketch of its top eigenpairs (``training/curvature.py``).
 2. Exact retain-set information from the gradient identity (``identity.py``), reading
    whichever of the forget and retain sets is smaller, at the final checkpoint (at every
    checkpoint with ``use_history_pairs``, whose secant pairs then seed the L-BFGS store too).
 3. Contraction iterations from the current model: w <- w - a H (g_R(w) - c), with H the
-   L-BFGS inverse Hessian started from the sketch's Nyström preconditioner (new pairs
+   L-BFGS inverse Hessian started from that curvature's preconditioner (new pairs
    appended as the iterate moves) and the step a from Armijo backtracking on
    F_R(w) - c.w, so every accepted step contracts (``solvers/retain_lbfgs.py``). g_R is
    exact at the start (identity) and after each step (one retain pass).
@@ -23,12 +25,14 @@ alone, the run's curvature the step, and one float64 pass measures g_R at the re
 pass is also the served model's certificate (handed on as the measured retain state), so a
 request that one step serves costs one pass in all; a step that missed ``small_request_tol``
 is followed by another, and the safeguarded solve takes over only after
-``SMALL_REQUEST_STEPS`` of them (``SKETCHED_SMALL_REQUEST_STEPS`` with a sketch), or when a
+``SMALL_REQUEST_STEPS`` of them (``SKETCHED_SMALL_REQUEST_STEPS`` otherwise), or when a
 step made no progress. On a run that recorded its exact Hessian (models of at most
 ``exact_curvature_dim`` parameters) the step is Newton's, each is measured in float64, and
-one or two land; on a run with a sketch it is a quasi-Newton step (the sketch refined by
+one or two land; on any other curvature it is a quasi-Newton step (that curvature refined by
 the secant pairs of the steps before it), measured in the run's precision, and the point
-that lands is measured once more in float64 for its certificate.
+that lands is measured once more in float64 for its certificate, unless the step was
+expected to land (``FIRST_STEP_CONTRACTION``, then the last step's contraction, would take
+it within tolerance): that one is measured in float64 at once.
 
 ``mode=auto`` serves converged convex runs and networks trained full batch with it.
 """
@@ -45,7 +49,9 @@ import torch
 from ...objective import Objective
 from ...solvers.lbfgs import SecantPairs
 from ...solvers.retain_lbfgs import contract
+from ...training.curvature import INPUT_SUBSPACE, Curvature
 from ...training.history import MiniHistory
+from ...training.input_subspace import InputSubspaceCurvature
 from ..base import MEASURED_RETAIN_STATE, UnlearnRequest
 from .identity import retain_after_removing, retain_at_checkpoints
 from .options import MiniOptions
@@ -55,9 +61,13 @@ SMALL_REQUEST_STEPS = 3
 """Measured Newton steps a small request takes before the safeguarded solve takes over (in the
 streams of docs/results.md one or two landed on every request of Adult and synthetic-higgs)."""
 SKETCHED_SMALL_REQUEST_STEPS = 8
-"""The same on a run with a curvature sketch, whose quasi-Newton steps contract |g_R - c| about
-0.4x each at first (the MNIST stream of docs/results.md: a median of 4 steps and the
-certificate's pass, p95 6 and 1)."""
+"""The same on a run with any other curvature, whose quasi-Newton steps contract |g_R - c| less
+(MNIST, one step against the exact Hessian: 0.36 of it left with a Nyström sketch, 0.085 with
+the input-subspace Hessian; docs/results/input-subspace.md)."""
+FIRST_STEP_CONTRACTION = 0.3
+"""What a small request's first quasi-Newton step is expected to leave of |g_R - c|: when that
+would land it within tolerance the step is measured in float64 at once (its certificate).
+Conservative against the input-subspace Hessian's 0.085 (median) to 0.18 (worst) on MNIST."""
 
 
 @dataclass
@@ -65,7 +75,8 @@ class Checkpoints:
     """The stored checkpoints a solve reads: parameters ``W``, full-data gradients ``G`` (both
     in the objective's dtype) and values ``V`` of the history ``rows`` (row 0 = the end of
     training), the sketch's inverse-Hessian product ``h0`` (None without one), its rank,
-    the history bytes read, whether the sketch is the exact Hessian and its bytes."""
+    the history bytes read, whether the sketch is the exact Hessian, its bytes and its kind
+    ("exact", "input-subspace", "sketch" or "none")."""
 
     W: torch.Tensor
     G: torch.Tensor
@@ -76,6 +87,7 @@ class Checkpoints:
     history_bytes: int
     exact_curvature: bool = False
     curvature_bytes: int = 0
+    curvature_kind: str = "none"
 
     def diagnostics(self) -> dict[str, Any]:
         """The record's fields about what was read."""
@@ -84,6 +96,7 @@ class Checkpoints:
             "curvature_rank": self.curvature_rank,
             "exact_curvature": self.exact_curvature,
             "curvature_bytes": self.curvature_bytes,
+            "curvature_kind": self.curvature_kind,
         }
 
 
@@ -99,7 +112,17 @@ def read_checkpoints(request: UnlearnRequest, history: MiniHistory, options: Min
     rank = sketch.rank if sketch is not None else 0
     exact = sketch is not None and sketch.exact
     sketch_bytes = sketch.nbytes if sketch is not None else 0
-    return Checkpoints(W, G, history.values[rows], rows, h0, rank, history_bytes, exact, sketch_bytes)
+    kind = curvature_kind(sketch)
+    return Checkpoints(W, G, history.values[rows], rows, h0, rank, history_bytes, exact, sketch_bytes, kind)
+
+
+def curvature_kind(curvature: Curvature | None) -> str:
+    """What a run's recorded curvature is: "exact", "input-subspace", "sketch" or "none"."""
+    if curvature is None:
+        return "none"
+    if isinstance(curvature, InputSubspaceCurvature):
+        return INPUT_SUBSPACE
+    return "exact" if curvature.exact else "sketch"
 
 
 def history_pairs(
@@ -189,30 +212,46 @@ def unlearn_fixed_point(
         # pairs the measured steps add, a quasi-Newton one
         inverse = cp.h0 if cp.exact_curvature else pairs.inverse_hessian_product
         limit = SMALL_REQUEST_STEPS if cp.exact_curvature else SKETCHED_SMALL_REQUEST_STEPS
-        # an exact Hessian's one or two steps are measured in float64, each measurement a
-        # certificate; a sketch's several in the run's precision (a float64 pass costs several
-        # float32 ones), and only the point that landed again in float64
-        precision = torch.float64 if cp.exact_curvature else objective.dtype
+        contraction, wide = FIRST_STEP_CONTRACTION, 0
         for _ in range(min(limit, options.max_steps)):
+            # an exact Hessian's one or two steps are measured in float64, each measurement a
+            # certificate; other steps in the run's precision (a float64 pass costs several
+            # float32 ones), except one expected to land (the last contraction, or the prior
+            # for a first step, would take it within tol), whose measurement is then its certificate
+            expected = norms[-1] * contraction <= tol
+            precision = torch.float64 if cp.exact_curvature or expected else objective.dtype
             step = measured_newton_step(objective, request.retain_ids, w, g, c, inverse, precision)
+            wide += precision == torch.float64
             if step.grad_norm >= norms[-1]:  # no progress: leave it to the safeguarded solve
                 passes += 1
                 break
             pairs.add(step.w - w, step.g - g)
             w, f, g, passes = step.w, step.f, step.g, passes + 1
+            contraction = step.grad_norm / norms[-1]
             norms.append(step.grad_norm)
             if step.grad_norm <= tol and precision != torch.float64:
                 step = measure_retain(objective, request.retain_ids, w, c)  # the certificate's pass
-                f, g, passes = step.f, step.g, passes + 1
+                f, g, passes, wide = step.f, step.g, passes + 1, wide + 1
                 norms[-1] = step.grad_norm
             if step.grad_norm <= tol:  # landed: its float64 measurement is the result's certificate
                 served = step.diagnostics(norms, c, passes)
                 return (
                     w,
                     cp.history_bytes,
-                    {**cp.diagnostics(), **served, "small_request": True, "newton_tol": tol},
+                    {
+                        **cp.diagnostics(),
+                        **served,
+                        "small_request": True,
+                        "newton_tol": tol,
+                        "float64_passes": wide,
+                    },
                 )
-        newton = {"small_request": True, "newton_grad_norms": norms, "newton_tol": tol}
+        newton = {
+            "small_request": True,
+            "newton_grad_norms": norms,
+            "newton_tol": tol,
+            "float64_passes": wide,
+        }
         # the solve's tolerance stays relative to the request's start, not to where the steps left it
         kwargs["atol"] = max(options.atol, options.rtol * norms[0])
     solve = contract(objective, request.retain_ids, w, f, g, pairs, c, **kwargs)

@@ -1,0 +1,177 @@
+"""The input-subspace curvature a larger logistic regression records: its Hessian exact on the
+inputs' principal directions, a never-overshooting scalar elsewhere."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from miniunlearn.errors import ConfigError, HistoryError
+from miniunlearn.ids import random_forget_ids
+from miniunlearn.methods import UnlearnRequest, get_method
+from miniunlearn.training import Run, TrainConfig, retrain, train_run
+from miniunlearn.training.curvature import CURVATURE_FILE, curvature_budget, softmax_regression_hessian
+from miniunlearn.training.input_subspace import (
+    InputSubspaceCurvature,
+    basis_bytes,
+    complement_tail,
+    from_blocks,
+    input_basis,
+    largest_basis,
+    projected_hessian,
+    require_linear_logits,
+    to_blocks,
+)
+
+CLASSES, FEATURES = 10, 64  # digits: 8x8 inputs, ten classes
+
+
+def subspace_matrix(basis: torch.Tensor) -> torch.Tensor:
+    """V = I_K kron basis as a (d, K k) matrix in the model's flat parameter layout."""
+    k = basis.shape[1]
+    columns = torch.zeros(CLASSES, FEATURES + 1, CLASSES * k, dtype=torch.float64)
+    for c in range(CLASSES):
+        columns[c, :, c * k : (c + 1) * k] = basis.double()
+    return from_blocks(columns.permute(2, 0, 1)).T
+
+
+def test_the_default_records_the_projected_hessian_within_the_history_budget(subspace_run: Run) -> None:
+    curvature = subspace_run.curvature_sketch()
+    assert isinstance(curvature, InputSubspaceCurvature) and not curvature.exact
+    summary = subspace_run.manifest["curvature"]
+    # 300 float64 steps and 9 checkpoints leave 8 (0.05 * 300 - 9) - 1 = 47 sketch rows of 2 d
+    # bytes: 16 directions per class fit (the core's upper triangle stored), 17 would not
+    budget = curvature_budget(300, 9, 8, subspace_run.objective.dim)
+    assert summary["kind"] == "input-subspace" and summary["basis"] == 16 == largest_basis(64, budget, 10, 64)
+    assert basis_bytes(16, CLASSES, FEATURES) <= budget < basis_bytes(17, CLASSES, FEATURES)
+    assert curvature.rank == CLASSES * 16 and curvature.nbytes == basis_bytes(16, CLASSES, FEATURES)
+    stored = (subspace_run.path / CURVATURE_FILE).stat().st_size
+    assert curvature.nbytes <= stored <= curvature.nbytes + 1024  # the triangle, not the square, plus headers
+    assert summary["rows"] == 2048 or summary["rows"] == subspace_run.n_train
+
+
+def test_the_core_is_the_exact_hessian_projected_and_the_tail_its_complements_top(subspace_run: Run) -> None:
+    objective = subspace_run.objective
+    w = subspace_run.load_model_params()
+    data_hessian = softmax_regression_hessian(objective, w, None, regularised=False)
+    basis = input_basis(objective, 16, None)
+    assert torch.allclose(basis.T @ basis, torch.eye(16, dtype=torch.float64), atol=1e-12)
+    v = subspace_matrix(basis)
+    core = projected_hessian(objective, w, basis)
+    assert torch.allclose(core, v.T @ data_hessian @ v, rtol=1e-9, atol=1e-12)
+    complement = torch.eye(objective.dim, dtype=torch.float64) - v @ v.T
+    top = float(torch.linalg.eigvalsh(complement @ data_hessian @ complement)[-1])
+    tail = complement_tail(objective, w, basis, None, seed=0, iters=40)
+    # Rayleigh quotients of the complement never exceed its top eigenvalue, and 40 iterations reach it
+    assert 0.95 * top <= tail <= top * (1 + 1e-9)
+
+
+def test_the_preconditioner_inverts_the_matrix_it_describes() -> None:
+    """P = V (core + lam) V^T + (tail + lam)(I - V V^T); P^-1 applied to P x gives x back."""
+    gen = torch.Generator().manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(FEATURES + 1, 5, generator=gen, dtype=torch.float64))[0]
+    a = torch.randn(CLASSES * 5, CLASSES * 5, generator=gen, dtype=torch.float64)
+    core = a @ a.T / 50
+    curvature = InputSubspaceCurvature(basis, core, tail=0.3, lam=0.05)
+    v = subspace_matrix(basis)
+    dim = CLASSES * (FEATURES + 1)
+    eye = torch.eye(dim, dtype=torch.float64)
+    p = v @ (core + 0.05 * torch.eye(CLASSES * 5, dtype=torch.float64)) @ v.T + 0.35 * (eye - v @ v.T)
+    x = torch.randn(dim, generator=gen, dtype=torch.float64)
+    assert torch.allclose(curvature.inverse_hessian_product(p @ x), x, atol=1e-10)
+    assert curvature.inverse_hessian_product(x.float()).dtype == torch.float32
+    blocks = to_blocks(x, CLASSES)
+    assert blocks.shape == (CLASSES, FEATURES + 1) and torch.equal(from_blocks(blocks), x)
+    assert torch.equal(blocks[:, -1], x[CLASSES * FEATURES :])  # the bias is each block's last entry
+
+
+def test_it_preconditions_better_than_a_sketch_of_the_same_budget(subspace_run: Run, convex_run: Run) -> None:
+    """Both runs are the same training with the same history budget; the input subspace resolves
+    160 directions exactly, the sketch 47 approximately."""
+    assert torch.equal(subspace_run.load_model_params(), convex_run.load_model_params())
+    forget = random_forget_ids(subspace_run.n_train, 0.3, seed=5)
+    target = retrain(subspace_run, forget)
+    records = {}
+    for run in (subspace_run, convex_run):
+        result = get_method("mini", rtol=1e-8, xtol=0.0, max_steps=200).unlearn(UnlearnRequest(run, forget))
+        assert float((result.params - target).norm()) < 1e-6
+        records[run.manifest["curvature"].get("kind", "sketch")] = result.record
+    assert records["input-subspace"].grad_evals < records["sketch"].grad_evals
+
+
+def test_recording_is_deterministic_and_a_damaged_file_is_refused(tmp_path: Path) -> None:
+    from conftest import SUBSPACE
+
+    a = train_run(SUBSPACE, tmp_path / "a", progress=False)
+    b = train_run(SUBSPACE, tmp_path / "b", progress=False)
+    assert (a.path / CURVATURE_FILE).read_bytes() == (b.path / CURVATURE_FILE).read_bytes()
+    path = a.path / CURVATURE_FILE
+    tensors = load_file(str(path))
+    metadata = json.loads(path.read_bytes()[8 : 8 + int.from_bytes(path.read_bytes()[:8], "little")])
+    meta = metadata["__metadata__"]
+    damaged = [
+        ("basis", tensors["basis"][:-1]),
+        ("core", tensors["core"][:-1]),
+        ("tail", torch.tensor([-1.0], dtype=torch.float64)),
+    ]
+    for name, bad in damaged:
+        save_file({**tensors, name: bad}, str(path), metadata=meta)
+        with pytest.raises(HistoryError, match="does not fit|negative"):
+            a.curvature_sketch()
+    save_file({k: t for k, t in tensors.items() if k != "core"}, str(path), metadata=meta)
+    with pytest.raises(HistoryError, match="corrupt"):
+        a.curvature_sketch()
+
+
+def test_networks_are_refused_and_old_configs_read_as_sketched(mlp_run: Run) -> None:
+    with pytest.raises(ConfigError, match="logistic regression"):
+        require_linear_logits(mlp_run.objective)
+    with pytest.raises(ConfigError, match="curvature-basis"):
+        TrainConfig(dataset="digits", curvature_basis=-1)
+    old = TrainConfig(dataset="digits").to_dict()
+    del old["curvature_basis"]  # a logistic regression recorded before the option
+    assert TrainConfig.from_dict(old).curvature_basis == 0
+    network = TrainConfig(dataset="digits", model="mlp")
+    assert "curvature_basis" not in network.to_dict()  # a network's run key is unchanged
+    assert TrainConfig.from_dict(network.to_dict()) == network
+
+
+def test_a_zero_basis_or_a_set_rank_records_a_sketch(tmp_path: Path) -> None:
+    from conftest import SUBSPACE
+
+    for name, change in [("zero", {"curvature_basis": 0}), ("rank", {"curvature_rank": 16})]:
+        run = train_run(dataclasses.replace(SUBSPACE, **change), tmp_path / name, progress=False)
+        assert run.manifest["curvature"]["kind"] == "sketch"
+        assert not isinstance(run.curvature_sketch(), InputSubspaceCurvature)
+
+
+def test_the_request_time_peer_forms_it_on_retain_rows_and_lands_where_mini_does(
+    subspace_run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from miniunlearn.training import input_subspace
+
+    seen: list[np.ndarray] = []
+    original = input_subspace.projected_hessian
+
+    def spy(objective, w, basis, ids=None):
+        seen.append(np.asarray(ids))
+        return original(objective, w, basis, ids)
+
+    monkeypatch.setattr(input_subspace, "projected_hessian", spy)
+    forget = random_forget_ids(subspace_run.n_train, 0.3, seed=5)
+    request = UnlearnRequest(subspace_run, forget)
+    peer = get_method("nystrom", basis=8, rows=300, rtol=1e-8, xtol=0.0, max_steps=200).unlearn(request)
+    diag = peer.record.diagnostics
+    # formed once, on the request, over 300 retain rows only, and counted
+    assert len(seen) == 1 and seen[0].size == 300 and np.isin(seen[0], request.retain_ids).all()
+    assert diag["sketch_kind"] == "input-subspace" and diag["sketch_passes"] > 0 and diag["converged"]
+    mini = get_method("mini", rtol=1e-10, xtol=0.0, max_steps=200)
+    mini = mini.unlearn(UnlearnRequest(subspace_run, forget))
+    w0 = subspace_run.load_model_params()
+    assert float((peer.params - mini.params).norm()) < 1e-6 * float((w0 - mini.params).norm())
