@@ -175,3 +175,19 @@ def test_the_request_time_peer_forms_it_on_retain_rows_and_lands_where_mini_does
     mini = mini.unlearn(UnlearnRequest(subspace_run, forget))
     w0 = subspace_run.load_model_params()
     assert float((peer.params - mini.params).norm()) < 1e-6 * float((w0 - mini.params).norm())
+
+
+def test_a_stream_of_single_samples_on_it_ends_where_the_union_does(
+    subspace_run: Run, tmp_path: Path
+) -> None:
+    from miniunlearn.experiment.stream import StreamSpec, run_stream, stream_ids
+
+    records, summary = run_stream(subspace_run, StreamSpec(8), workdir=tmp_path, progress=False)
+    # every request served by its own measured steps, the last measurement its certificate
+    assert all(r["passes_with_certificate"] == pytest.approx(r["passes"]) for r in records)
+    assert summary["served_by_retraining"] == 0
+    every = np.sort(
+        np.concatenate([np.atleast_1d(r) for r in stream_ids(subspace_run.n_train, StreamSpec(8))])
+    )
+    original = float((subspace_run.load_model_params() - retrain(subspace_run, every)).norm())
+    assert summary["final_dist_to_retrain"] <= 1.5 * summary["union_dist_to_retrain"] + 1e-4 * original
