@@ -191,3 +191,12 @@ def test_a_stream_of_single_samples_on_it_ends_where_the_union_does(
     )
     original = float((subspace_run.load_model_params() - retrain(subspace_run, every)).norm())
     assert summary["final_dist_to_retrain"] <= 1.5 * summary["union_dist_to_retrain"] + 1e-4 * original
+
+
+def test_the_flag_states_the_default_it_sets() -> None:
+    from miniunlearn.cli.training_flags import TRAINING_FLAGS
+    from miniunlearn.training.config import DEFAULT_CURVATURE_BASIS
+
+    (flag,) = [f for f in TRAINING_FLAGS if f.flag == "--curvature-basis"]
+    assert f"default {DEFAULT_CURVATURE_BASIS}," in flag.help
+    assert TrainConfig(dataset="digits").curvature_basis == DEFAULT_CURVATURE_BASIS

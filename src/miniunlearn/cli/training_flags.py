@@ -112,8 +112,9 @@ TRAINING_FLAGS: tuple[TrainingFlag, ...] = (
     ),
     TrainingFlag(
         "--curvature-rows",
-        "training rows (a seeded random subsample) the curvature sketch averages the Hessian over "
-        "(default 2048; more rows cost more recording passes)",
+        "training rows (a seeded random subsample) the curvature sketch averages the Hessian over, "
+        "or the input-subspace Hessian takes its principal directions and tail from (default 2048; "
+        "more rows cost more recording passes)",
         type=int,
     ),
     TrainingFlag(
@@ -125,7 +126,7 @@ TRAINING_FLAGS: tuple[TrainingFlag, ...] = (
     TrainingFlag(
         "--curvature-basis",
         "larger logreg models record their Hessian exactly on this many principal input directions "
-        "per class, over every row (default 64, fewer when 5 %% of a full history needs it; 0 = a "
+        "per class, over every row (default 96, fewer when 5 %% of a full history needs it; 0 = a "
         "Nyström sketch instead)",
         type=int,
     ),
