@@ -200,3 +200,11 @@ def test_the_flag_states_the_default_it_sets() -> None:
     (flag,) = [f for f in TRAINING_FLAGS if f.flag == "--curvature-basis"]
     assert f"default {DEFAULT_CURVATURE_BASIS}," in flag.help
     assert TrainConfig(dataset="digits").curvature_basis == DEFAULT_CURVATURE_BASIS
+
+
+def test_an_unregularised_singular_core_still_factors() -> None:
+    basis = torch.eye(FEATURES + 1, 2, dtype=torch.float64)
+    core = torch.zeros(CLASSES * 2, CLASSES * 2, dtype=torch.float64)  # lam = 0 and no curvature at all
+    curvature = InputSubspaceCurvature(basis, core, tail=0.0, lam=0.0)
+    g = torch.ones(CLASSES * (FEATURES + 1), dtype=torch.float64)
+    assert torch.isfinite(curvature.inverse_hessian_product(g)).all()

@@ -7,8 +7,9 @@ principal directions of the inputs (their second moment, on a seeded row subsamp
 Hessian projected onto V = I_K kron U is the (Kk) x (Kk) matrix (1/n) sum_i A_i kron z_i z_i^T,
 z_i = U^T x_i: one weighted Gram matrix of the z_i per pair of classes, formed over every
 training row. On the complement of V the data curvature lies between 0 and its largest
-value there (``tail``, estimated by power iteration), and the preconditioner takes
-``tail + lam`` there, so it never overshoots a direction it does not resolve.
+value there (``tail``, estimated by power iteration on a row subsample), and the
+preconditioner takes ``tail + lam`` there, so it overshoots a direction it does not resolve
+at most by how far that estimate falls short.
 
 Against a Nyström sketch of the same bytes this resolves about K times more directions, and
 exactly, because it uses the loss's structure rather than random probes of it
@@ -92,12 +93,27 @@ class InputSubspaceCurvature:
         return InputSubspaceCurvature(self.basis.to(device), self.core.to(device), self.tail, self.lam)
 
     def factor(self) -> torch.Tensor:
-        """The Cholesky factor of core + lam I in float64, computed once."""
+        """The Cholesky factor of core + lam I in float64, computed once (with lam = 0 a
+        singular core gets the smallest jitter, a power of ten of its mean diagonal, that
+        factors)."""
         if self._factor is None:
             core = self.core.to(torch.float64)
+            core = 0.5 * (core + core.T)
             eye = torch.eye(core.shape[0], dtype=torch.float64, device=core.device)
-            self._factor = torch.linalg.cholesky(0.5 * (core + core.T) + self.lam * eye)
+            scale = float(core.diagonal().mean()) or 1.0  # an all-zero core: jitter from 1e-12
+            shift, jitter = self.lam, 0.0
+            while True:
+                factor, info = torch.linalg.cholesky_ex(core + (shift + jitter) * eye)
+                if int(info) == 0 or jitter > scale:
+                    break
+                jitter = scale * 1e-12 if jitter == 0.0 else jitter * 10
+            self._factor = factor
         return self._factor
+
+    @property
+    def complement_curvature(self) -> float:
+        """What the preconditioner takes on the complement: tail + lam (kept above zero)."""
+        return max(self.tail + self.lam, 1e-12)
 
     def inverse_hessian_product(self, g: torch.Tensor) -> torch.Tensor:
         """Return P^(-1) g: the projected Hessian's inverse on the span of the basis (per
@@ -106,7 +122,7 @@ class InputSubspaceCurvature:
         block = to_blocks(g.to(torch.float64), self.classes)
         coords = block @ basis  # (K, k)
         solved = torch.cholesky_solve(coords.reshape(-1, 1), self.factor()).reshape(coords.shape)
-        out = solved @ basis.T + (block - coords @ basis.T) / (self.tail + self.lam)
+        out = solved @ basis.T + (block - coords @ basis.T) / self.complement_curvature
         return from_blocks(out).to(g.dtype)
 
 
