@@ -117,17 +117,29 @@ class Objective:
             return torch.empty(0, 0, dtype=self.dtype, device=self.device)
         return torch.cat(outs)
 
-    def _chunks(self, ids: IdArray) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield (inputs, labels) of ``ids`` (all samples if None) a block at a time, the
-        inputs in this objective's precision (one block cast at a time)."""
+    def _blocks(self, ids: IdArray) -> Iterator[slice | torch.Tensor]:
+        """Yield the rows of ``ids`` (all samples if None) ``chunk_size`` at a time: slices, or
+        index tensors on this objective's device."""
         if ids is None:
             for i in range(0, self.n, self.chunk_size):
-                yield self.x[i : i + self.chunk_size].to(self.dtype), self.y[i : i + self.chunk_size]
+                yield slice(i, i + self.chunk_size)
             return
         idx = torch.as_tensor(np.asarray(ids), dtype=torch.long).to(self.device)
         for i in range(0, idx.numel(), self.chunk_size):
-            block = idx[i : i + self.chunk_size]
-            yield self.x[block].to(self.dtype), self.y[block]
+            yield idx[i : i + self.chunk_size]
+
+    def _chunks(self, ids: IdArray) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield (inputs, labels) of ``ids`` (all samples if None) a block at a time, the
+        inputs in this objective's precision (one block cast at a time)."""
+        for rows in self._blocks(ids):
+            yield self.x[rows].to(self.dtype), self.y[rows]
+
+    def input_blocks(self, ids: IdArray = None) -> Iterator[torch.Tensor]:
+        """Yield the inputs of ``ids`` (all samples if None) as stored, ``chunk_size`` rows at a
+        time, for code that uses the model's structure and picks its own precision (Gram
+        matrices of the inputs, logits in float64). Counts nothing."""
+        for rows in self._blocks(ids):
+            yield self.x[rows]
 
     def _count(self, ids: IdArray) -> int:
         return self.n if ids is None else int(len(ids))

@@ -45,7 +45,7 @@ import torch
 
 from ..solvers.lbfgs import SecantPairs
 from ..solvers.retain_lbfgs import contract
-from ..training.curvature import Curvature, sketch_hessian
+from ..training.curvature import Curvature, curvature_kind, sketch_hessian
 from ..training.history import FINAL_ROLE
 from ..training.input_subspace import input_subspace_curvature
 from ..training.rundir import Run
@@ -150,7 +150,7 @@ class NystromUnlearning(UnlearningMethod):
                 "sketch_rank": sketch.rank,
                 "sketch_rows": int(ids.size),
                 "sketch_passes": sketch_evals / retain.size,
-                "sketch_kind": "input-subspace" if opts.basis else "sketch",
+                "sketch_kind": curvature_kind(sketch),
                 "sketch_top_eigenvalue": None if opts.basis else float(sketch.values[0]),
                 "steps": len(solve.step_sizes),
                 "exact_retain_passes": 1 + solve.passes,

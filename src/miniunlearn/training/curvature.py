@@ -48,7 +48,8 @@ CURVATURE_FILE = "history/curvature.safetensors"
 DEFAULT_RANK = 128
 MIN_RANK = 8
 HISTORY_BUDGET = 0.05  # the minimal history's bytes, as a share of a full per-step history
-INPUT_SUBSPACE = "input-subspace"  # the curvature file's kind for an InputSubspaceCurvature
+EXACT, INPUT_SUBSPACE, SKETCH = "exact", "input-subspace", "sketch"
+"""The kinds of recorded curvature, as the manifest and the records name them."""
 
 
 def records_exact(model: str, history: str, dim: int, exact_dim: int) -> bool:
@@ -140,6 +141,15 @@ Hessian on an input subspace. Each gives ``inverse_hessian_product``, ``rank``, 
 ``exact`` and ``to``."""
 
 
+def curvature_kind(curvature: Curvature | None) -> str:
+    """What ``curvature`` is: ``EXACT``, ``INPUT_SUBSPACE``, ``SKETCH``, or "none" for None."""
+    if curvature is None:
+        return "none"
+    if isinstance(curvature, InputSubspaceCurvature):
+        return INPUT_SUBSPACE
+    return EXACT if curvature.exact else SKETCH
+
+
 def sketch_hessian(
     objective: Objective,
     w: torch.Tensor,
@@ -200,14 +210,8 @@ def softmax_regression_hessian(
     count = objective.n if ids is None else len(ids)
     pairs = [(k, j) for k in range(classes) for j in range(k, classes)]
     grams = 1 if classes == 2 else len(pairs)
-    for start in range(0, count, objective.chunk_size):
-        stop = min(start + objective.chunk_size, count)
-        rows = (
-            slice(start, stop)
-            if ids is None
-            else torch.as_tensor(np.asarray(ids[start:stop]), dtype=torch.long, device=objective.x.device)
-        )
-        x = objective.x[rows].to(torch.float64)
+    for block in objective.input_blocks(ids):
+        x = block.to(torch.float64)
         xt = torch.cat([x, torch.ones(x.shape[0], 1, dtype=torch.float64, device=x.device)], dim=1)
         p = torch.softmax(x @ weight.T + bias, dim=1)
         if classes == 2:
@@ -257,8 +261,8 @@ def save_sketch(path: Path, sketch: Curvature, meta: dict[str, str]) -> None:
             "core": sketch.packed_core(),
             "tail": torch.tensor([sketch.tail], dtype=torch.float64),
         }
-        kind = {"kind": INPUT_SUBSPACE}
-        save_tensors(tensors, path, stable_metadata({**meta, **kind, "lam": repr(sketch.lam)}))
+        kind = {"kind": INPUT_SUBSPACE, "lam": repr(sketch.lam)}
+        save_tensors(tensors, path, stable_metadata({**meta, **kind}))
         return
     # Half precision halves the bytes; a sketched preconditioner needs no more (rows
     # re-orthonormalised on load). An exact Hessian keeps float32: its Newton step is meant to land.

@@ -175,13 +175,14 @@ def input_basis(objective: Objective, k: int, rows: np.ndarray | None) -> torch.
     """The top ``k`` principal directions (uncentred: the second moment, bias coordinate
     included) of the inputs of ``rows`` (None: every row): (F + 1, k) orthonormal, float64.
     Counted as its multiply-adds over a gradient's."""
-    x = objective.x if rows is None else objective.x[torch.as_tensor(np.asarray(rows), dtype=torch.long)]
-    moment = torch.zeros(x.shape[1] + 1, x.shape[1] + 1, dtype=torch.float64, device=x.device)
-    for start in range(0, x.shape[0], objective.chunk_size):
-        xt = augmented(x[start : start + objective.chunk_size])
+    width = objective.x.shape[1] + 1
+    moment = torch.zeros(width, width, dtype=torch.float64, device=objective.x.device)
+    for block in objective.input_blocks(rows):
+        xt = augmented(block)
         moment += xt.T @ xt
     _, vectors = torch.linalg.eigh(moment)
-    objective.count(x.shape[0] * math.ceil((x.shape[1] + 1) ** 2 / (2 * objective.dim)))
+    count = objective.n if rows is None else len(rows)
+    objective.count(count * math.ceil(width**2 / (2 * objective.dim)))
     return vectors[:, -k:].flip(1).contiguous()
 
 
@@ -199,10 +200,7 @@ def projected_hessian(
     blocks = torch.zeros(classes, k, classes, k, dtype=torch.float64, device=w.device)
     pairs = [(a, b) for a in range(classes) for b in range(a, classes)]
     count = objective.n if ids is None else len(ids)
-    index = None if ids is None else torch.as_tensor(np.asarray(ids), dtype=torch.long)
-    for start in range(0, count, objective.chunk_size):
-        stop = min(start + objective.chunk_size, count)
-        x = objective.x[start:stop] if index is None else objective.x[index[start:stop]]
+    for x in objective.input_blocks(ids):
         z = augmented(x) @ basis
         p = torch.softmax(x.to(torch.float64) @ weight.T + bias, dim=1)
         for a, b in pairs:

@@ -74,13 +74,10 @@ def newton_residual_bound(
     w64, s64 = w.to(torch.float64), step.to(torch.float64)
     cast = objective.cast(torch.float64)
     quartic = 0.0
-    x = objective.x
-    index = torch.as_tensor(np.asarray(ids), dtype=torch.long)
-    for i in range(0, index.numel(), objective.chunk_size):
-        rows = x[index[i : i + objective.chunk_size]]
+    for rows in objective.input_blocks(ids):
         change = cast.logits(w64 + s64, rows) - cast.logits(w64, rows)
         quartic += float(((change * change).sum(dim=1) ** 2).sum())
-    cast.count(int(index.numel()))
+    cast.count(len(ids))
     return 0.5 * SOFTMAX_HESSIAN_LIPSCHITZ * spectral_norm * math.sqrt(quartic)
 
 

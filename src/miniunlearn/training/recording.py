@@ -31,9 +31,12 @@ from .certified import polish, removal_budget
 from .config import CONVEX_MODELS, TrainConfig
 from .curvature import (
     CURVATURE_FILE,
+    EXACT,
     INPUT_SUBSPACE,
+    SKETCH,
     Curvature,
     curvature_budget,
+    curvature_kind,
     default_rank,
     exact_curvature,
     records_exact,
@@ -238,7 +241,7 @@ def record_curvature(
     summary (kind, rank, basis, blocks, rows, whether exact, seconds, per-sample evaluations
     and its cost relative to training), or {} when nothing is recorded."""
     rank = config.curvature_rank
-    kind, basis = "sketch", 0
+    kind, basis = SKETCH, 0
     if rank is None:
         checkpoints = len(checkpoint_steps(total_steps, config.checkpoints, early_fractions(config)))
         itemsize = torch.finfo(config.torch_dtype).bits // 8
@@ -252,7 +255,7 @@ def record_curvature(
             config.exact_curvature_dim,
         )
         if records_exact(config.model, config.history, objective.dim, config.exact_curvature_dim):
-            kind = "exact"
+            kind = EXACT
         elif rank and config.curvature_basis:
             classes, features = require_linear_logits(objective)
             budget = curvature_budget(total_steps, checkpoints, itemsize, objective.dim)
@@ -261,9 +264,9 @@ def record_curvature(
     if rank == 0:
         return {}
     started, evals = time.perf_counter(), objective.grad_evals
-    rows = None if kind == "exact" else curvature_rows(config, objective.n)
+    rows = None if kind == EXACT else curvature_rows(config, objective.n)
     sketch: Curvature
-    if kind == "exact":
+    if kind == EXACT:
         sketch = exact_curvature(objective, w)
     elif kind == INPUT_SUBSPACE:
         sketch = input_subspace_curvature(objective, w, basis, rows, seed=config.seed)
@@ -273,11 +276,11 @@ def record_curvature(
     n_rows = objective.n if rows is None else int(rows.size)
     save_sketch(run_dir / CURVATURE_FILE, sketch, {"iters": str(config.curvature_iters), "rows": str(n_rows)})
     return {
-        "kind": kind,
+        "kind": curvature_kind(sketch),
         "rank": sketch.rank,
         "basis": basis,
         "exact": sketch.exact,
-        "iters": config.curvature_iters if kind == "sketch" else 0,
+        "iters": config.curvature_iters if kind == SKETCH else 0,
         "rows": n_rows,
         "seconds": round(seconds, 3),
         "grad_evals": int(objective.grad_evals - evals),

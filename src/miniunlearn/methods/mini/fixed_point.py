@@ -49,9 +49,8 @@ import torch
 from ...objective import Objective
 from ...solvers.lbfgs import SecantPairs
 from ...solvers.retain_lbfgs import contract
-from ...training.curvature import INPUT_SUBSPACE, Curvature
+from ...training.curvature import EXACT, curvature_kind
 from ...training.history import MiniHistory
-from ...training.input_subspace import InputSubspaceCurvature
 from ..base import MEASURED_RETAIN_STATE, UnlearnRequest
 from .identity import retain_after_removing, retain_at_checkpoints
 from .options import MiniOptions
@@ -75,8 +74,7 @@ class Checkpoints:
     """The stored checkpoints a solve reads: parameters ``W``, full-data gradients ``G`` (both
     in the objective's dtype) and values ``V`` of the history ``rows`` (row 0 = the end of
     training), the sketch's inverse-Hessian product ``h0`` (None without one), its rank,
-    the history bytes read, whether the sketch is the exact Hessian, its bytes and its kind
-    ("exact", "input-subspace", "sketch" or "none")."""
+    the history bytes read, its bytes and its kind (``training.curvature.curvature_kind``)."""
 
     W: torch.Tensor
     G: torch.Tensor
@@ -85,9 +83,13 @@ class Checkpoints:
     h0: Preconditioner | None
     curvature_rank: int
     history_bytes: int
-    exact_curvature: bool = False
     curvature_bytes: int = 0
     curvature_kind: str = "none"
+
+    @property
+    def exact_curvature(self) -> bool:
+        """Whether the curvature read is the exact Hessian (its inverse is the Newton step)."""
+        return self.curvature_kind == EXACT
 
     def diagnostics(self) -> dict[str, Any]:
         """The record's fields about what was read."""
@@ -110,19 +112,9 @@ def read_checkpoints(request: UnlearnRequest, history: MiniHistory, options: Min
     rows = list(range(history.params.shape[0])) if options.use_history_pairs else [0]
     W, G = history.params[rows].to(objective.dtype), history.grads[rows].to(objective.dtype)
     rank = sketch.rank if sketch is not None else 0
-    exact = sketch is not None and sketch.exact
     sketch_bytes = sketch.nbytes if sketch is not None else 0
     kind = curvature_kind(sketch)
-    return Checkpoints(W, G, history.values[rows], rows, h0, rank, history_bytes, exact, sketch_bytes, kind)
-
-
-def curvature_kind(curvature: Curvature | None) -> str:
-    """What a run's recorded curvature is: "exact", "input-subspace", "sketch" or "none"."""
-    if curvature is None:
-        return "none"
-    if isinstance(curvature, InputSubspaceCurvature):
-        return INPUT_SUBSPACE
-    return "exact" if curvature.exact else "sketch"
+    return Checkpoints(W, G, history.values[rows], rows, h0, rank, history_bytes, sketch_bytes, kind)
 
 
 def history_pairs(
