@@ -68,6 +68,15 @@ chain_c() {
     -o nystrom:basis=32 -o nystrom:rows=512
   "$BIN/python" benchmarks/input_subspace.py > "$OUT/input-subspace.md"
   bench adult-logreg-peers --dataset adult --model logreg --ratios 0.1,0.5,0.9 --methods retrain,warmstart,nystrom,exact-newton,mini --seeds 3
+  bench adult-logreg-peer-subspace-64 --dataset adult --model logreg --ratios 0.1,0.5,0.9 --methods retrain,nystrom,mini --seeds 3 \
+    -o nystrom:basis=64 -o nystrom:rows=512
+  bench adult-logreg-peer-subspace-32 --dataset adult --model logreg --ratios 0.1,0.5,0.9 --methods retrain,nystrom,mini --seeds 3 \
+    -o nystrom:basis=32 -o nystrom:rows=256
+  bench mnist-logreg-peer-subspace-16 --dataset mnist --model logreg --ratios 0.1,0.5,0.9 --methods nystrom --seeds 3 \
+    -o nystrom:basis=16 -o nystrom:rows=256
+  # the grids the input-subspace peer's settings were picked from
+  "$BIN/python" benchmarks/peer_grid.py --dataset mnist --threads 1 > "$OUT/peer-grid-mnist.md"
+  "$BIN/python" benchmarks/peer_grid.py --dataset adult --threads 1 > "$OUT/peer-grid-adult.md"
   bench mnist-logreg-exact --dataset mnist --model logreg --ratios 0.1,0.5,0.9 --methods retrain,mini --seeds 3 \
     --exact-curvature-dim 8000
   "$BIN/python" benchmarks/request_passes.py --dataset mnist --seeds 0,1,2 --threads 1 > "$OUT/request-passes-mnist.md"
