@@ -27,13 +27,13 @@ model's. Usage (after the bench has trained and cached the run, or it trains it)
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from arguments import ratio_list, seed_run_parser
 from miniunlearn.experiment.bench import BenchSpec, trained_run
 from miniunlearn.ids import random_forget_ids
 from miniunlearn.training import cached_retrain
@@ -50,15 +50,9 @@ VARIANTS = (
 
 def main() -> None:
     """Parse arguments, run the recursion variants and print a markdown table."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="mnist")
-    parser.add_argument("--ratios", default="0.01,0.2,0.5")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--runs-dir", default="runs/bench")
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
+    args = seed_run_parser(__doc__, "0.01,0.2,0.5").parse_args()
     torch.set_num_threads(args.threads)
-    ratios = [float(r) for r in args.ratios.split(",")]
+    ratios = ratio_list(args.ratios)
     spec = BenchSpec(
         args.dataset,
         "logreg",

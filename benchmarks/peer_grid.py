@@ -14,11 +14,11 @@ sweeps use the settings this table picks::
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
 
+from arguments import ratio_list, seed_run_parser
 from miniunlearn.experiment.bench import BenchSpec, trained_run
 from miniunlearn.ids import random_forget_ids
 from miniunlearn.methods import UnlearnRequest, get_method
@@ -41,15 +41,9 @@ def serve(
 
 def main() -> None:
     """Run the grid for one dataset and print a Markdown table."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="mnist")
-    parser.add_argument("--ratios", default="0.1,0.5,0.9")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--runs-dir", default="runs/bench")
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
+    args = seed_run_parser(__doc__, "0.1,0.5,0.9").parse_args()
     torch.set_num_threads(args.threads)
-    ratios = [float(r) for r in args.ratios.split(",")]
+    ratios = ratio_list(args.ratios)
     spec = BenchSpec(args.dataset, "logreg", ratios, ["mini"], runs_dir=Path(args.runs_dir))
     run = trained_run(spec.config(args.seed), spec.runs_dir, progress=False)
     print(f"# The input-subspace peer's settings: {args.dataset} logistic regression, seed {args.seed}\n")
