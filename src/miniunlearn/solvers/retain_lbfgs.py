@@ -57,6 +57,7 @@ def contract(
     xtol: float = 0.0,
     stall_steps: int = STALL_STEPS,
     step_when_within: bool = False,
+    finish_with_step: bool = False,
 ) -> Solve:
     """Minimise F_ids(w) - c.w from ``w`` (value ``f`` and gradient ``g`` of that tilted
     objective given) by safeguarded L-BFGS; return the final iterate and diagnostics.
@@ -72,6 +73,9 @@ def contract(
     smallest gradient norm. With
     ``step_when_within``, a start already within tolerance still takes one quasi-Newton
     step, unevaluated (the caller measures the result anyway, e.g. by a certificate).
+    With ``finish_with_step``, a solve stopped by the gradient tolerance takes one more
+    quasi-Newton step, unevaluated (for a Newton-like step, which removes most of the error
+    left, the caller loosens the tolerance by as much).
     """
     g0_norm = float(g.norm())
     tol = max(rtol * g0_norm, atol)
@@ -137,6 +141,11 @@ def contract(
         if stalled >= stall_steps:
             w, reason = best_w, "precision"
             break
+    if finish_with_step and not unverified and grad_norms[-1] <= tol and len(step_sizes) < max_steps:
+        direction = -pairs.inverse_hessian_product(g)
+        if torch.dot(g, direction) < 0:
+            w, unverified, reason = w + direction, True, "gradient"
+            step_sizes.append(1.0)
     if grad_norms[-1] <= tol and (not unverified or reason == "gradient"):
         reason = "gradient"
     elif settled:
