@@ -50,6 +50,14 @@ def led(run_dir: Path):
 # ----------------------------------------------------------------------- ids
 
 
+@given(st.lists(st.integers(min_value=0, max_value=2**40), max_size=60), st.booleans())
+def test_normalize_ids_is_the_sorted_unique_set_whatever_the_order(ids: list[int], presort: bool) -> None:
+    arr = np.array(sorted(set(ids)) if presort else ids, dtype=np.int64)  # the fast path and the other
+    out = normalize_ids(arr)
+    assert out.dtype == np.dtype("<i8") and np.array_equal(out, np.unique(arr))
+    assert out is not arr  # a copy: the caller's array is never handed back to be changed
+
+
 def test_ids_digest_is_sha256_of_sorted_unique_le_int64() -> None:
     expected = hashlib.sha256(np.array([1, 5, 9], dtype="<i8").tobytes()).hexdigest()
     assert ids_digest([9, 1, 5, 5, 1]) == expected

@@ -36,7 +36,10 @@ def normalize_ids(ids: Iterable[int] | np.ndarray) -> np.ndarray:
         )
     if arr.dtype == np.uint64 and arr.max() > np.iinfo(np.int64).max:
         raise ForgetRequestError("sample ids must fit in a signed 64-bit integer")
-    return np.unique(arr.astype("<i8", copy=False))
+    arr = arr.astype("<i8", copy=False)
+    if np.all(arr[1:] > arr[:-1]):  # already sorted and unique (the usual case): skip the hashing
+        return arr.copy()
+    return np.unique(arr)
 
 
 def ids_digest(ids: Iterable[int] | np.ndarray) -> str:
