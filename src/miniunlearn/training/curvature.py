@@ -42,7 +42,7 @@ from ..fileio import save_tensors
 from ..objective import Objective
 from .config import CONVEX_MODELS, MINI_HISTORY_MODES
 from .history import read_metadata, stable_metadata
-from .input_subspace import InputSubspaceCurvature, unpack_core
+from .input_subspace import InputSubspaceCurvature, class_pair_grams, unpack_core
 
 CURVATURE_FILE = "history/curvature.safetensors"
 DEFAULT_RANK = 128
@@ -199,32 +199,13 @@ def softmax_regression_hessian(
     plus lam I when ``regularised``, with x_i = (x, 1) and the blocks placed in the flat layout
     [weight (K x F) row-major, bias (K)].
 
-    One weighted Gram matrix per class pair, a block of rows at a time (two classes need one:
-    every block is +-p_0 p_1 x x^T). Counted, per row, as the Gram matrices' multiply-adds over
-    a gradient's 2 d: about d / 4 per-sample evaluations, d / 8 with two classes.
+    One weighted Gram matrix per class pair (:func:`class_pair_grams`; two classes need one).
+    Counted, per row, as the Gram matrices' multiply-adds over a gradient's 2 d: about d / 4
+    per-sample evaluations, d / 8 with two classes.
     """
-    params = objective.unflatten(w.to(objective.dtype))
-    weight, bias = params["linear.weight"].to(torch.float64), params["linear.bias"].to(torch.float64)
-    classes, features = weight.shape
-    blocks = torch.zeros(classes, features + 1, classes, features + 1, dtype=torch.float64, device=w.device)
+    blocks, grams = class_pair_grams(objective, w, ids)
+    classes, features = blocks.shape[0], blocks.shape[1] - 1
     count = objective.n if ids is None else len(ids)
-    pairs = [(k, j) for k in range(classes) for j in range(k, classes)]
-    grams = 1 if classes == 2 else len(pairs)
-    for block in objective.input_blocks(ids):
-        x = block.to(torch.float64)
-        xt = torch.cat([x, torch.ones(x.shape[0], 1, dtype=torch.float64, device=x.device)], dim=1)
-        p = torch.softmax(x @ weight.T + bias, dim=1)
-        if classes == 2:
-            gram = (xt * (p[:, 0] * p[:, 1])[:, None]).T @ xt
-            for k, j in pairs:
-                blocks[k, :, j, :] += gram if k == j else -gram
-            continue
-        for k, j in pairs:
-            s = p[:, k] * (float(k == j) - p[:, j])
-            blocks[k, :, j, :] += (xt * s[:, None]).T @ xt
-    for k, j in pairs:
-        if k != j:
-            blocks[j, :, k, :] = blocks[k, :, j, :].T
     flat = torch.empty(classes, features + 1, dtype=torch.long, device=blocks.device)
     flat[:, :features] = torch.arange(classes * features, device=blocks.device).reshape(classes, features)
     flat[:, features] = classes * features + torch.arange(classes, device=blocks.device)

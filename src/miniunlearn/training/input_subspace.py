@@ -186,30 +186,51 @@ def input_basis(objective: Objective, k: int, rows: np.ndarray | None) -> torch.
     return vectors[:, -k:].flip(1).contiguous()
 
 
-def projected_hessian(
-    objective: Objective, w: torch.Tensor, basis: torch.Tensor, ids: np.ndarray | None = None
-) -> torch.Tensor:
-    """The data Hessian of a logistic regression at ``w`` over ``ids`` (None: every row),
-    projected onto I_K kron ``basis``: (1/|ids|) sum_i A_i kron z_i z_i^T, (K k, K k) float64,
-    without lam. One weighted Gram matrix of the projected inputs per pair of classes, a block
-    of rows at a time; counted as those multiply-adds (and the projection's) over a gradient's."""
+def class_pair_grams(
+    objective: Objective, w: torch.Tensor, ids: np.ndarray | None, basis: torch.Tensor | None = None
+) -> tuple[torch.Tensor, int]:
+    """The sum over ``ids`` (None: every row) of A_i kron z_i z_i^T for a logistic regression at
+    ``w``, with z_i = ``basis``^T x_i (x_i = (x, 1) itself when ``basis`` is None), as float64
+    blocks (K, m, K, m) indexed by class pair; and the Gram matrices formed per row. One weighted
+    Gram matrix per pair of classes, a block of rows at a time; two classes need one, every block
+    being +-p_0 p_1 z z^T. Counts nothing: the callers count what they form."""
     params = objective.unflatten(w.to(objective.dtype))
     weight = params["linear.weight"].to(torch.float64)
     bias = params["linear.bias"].to(torch.float64)
-    classes, k = weight.shape[0], basis.shape[1]
-    blocks = torch.zeros(classes, k, classes, k, dtype=torch.float64, device=w.device)
+    classes = weight.shape[0]
+    width = weight.shape[1] + 1 if basis is None else basis.shape[1]
+    blocks = torch.zeros(classes, width, classes, width, dtype=torch.float64, device=w.device)
     pairs = [(a, b) for a in range(classes) for b in range(a, classes)]
-    count = objective.n if ids is None else len(ids)
     for x in objective.input_blocks(ids):
-        z = augmented(x) @ basis
-        p = torch.softmax(x.to(torch.float64) @ weight.T + bias, dim=1)
+        x64 = x.to(torch.float64)
+        xt = augmented(x64)
+        z = xt if basis is None else xt @ basis
+        p = torch.softmax(x64 @ weight.T + bias, dim=1)
+        if classes == 2:
+            gram = (z * (p[:, 0] * p[:, 1])[:, None]).T @ z
+            for a, b in pairs:
+                blocks[a, :, b, :] += gram if a == b else -gram
+            continue
         for a, b in pairs:
             s = p[:, a] * (float(a == b) - p[:, b])
             blocks[a, :, b, :] += (z * s[:, None]).T @ z
     for a, b in pairs:
         if a != b:
             blocks[b, :, a, :] = blocks[a, :, b, :].T
-    per_row = len(pairs) * k * k + (weight.shape[1] + 1) * k  # the Gram matrices and the projection
+    return blocks, 1 if classes == 2 else len(pairs)
+
+
+def projected_hessian(
+    objective: Objective, w: torch.Tensor, basis: torch.Tensor, ids: np.ndarray | None = None
+) -> torch.Tensor:
+    """The data Hessian of a logistic regression at ``w`` over ``ids`` (None: every row),
+    projected onto I_K kron ``basis``: (1/|ids|) sum_i A_i kron z_i z_i^T, (K k, K k) float64,
+    without lam (:func:`class_pair_grams`); counted as the Gram matrices' multiply-adds and the
+    projection's over a gradient's."""
+    blocks, grams = class_pair_grams(objective, w, ids, basis)
+    classes, k = blocks.shape[0], basis.shape[1]
+    count = objective.n if ids is None else len(ids)
+    per_row = grams * k * k + basis.shape[0] * k  # the Gram matrices and the projection
     objective.count(count * math.ceil(per_row / (2 * objective.dim)))
     core = blocks.reshape(classes * k, classes * k) / count
     return 0.5 * (core + core.T)
