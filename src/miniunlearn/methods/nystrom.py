@@ -76,7 +76,8 @@ class NystromUnlearning(UnlearningMethod):
     steps from 19-21 to 12). Measured with c read from the stored final gradient (3 seeds,
     docs/results.md): MNIST 14.4 / 16.4 / 33.8 passes at 10 / 50 / 90 % (mini 4.1 / 5.0 /
     6.0; with ``basis=64 rows=2048`` 9.8 / 12.1 / 32.3, with ``basis=32 rows=512`` 11.9 /
-    12.1 / 16.6), Adult 12.1 / 15.1 / 47.6 (mini 2.1 / 4.0 / 5.0), landing where mini lands. On small
+    12.1 / 16.6), Adult 12.1 / 15.1 / 47.6 (mini 2.1 / 3.0 / 4.0; with ``basis=64 rows=512`` 8.6
+    / 9.2 / 18.3, with ``basis=32 rows=256`` 10.1 / 10.5 / 13.3), landing where mini lands. On small
     data the sketch's fixed cost dominates: digits (1,437 samples) takes about 100-190
     passes with the defaults, 17-24 with ``rank=32 rows=64 iters=1``.
     """
