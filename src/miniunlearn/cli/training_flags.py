@@ -101,6 +101,13 @@ TRAINING_FLAGS: tuple[TrainingFlag, ...] = (
         "heavy-ball momentum of training's steps, networks only (default from the preset; 0 = plain SGD)",
         type=float,
     ),
+    TrainingFlag(
+        "--retrain-batches",
+        "how retraining without some samples forms its mini-batches: keep (default: each original "
+        "batch loses its forgotten ids, DeltaGrad's reference) or refill (the recipe run afresh on the "
+        "retain set in batches of its size, as a practitioner retrains)",
+        choices=_config_choices("RETRAIN_BATCHES"),
+    ),
     TrainingFlag("--checkpoints", "k: the minimal history keeps k+1 checkpoints (default 10)", type=int),
     TrainingFlag(
         "--curvature-rank",

@@ -16,6 +16,8 @@ HISTORY_MODES = ("none", "mini", "full", "both")
 MINI_HISTORY_MODES = ("mini", "both")  # the modes that keep the minimal history
 CONVEX_MODELS = ("logreg",)  # models whose training objective is convex
 LR_SCHEDULES = ("constant", "step", "cosine")
+RETRAIN_BATCHES = ("keep", "refill")
+"""How retraining without some samples forms its mini-batches (``TrainConfig.retrain_batches``)."""
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 SEED_MAX = 2**32 - 1
 """The largest seed: training seeds also seed scikit-learn's draws (``random_state``), which
@@ -66,6 +68,13 @@ class TrainConfig:
     ``momentum``: heavy-ball momentum of the training steps (v <- momentum v + g, w <- w - lr v;
     0 = plain gradient steps); networks only, since DeltaGrad and the convex modes replay
     plain steps.
+    ``retrain_batches``: how retraining without some samples forms its mini-batches. ``keep``
+    (default): each of the original batches loses its forgotten ids and keeps its place, the
+    reference DeltaGrad replays (a batch shrinks with the share forgotten: at 90 %, a batch of
+    64 keeps about 6 rows). ``refill``: the recipe run afresh on the retain set, in batches of
+    the recipe's size drawn with the same seed, for the same epochs and schedule, as a
+    practitioner retrains. Both never see a forgotten sample and both give the original model
+    back when nothing is forgotten; they differ only for mini-batch runs.
     ``certify``: (epsilon, delta, noise) trains for certified removal (Guo et al. 2020): the
     loss is perturbed by b.w with b ~ N(0, noise^2 I) drawn from the seed, training ends at
     the perturbed optimum, and every served model's gradient residual is held to the budget
@@ -83,6 +92,7 @@ class TrainConfig:
     lr: float = 0.1
     lr_schedule: str = "constant"
     momentum: float = 0.0
+    retrain_batches: str = "keep"
     lam: float = 1e-3
     seed: int = 0
     dtype: str = "float32"
@@ -115,6 +125,11 @@ class TrainConfig:
             raise ConfigError(
                 f"momentum is for networks: DeltaGrad and mini's convex modes replay plain gradient steps "
                 f"of a {self.model!r}; train it with --momentum 0"
+            )
+        if self.retrain_batches not in RETRAIN_BATCHES:
+            raise ConfigError(
+                f"unknown retraining batches {self.retrain_batches!r} (--retrain-batches); choose one of "
+                f"{RETRAIN_BATCHES}"
             )
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(f"unknown lr schedule {self.lr_schedule!r}; choose one of {LR_SCHEDULES}")
@@ -218,6 +233,8 @@ class TrainConfig:
             out["subset_ids"] = list(self.subset_ids)
         if not self.momentum:  # left out, so every earlier run's config (and its key) is unchanged
             del out["momentum"]
+        if self.retrain_batches == "keep":  # left out, so every earlier run's key is unchanged
+            del out["retrain_batches"]
         if self.model not in CONVEX_MODELS:  # never recorded for a network: its key is unchanged
             del out["curvature_basis"]
         if self.certify is None:  # left out, so every earlier run's config (and its key) is unchanged

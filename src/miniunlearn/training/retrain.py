@@ -40,7 +40,7 @@ from ..objective import Objective
 from .certified import polish, removal_budget
 from .history import read_metadata
 from .rundir import MANIFEST, Run, load_params, save_params
-from .schedule import make_plan
+from .schedule import make_plan, refilled_plan
 from .trainer import train_loop
 
 RETRAIN_DIR = "retrain"
@@ -60,7 +60,9 @@ def retrain(
     """Retrain ``run`` without ``forget_ids``: same init, seed, batch order, schedule and momentum.
 
     Each original batch loses its forgotten ids and keeps its order; a batch left empty
-    is skipped; a certified-removal run then polishes to the perturbed retain optimum
+    is skipped. A run whose config says ``retrain_batches="refill"`` instead runs its recipe
+    afresh on the retain set, in batches of the recipe's size (:func:`.schedule.refilled_plan`).
+    A certified-removal run then polishes to the perturbed retain optimum
     (:mod:`.certified`). With ``batch_order_seed`` the batches are those the same recipe
     draws with that seed instead (everything else unchanged): another draw of SGD's noise.
     Returns the final flat parameters.
@@ -70,9 +72,13 @@ def retrain(
     mask[ids] = True
     budget = removal_budget(run.config)
     retained = np.flatnonzero(~mask)
-    plan = run.plan
+    config = run.config
     if batch_order_seed is not None:
-        plan = make_plan(dataclasses.replace(run.config, seed=int(batch_order_seed)), run.n_train)
+        config = dataclasses.replace(config, seed=int(batch_order_seed))
+    if config.retrain_batches == "refill":
+        plan = refilled_plan(config, retained)
+    else:
+        plan = run.plan if batch_order_seed is None else make_plan(config, run.n_train)
     return train_loop(
         run.objective,
         run.initial_params(),

@@ -8,6 +8,7 @@ permutation per epoch, cut into consecutive batches (the last may be shorter).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -93,6 +94,17 @@ def make_plan(config: TrainConfig, n: int) -> StepPlan:
     total = config.epochs * steps_per_epoch
     lrs = np.array([learning_rate(config, t, total) for t in range(total)], dtype=np.float64)
     return StepPlan(n, steps_per_epoch, batch_size, lrs, order, states)
+
+
+def refilled_plan(config: TrainConfig, retained: np.ndarray) -> StepPlan:
+    """The plan of ``config`` run afresh on the ``retained`` ids (sorted, unique): the batches
+    the recipe draws with its seed over that many samples, mapped to those ids, and the rates
+    of that many steps (``retrain_batches="refill"``). With every id retained it is the
+    original plan; a full-batch recipe keeps its one batch of the retain set."""
+    plan = make_plan(config, int(retained.size))
+    if plan.order is None:  # one batch: the caller's forget mask leaves the retain set
+        return plan
+    return dataclasses.replace(plan, order=retained[plan.order])
 
 
 def without_ids(batch: np.ndarray | None, forget_mask: np.ndarray) -> np.ndarray | None:
