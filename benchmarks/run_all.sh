@@ -36,9 +36,10 @@ chain_a() {
   "$BIN/python" benchmarks/rewind_variants.py --ratios 0.1,0.3,0.5 --seeds 3 --threads 1 > "$OUT/rewind-variants.md"
 }
 chain_b() {
-  # HIGGS scale: 10.5 million training rows generated on first use (about 35 minutes on one core)
-  bench synthetic-higgs --dataset synthetic-higgs --model logreg --ratios 0.1,0.5 \
-    --methods retrain,warmstart,mini --seeds 1
+  # HIGGS scale: 10.5 million training rows generated on first use (about 35 minutes on one core);
+  # one cell at a time (--jobs 1, the later flag wins): a cell holds about 5 GiB
+  bench synthetic-higgs --dataset synthetic-higgs --model logreg --ratios 0.1,0.5,0.9 \
+    --methods retrain,warmstart,nystrom,exact-newton,mini --seeds 1 --jobs 1
   bench adult-logreg-peer --dataset adult --model logreg --ratios 0.1,0.5,0.9 \
     --methods retrain,warmstart,deltagrad,mini,newton --seeds 3 "${YY[@]}"
   "$BIN/python" benchmarks/frontier.py --dataset adult --threads 1 --out "$OUT/frontier-adult"
@@ -124,6 +125,13 @@ chain_c() {
     --methods retrain,none,retrain-fast,mini --attacks population,ulira --runs-dir runs/leaky
   bench fashion-cnn-leaky-momentum --dataset fashion-mnist --model cnn --preset leaky-momentum --ratios 0.1,0.5,0.9 \
     --seeds 3 --methods retrain,none,retrain-fast,mini --attacks population,ulira --runs-dir runs/leaky
+  # the same against retraining in full batches of the retain set (kept batches collapse at 90 %)
+  bench fashion-cnn-leaky-momentum-refill --dataset fashion-mnist --model cnn --preset leaky-momentum \
+    --retrain-batches refill --ratios 0.1,0.5,0.9 --seeds 3 --methods retrain,none,retrain-fast,mini \
+    --attacks population,ulira --runs-dir runs/leaky
+  bench fashion-cnn-leaky-momentum-refill-50 --dataset fashion-mnist --model cnn --preset leaky-momentum \
+    --retrain-batches refill --ratios 0.1,0.5,0.9 --seeds 3 --methods retrain,mini -o mini:replay_fraction=0.5 \
+    --runs-dir runs/leaky
   bench fashion-cnn-leaky-tuned --dataset fashion-mnist --model cnn --preset leaky --ratios 0.1,0.5,0.9 --seeds 1 \
     --methods retrain,none,finetune,neggrad,rl,salun,scrub,l1sparse,mini --tune-baselines --runs-dir runs/leaky
   # the replay's rate and budget across models
