@@ -79,10 +79,16 @@ def test_grad_evals_count_the_work_done(mlp_run, request_, defaults) -> None:
     assert n_forget == 144
     assert get_method("rl", steps=5, batch_size=64).unlearn(request_).record.grad_evals == 5 * 64 + 144 + 128
     assert get_method("l1sparse", steps=5, batch_size=64).unlearn(request_).record.grad_evals == 5 * 64
-    # scrub: 10 min-steps in 5 epochs; epochs 1 and 2 start with a pass over the forget ids
-    mini = get_method("scrub", steps=10, batch_size=64, epochs=5, msteps=2).unlearn(request_).record
-    assert mini.diagnostics["max_steps"] == 6
-    assert mini.grad_evals == 10 * 64 + 2 * n_forget
+    # scrub: 20 min-steps in 5 epochs; epochs 1 and 2 start with a pass over the forget ids
+    # (3 batches: 64, 64, 16)
+    mini = get_method("scrub", steps=20, batch_size=64, epochs=5, msteps=2).unlearn(request_).record
+    assert mini.diagnostics["max_steps"] == 6 and mini.diagnostics["forget_pass_steps"] == 3
+    assert mini.grad_evals == 20 * 64 + 2 * n_forget
+    # 10 min-steps in 5 epochs: each ascent is cut to its epoch's 2 min-steps, never outweighing them
+    # (the batches run on: 64, 64, then 16, 64)
+    cut = get_method("scrub", steps=10, batch_size=64, epochs=5, msteps=2).unlearn(request_).record
+    assert cut.diagnostics["max_steps"] == 4
+    assert cut.grad_evals == 10 * 64 + 64 + 64 + 16 + 64
     # a budget smaller than the epochs caps both
     tiny = get_method("scrub", steps=2).unlearn(request_).record
     assert (tiny.diagnostics["epochs"], tiny.diagnostics["msteps"]) == (2, 2)
