@@ -128,6 +128,9 @@ chain_c() {
     --methods retrain,none,retrain-fast,mini --attacks population,ulira --runs-dir runs/leaky
   bench fashion-cnn-leaky-momentum --dataset fashion-mnist --model cnn --preset leaky-momentum --ratios 0.1,0.5,0.9 \
     --seeds 3 --methods retrain,none,retrain-fast,mini --attacks population,ulira --runs-dir runs/leaky
+  bench fashion-cnn-leaky-refill --dataset fashion-mnist --model cnn --preset leaky --retrain-batches refill \
+    --ratios 0.1,0.5,0.9 --seeds 3 --methods retrain,none,retrain-fast,mini --attacks population,ulira \
+    --runs-dir runs/leaky
   # the same against retraining in full batches of the retain set (kept batches collapse at 90 %)
   bench fashion-cnn-leaky-momentum-refill --dataset fashion-mnist --model cnn --preset leaky-momentum \
     --retrain-batches refill --ratios 0.1,0.5,0.9 --seeds 3 --methods retrain,none,retrain-fast,mini \
