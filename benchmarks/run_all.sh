@@ -140,6 +140,8 @@ chain_c() {
     --runs-dir runs/leaky
   bench fashion-cnn-leaky-tuned --dataset fashion-mnist --model cnn --preset leaky --ratios 0.1,0.5,0.9 --seeds 1 \
     --methods retrain,none,finetune,neggrad,rl,salun,scrub,l1sparse,mini --tune-baselines --runs-dir runs/leaky
+  bench fashion-cnn-leaky-tuned-scrub --dataset fashion-mnist --model cnn --preset leaky --ratios 0.1,0.5,0.9 --seeds 1 \
+    --methods retrain,none,scrub --tune-baselines --runs-dir runs/leaky
   # the replay's rate and budget across models
   "$BIN/python" benchmarks/rewind_variants.py --ratios 0.1,0.5,0.9 --seeds 3 --threads 1 \
     --variants default,rate-1,rate-0.5 > "$OUT/rewind-rates-mlp.md"
