@@ -130,9 +130,9 @@ class Scrub(UnlearningMethod):
             min_steps = steps * (epoch + 1) // epochs - steps * epoch // epochs
             if epoch < msteps:
                 # the authors pair a pass over the forget set with a longer one over the retain set;
-                # where the forget set is the larger (past half the data) the ascent is cut to the
-                # epoch's min-steps, so it never outweighs the descent (uncut, it collapsed every
-                # model at 90 %: docs/method.md)
+                # where the forget pass is the longer (a large forget set, a small step budget) the
+                # ascent is cut to the epoch's min-steps, so it never outweighs the descent (uncut,
+                # it collapsed the momentum MLP and the CNN at 90 %: docs/method.md)
                 for _ in range(min(pass_steps, max(min_steps, 1))):
                     batch = next(forget_batches)
                     grad = mean_grad(away, w, batch)
