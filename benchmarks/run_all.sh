@@ -121,6 +121,8 @@ chain_c() {
     --seeds 3 --methods retrain,none,finetune,neggrad,rl,salun,scrub,l1sparse,mini --attacks population,ulira \
     --tune-baselines --runs-dir runs/leaky
   # SCRUB's rows again after its ascent was cut to each epoch's min-steps (they collapsed at 90 %)
+  bench mnist-mlp-leaky-tuned-scrub --dataset mnist --model mlp --preset leaky --ratios 0.1,0.5,0.9 \
+    --seeds 3 --methods retrain,none,scrub --attacks population,ulira --tune-baselines --runs-dir runs/leaky
   bench mnist-mlp-leaky-momentum-tuned-scrub --dataset mnist --model mlp --preset leaky-momentum --ratios 0.1,0.5,0.9 \
     --seeds 3 --methods retrain,none,scrub --attacks population,ulira --tune-baselines --runs-dir runs/leaky
   # the CNN on both recipes, 10 to 90 %, both attacks
