@@ -31,9 +31,8 @@ from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from miniunlearn.errors import ConfigError
-from miniunlearn.experiment.bench import BenchSpec, trained_run
+from miniunlearn.experiment.bench import BenchSpec, cell_forget_ids, trained_run
 from miniunlearn.experiment.optimum import retain_optimum
-from miniunlearn.ids import random_forget_ids
 from miniunlearn.methods import UnlearnRequest, get_method
 from miniunlearn.training import cached_retrain, make_plan
 from miniunlearn.training.trainer import train_loop
@@ -128,7 +127,7 @@ def main() -> None:
     bar = tqdm(total=len(ratios) * (len(variants) + references), desc="frontier")
     for r_index, ratio in enumerate(ratios):
         # the same forget sets as `miniunlearn bench` draws for this seed and ratio position
-        forget = random_forget_ids(run.n_train, ratio, seed=1000 * args.seed + r_index)
+        forget = cell_forget_ids(run.n_train, ratio, args.seed, r_index)
         retain_size = run.n_train - forget.size
         retrained = cached_retrain(run, forget)
         optimum = retain_optimum(run, forget)

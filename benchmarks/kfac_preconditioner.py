@@ -20,8 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import request_passes as rp  # noqa: E402
-from miniunlearn.experiment.bench import BenchSpec, trained_run  # noqa: E402
-from miniunlearn.ids import random_forget_ids  # noqa: E402
+from miniunlearn.experiment.bench import BenchSpec, cell_forget_ids, trained_run  # noqa: E402
 from miniunlearn.solvers.lbfgs import SecantPairs  # noqa: E402
 from miniunlearn.training import cached_retrain  # noqa: E402
 from miniunlearn.training.config import SKETCH_OVERRIDES  # noqa: E402
@@ -87,7 +86,7 @@ for seed in seeds:
         "kfac weighted": Kfac(obj, wT, rows, obj.lam, weighted=True),
     }
     for r, ratio in enumerate(spec.ratios):
-        forget = random_forget_ids(run.n_train, ratio, seed=1000 * seed + r)
+        forget = cell_forget_ids(run.n_train, ratio, seed, r)
         target = cached_retrain(run, forget)
         p = rp.problem_for(run, forget)
         nr = p.retain.size

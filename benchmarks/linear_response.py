@@ -34,8 +34,7 @@ import numpy as np
 import torch
 
 from arguments import ratio_list, seed_run_parser
-from miniunlearn.experiment.bench import BenchSpec, trained_run
-from miniunlearn.ids import random_forget_ids
+from miniunlearn.experiment.bench import BenchSpec, cell_forget_ids, trained_run
 from miniunlearn.training import cached_retrain
 
 VARIANTS = (
@@ -81,7 +80,7 @@ def main() -> None:
     print("|---|---|---|---:|---:|---:|")
     for r_index, ratio in enumerate(ratios):
         # the bench's forget set of this seed and ratio, so the retrained model is cached
-        forget = random_forget_ids(n, ratio, seed=1000 * args.seed + r_index)
+        forget = cell_forget_ids(n, ratio, args.seed, r_index)
         mask = np.zeros(n, dtype=bool)
         mask[forget] = True
         target = cached_retrain(run, forget)

@@ -19,8 +19,7 @@ from pathlib import Path
 import torch
 
 from arguments import ratio_list, seed_run_parser
-from miniunlearn.experiment.bench import BenchSpec, trained_run
-from miniunlearn.ids import random_forget_ids
+from miniunlearn.experiment.bench import BenchSpec, cell_forget_ids, trained_run
 from miniunlearn.methods import UnlearnRequest, get_method
 from miniunlearn.training import cached_retrain
 
@@ -50,7 +49,7 @@ def main() -> None:
     print("| ratio | method | directions per class | retain rows | passes | distance to retraining |")
     print("|---|---|---:|---:|---:|---:|")
     for index, ratio in enumerate(ratios):
-        forget = random_forget_ids(run.n_train, ratio, seed=1000 * args.seed + index)  # the bench's sets
+        forget = cell_forget_ids(run.n_train, ratio, args.seed, index)
         retrained = cached_retrain(run, forget).double()
         request = UnlearnRequest(run, forget)
         mini_passes, mini_distance = serve(request, retrained, "mini")

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import torch
 
-from miniunlearn.experiment.bench import BenchSpec, trained_run
-from miniunlearn.ids import random_forget_ids
+from miniunlearn.experiment.bench import BenchSpec, cell_forget_ids, trained_run
 from miniunlearn.methods import UnlearnRequest
 from miniunlearn.methods.mini.options import MiniOptions
 from miniunlearn.methods.mini.rewind import batch_sharpness, rewind_point, stable_peak
@@ -52,7 +51,7 @@ def main() -> None:
         run = trained_run(spec.config(0), spec.runs_dir, progress=False)
         config = run.config
         for index, ratio in enumerate(ratios):
-            forget = random_forget_ids(run.n_train, ratio, seed=index)  # as bench draws them for these ratios
+            forget = cell_forget_ids(run.n_train, ratio, 0, index)
             request = UnlearnRequest(run, forget)
             w = rewind_point(request, run.mini_history(), options.rewind_fraction, correct=False)[1]
             batch = (

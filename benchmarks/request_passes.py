@@ -41,8 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from miniunlearn.experiment.bench import BenchSpec, trained_run
-from miniunlearn.ids import random_forget_ids
+from miniunlearn.experiment.bench import BenchSpec, cell_forget_ids, trained_run
 from miniunlearn.methods import UnlearnRequest, get_method
 from miniunlearn.methods.mini.identity import retain_at_checkpoints
 from miniunlearn.objective import Objective
@@ -303,7 +302,7 @@ def main() -> None:
             sketches[label] = sketch
             recording.setdefault(label, []).append(evals / run.n_train)
         for r_index, ratio in enumerate(ratios):
-            forget = random_forget_ids(run.n_train, ratio, seed=1000 * seed + r_index)
+            forget = cell_forget_ids(run.n_train, ratio, seed, r_index)
             retrained = cached_retrain(run, forget)
             reference = accuracy(retrained)
             retain_size = run.n_train - forget.size

@@ -29,8 +29,7 @@ import numpy as np
 import torch
 
 from miniunlearn.experiment.assess import assess, reference
-from miniunlearn.experiment.bench import BenchSpec, trained_run
-from miniunlearn.ids import random_forget_ids
+from miniunlearn.experiment.bench import BenchSpec, cell_forget_ids, trained_run
 from miniunlearn.methods import UnlearnRequest, get_method
 from miniunlearn.training import retrain
 
@@ -111,7 +110,7 @@ def main() -> None:
     for seed in range(args.seeds):
         run = trained_run(spec.config(seed), spec.runs_dir, progress=False)
         for index, ratio in enumerate(ratios):
-            forget = random_forget_ids(run.n_train, ratio, seed=1000 * seed + index)  # the bench's sets
+            forget = cell_forget_ids(run.n_train, ratio, seed, index)
             started = time.perf_counter()
             ref = reference(run, retrain(run, forget), forget)
             retrain_s = time.perf_counter() - started

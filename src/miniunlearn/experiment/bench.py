@@ -369,9 +369,16 @@ def _train_seed(spec: BenchSpec, seed: int, progress: bool) -> Path:
     return trained_run(spec.config(seed), spec.runs_dir, progress=progress, device=spec.device).path
 
 
+def cell_forget_ids(n_train: int, ratio: float, seed: int, r_index: int) -> np.ndarray:
+    """The forget set of a sweep's (seed, ratio) cell: ``ratio`` of ``n_train`` ids drawn with
+    seed 1000 * ``seed`` + ``r_index`` (the ratio's place in the sweep's list), so that a
+    benchmark studying a bench cell forgets the same ids."""
+    return random_forget_ids(n_train, ratio, seed=1000 * seed + r_index)
+
+
 def _forget_ids(spec: BenchSpec, run: Run, seed: int, r_index: int) -> np.ndarray:
     """The forget set of a (seed, ratio) cell."""
-    return random_forget_ids(run.n_train, spec.ratios[r_index], seed=1000 * seed + r_index)
+    return cell_forget_ids(run.n_train, spec.ratios[r_index], seed, r_index)
 
 
 def _bench_cell(

@@ -133,7 +133,7 @@ class Scrub(UnlearningMethod):
                 # where the forget pass is the longer (a large forget set, a small step budget) the
                 # ascent is cut to the epoch's min-steps, so it never outweighs the descent (uncut,
                 # it collapsed the momentum MLP and the CNN at 90 %: docs/method.md)
-                for _ in range(min(pass_steps, max(min_steps, 1))):
+                for _ in range(min(pass_steps, min_steps)):  # epochs <= steps: min_steps >= 1
                     batch = next(forget_batches)
                     grad = mean_grad(away, w, batch)
                     w = adam.step(w, grad, rate) if adam is not None else w - lr * grad
