@@ -14,6 +14,7 @@ import torch
 from miniunlearn.deletion import current_version, forget, load_version_params
 from miniunlearn.deletion.retain_state import load_retain_state
 from miniunlearn.errors import ConfigError
+from miniunlearn.experiment.optimum import retain_optimum
 from miniunlearn.experiment.stream import StreamSpec, float32_resolution, run_stream, stream_ids, stream_table
 from miniunlearn.methods import UnlearnRequest, get_method
 from miniunlearn.training import open_run, retrain
@@ -66,6 +67,19 @@ def test_a_stream_ends_where_the_union_does(convex_run, tmp_path: Path) -> None:
     # each request: the solver's passes plus the certificate's one, none when its last measured
     # step is the certificate (a small request's quasi-Newton steps)
     assert all(r["passes_with_certificate"] - r["passes"] in (0.0, 1.0) for r in records)
+    # the passes' histogram counts every request once, by its passes rounded
+    counts = summary["passes_counts"]
+    assert sum(counts.values()) == 8
+    assert counts == {
+        str(k): sum(round(r["passes_with_certificate"]) == k for r in records) for k in map(int, counts)
+    }
+    # a small request's trace: |g_R - c| at the start and after each measured step; it ends
+    # below the tolerance, or the safeguarded solve took over with steps of its own
+    small = [r for r in records if r["step_tol"] is not None]
+    assert small and all(
+        r["step_grad_norms"][-1] <= r["step_tol"] or r["steps"] > len(r["step_grad_norms"]) - 1 for r in small
+    )
+    assert all(r["steps"] >= len(r["step_grad_norms"]) - 1 >= 1 for r in small)
     every = np.sort(np.concatenate(stream_ids(convex_run.n_train, StreamSpec(8, request_size=2))))
     original = float((convex_run.load_model_params() - retrain(convex_run, every)).norm())
     # measured: 1.2e-6 after the stream, 3.2e-6 for the union at once, the original model 0.047
@@ -83,3 +97,23 @@ def test_float32_resolution_is_half_a_spacing_per_parameter() -> None:
     w = torch.tensor([1.0, -1.0, 2.0, 0.0], dtype=torch.float64)
     expected = np.sqrt(2 * 2.0**-48 + 2.0**-46 + (np.spacing(np.float32(0)) / 2) ** 2)
     assert float32_resolution(w) == pytest.approx(expected, rel=1e-12)
+
+
+def test_a_stream_reports_distances_to_the_exact_fixed_point(exact_run, tmp_path: Path) -> None:
+    spec = StreamSpec(4, request_size=2)
+    _, summary = run_stream(exact_run, spec, workdir=tmp_path, progress=False)
+    every = np.sort(np.concatenate(stream_ids(exact_run.n_train, spec)))
+    point = retain_optimum(exact_run, every, match_residual=True)
+    retrained = retrain(exact_run, every)
+    assert summary["retrain_dist_to_fixed_point"] == pytest.approx(float((retrained.double() - point).norm()))
+    # the stream aims at the residual-matched point, not at the retain optimum
+    apart = float((retain_optimum(exact_run, every) - point).norm())
+    # measured: 2.6e-6 (stream) and 7.9e-7 (union) from it, against 0.0030 between the two points
+    assert max(summary["final_dist_to_fixed_point"], summary["union_dist_to_fixed_point"]) < 0.05 * apart
+    assert "distance to the float64 fixed point" in stream_table(summary)
+
+
+def test_a_network_stream_reports_no_fixed_point(mlp_run) -> None:
+    from miniunlearn.experiment.stream import fixed_point_distances
+
+    assert fixed_point_distances(mlp_run, np.array([1, 2]), {"final": torch.zeros(3)}) == {}

@@ -9,6 +9,11 @@ RUN_DIR/optimum/<sha256 of the sorted ids>.safetensors. Each entry records its b
 set, the tolerance and the solver; an entry whose binding differs (copied from another
 run, renamed from another forget set, solved to another tolerance) is solved again and
 replaced, never used.
+
+With ``match_residual`` the same solve finds the *residual-matched fixed point* instead:
+the point where the retain gradient equals training's last full-data gradient g_D(w_T)
+(what `mini`'s residual matching solves for; the optimum itself when training converged).
+Its entries carry ``target = residual-matched`` in their binding.
 """
 
 from __future__ import annotations
@@ -30,9 +35,13 @@ SOLVER = {"solver": "retain-lbfgs", "memory": 20, "max_steps": 1000, "armijo": 1
 """The settings of the solve (recorded in each cache entry's binding)."""
 
 
-def retain_optimum(run: Run, forget_ids: np.ndarray, *, rtol: float = 1e-9) -> torch.Tensor | None:
+def retain_optimum(
+    run: Run, forget_ids: np.ndarray, *, rtol: float = 1e-9, match_residual: bool = False
+) -> torch.Tensor | None:
     """Return the float64 minimiser of the retain objective after removing ``forget_ids``
     (cached per forget set), or None for a non-convex model, whose optimum is not unique.
+    With ``match_residual``, the float64 point where the retain gradient equals the run's
+    stored g_D(w_T) instead (the minimiser of F_R(w) - g_D(w_T).w; needs the minimal history).
 
     Solved from the trained model by L-BFGS preconditioned with the run's curvature
     sketch when it has one, to a gradient norm of ``rtol`` times the start's.
@@ -40,6 +49,7 @@ def retain_optimum(run: Run, forget_ids: np.ndarray, *, rtol: float = 1e-9) -> t
     if run.config.model not in CONVEX_MODELS:
         return None
     ids = np.asarray(forget_ids, dtype=np.int64)
+    residual = run.mini_history().grads[0].to(torch.float64) if match_residual else None
 
     def compute() -> torch.Tensor:
         config = dataclasses.replace(run.config, dtype="float64")
@@ -49,15 +59,15 @@ def retain_optimum(run: Run, forget_ids: np.ndarray, *, rtol: float = 1e-9) -> t
         sketch = run.curvature_sketch()
         h0 = sketch.inverse_hessian_product if sketch is not None else None
         f, g = objective.value_and_grad(w, retain)
-        zero = torch.zeros_like(w)
+        target = residual.to(w) if residual is not None else torch.zeros_like(w)
         solve = contract(
             objective,
             retain,
             w,
-            f,
-            g,
+            f - torch.dot(target, w),
+            g - target,
             SecantPairs(SOLVER["memory"], h0=h0),
-            zero,
+            target,
             max_steps=SOLVER["max_steps"],
             rtol=rtol,
             atol=0.0,
@@ -67,9 +77,17 @@ def retain_optimum(run: Run, forget_ids: np.ndarray, *, rtol: float = 1e-9) -> t
         return solve.w
 
     history_sha256 = ",".join(sorted(str(f["sha256"]) for f in run.files("history-mini")))
-    binding = cache_binding(
-        run, "optimum", {**SOLVER, "rtol": rtol, "dtype": "float64", "history_sha256": history_sha256}, ids
-    )
-    path = run.subdir(OPTIMUM_DIR, create=True) / f"{ids_digest(ids)}.safetensors"
+    depends: dict[str, object] = {
+        **SOLVER,
+        "rtol": rtol,
+        "dtype": "float64",
+        "history_sha256": history_sha256,
+    }
+    name = ids_digest(ids)
+    if match_residual:  # a key of its own, so the optimum's entries keep theirs
+        depends["target"] = "residual-matched"
+        name = f"{name}-residual"
+    binding = cache_binding(run, "optimum", depends, ids)
+    path = run.subdir(OPTIMUM_DIR, create=True) / f"{name}.safetensors"
     value, _ = cached_bound_tensor(path, binding, compute, name="optimum", device=run.objective.device)
     return value

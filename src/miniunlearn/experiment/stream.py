@@ -28,6 +28,7 @@ from ..ids import retained_ids
 from ..methods import UnlearnRequest, get_method
 from ..progress import progress_bar
 from ..training import Run, open_run, retrain
+from .optimum import retain_optimum
 
 MAX_STREAM = 100_000
 """The most requests one stream serves (--stream)."""
@@ -123,6 +124,7 @@ def _serve(
         forgotten += ids.size
         n_retain = n_train - forgotten
         record = outcome.record or {}
+        diagnostics = record.get("diagnostics") or {}
         certificate = outcome.certificate
         method_passes = record.get("grad_evals", 0) / n_retain
         certificate_passes = certificate["passes"] if certificate else 0.0
@@ -141,6 +143,11 @@ def _serve(
                 if certificate
                 else None,
                 "removal_budget": (certificate.get("removal") or {}).get("budget") if certificate else None,
+                # where the passes went: a small request's |g_R - c| at its start and after each
+                # measured step, and the tolerance it stopped at (None on other paths)
+                "steps": diagnostics.get("steps"),
+                "step_grad_norms": diagnostics.get("newton_grad_norms", diagnostics.get("grad_norms")),
+                "step_tol": diagnostics.get("newton_tol"),
             }
         )
         bar.update()
@@ -179,6 +186,12 @@ def _summarise(
         "latency_p95_s": float(np.percentile(latencies, 95)),
         "passes_median": float(np.median(passes)),
         "passes_p95": float(np.percentile(passes, 95)),
+        # requests by passes, each rounded to the nearest whole pass (a request also reads its
+        # removed rows: a few hundred-thousandths of a pass)
+        "passes_counts": {
+            str(k): int(v)
+            for k, v in zip(*np.unique(np.rint(passes).astype(int), return_counts=True), strict=True)
+        },
         "total_s": float(latencies.sum()),
         "retrain_once_s": retrain_s,
         "retrain_each_s_estimate": retrain_s * len(records),
@@ -199,7 +212,27 @@ def _summarise(
     if no_certificate_reason(original) is None:
         retain = retained_ids(original.n_train, every)
         summary["final_certified_distance"] = certify(original, final, retain).distance_bound
+    summary.update(
+        fixed_point_distances(original, every, {"final": final, "union": union, "retrain": retrained})
+    )
     return summary
+
+
+def fixed_point_distances(
+    original: Run, every: np.ndarray, models: dict[str, torch.Tensor]
+) -> dict[str, float]:
+    """Each model's distance to the float64 point the unlearning aims at, the residual-matched
+    fixed point of the retain set (the retain optimum when training converged; convex runs only,
+    else no entries): ``<name>_dist_to_fixed_point``. Distances to retraining mix in how far
+    retraining itself stopped from that point; these do not, so they say which of two models a
+    few float32 spacings from retraining is the nearer to the exact answer."""
+    target = retain_optimum(original, every, match_residual=True)
+    if target is None:
+        return {}
+    return {
+        f"{name}_dist_to_fixed_point": float((w.double() - target.double()).norm())
+        for name, w in models.items()
+    }
 
 
 def float32_resolution(w: torch.Tensor) -> float:
@@ -220,6 +253,10 @@ def stream_table(summary: dict[str, Any]) -> str:
             "passes median / p95 (certificate included)",
             f"{summary['passes_median']:.3g} / {summary['passes_p95']:.3g}",
         ),
+        (
+            "requests by passes (rounded)",
+            ", ".join(f"{count} x {k}" for k, count in summary["passes_counts"].items()),
+        ),
         ("total time (s)", f"{summary['total_s']:.3g}"),
         ("one retraining at the end (s)", f"{summary['retrain_once_s']:.3g}"),
         ("a retraining per request (s, N x the one measured)", f"{summary['retrain_each_s_estimate']:.3g}"),
@@ -231,6 +268,15 @@ def stream_table(summary: dict[str, Any]) -> str:
         ("final model: distance to the union served at once", f"{summary['final_dist_to_union']:.3g}"),
         ("float32 resolution of the parameters", f"{summary['float32_resolution']:.3g}"),
     ]
+    if "final_dist_to_fixed_point" in summary:
+        rows.append(
+            (
+                "distance to the float64 fixed point: final / union / retraining",
+                " / ".join(
+                    f"{summary[f'{name}_dist_to_fixed_point']:.3g}" for name in ("final", "union", "retrain")
+                ),
+            )
+        )
     if summary.get("certified_distance_max") is not None:
         rows.append(
             (
