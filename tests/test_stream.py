@@ -87,6 +87,16 @@ def test_a_stream_ends_where_the_union_does(convex_run, tmp_path: Path) -> None:
     assert summary["final_dist_to_retrain"] <= 2 * summary["union_dist_to_retrain"] + 1e-9
     assert summary["final_dist_to_union"] < 1e-3 * original
     assert summary["final_certified_distance"] >= 0
+    # the final certificate checked against the float64 retain optimum, as reported; the
+    # optimum differs from the fixed point by what training left, and the two distances by no more
+    apart = float(
+        (retain_optimum(convex_run, every) - retain_optimum(convex_run, every, match_residual=True)).norm()
+    )
+    assert abs(summary["final_dist_to_optimum"] - summary["final_dist_to_fixed_point"]) <= apart + 1e-12
+    assert summary["final_dist_to_optimum"] <= summary["final_certified_distance"]
+    assert summary["final_certificate_holds"] is True
+    assert "(held)" in stream_table(summary)
+    assert summary["certified_requests"] == 8 and "(8 requests certified)" in stream_table(summary)
     assert "latency median / p95" in stream_table(summary)
     assert "distance to the union served at once" in stream_table(summary)
     assert not (tmp_path / "run").exists()  # the copy is removed
