@@ -4,6 +4,7 @@ the union would."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -11,13 +12,21 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import CONVEX
 from miniunlearn.deletion import current_version, forget, load_version_params
 from miniunlearn.deletion.retain_state import load_retain_state
 from miniunlearn.errors import ConfigError
 from miniunlearn.experiment.optimum import retain_optimum
-from miniunlearn.experiment.stream import StreamSpec, float32_resolution, run_stream, stream_ids, stream_table
+from miniunlearn.experiment.stream import (
+    StreamSpec,
+    fixed_point_distances,
+    float32_resolution,
+    run_stream,
+    stream_ids,
+    stream_table,
+)
 from miniunlearn.methods import UnlearnRequest, get_method
-from miniunlearn.training import open_run, retrain
+from miniunlearn.training import open_run, retrain, train_run
 
 
 def test_the_next_request_starts_from_the_certified_state(convex_run, tmp_path: Path) -> None:
@@ -123,7 +132,7 @@ def test_a_stream_reports_distances_to_the_exact_fixed_point(exact_run, tmp_path
     assert "distance to the float64 fixed point" in stream_table(summary)
 
 
-def test_a_network_stream_reports_no_fixed_point(mlp_run) -> None:
-    from miniunlearn.experiment.stream import fixed_point_distances
-
+def test_no_fixed_point_without_a_convex_model_and_its_minimal_history(mlp_run, tmp_path: Path) -> None:
     assert fixed_point_distances(mlp_run, np.array([1, 2]), {"final": torch.zeros(3)}) == {}
+    bare = train_run(dataclasses.replace(CONVEX, epochs=5, history="none"), tmp_path / "bare", progress=False)
+    assert fixed_point_distances(bare, np.array([1, 2]), {"final": bare.load_model_params()}) == {}

@@ -49,7 +49,6 @@ def retain_optimum(
     if run.config.model not in CONVEX_MODELS:
         return None
     ids = np.asarray(forget_ids, dtype=np.int64)
-    residual = run.mini_history().grads[0].to(torch.float64) if match_residual else None
 
     def compute() -> torch.Tensor:
         config = dataclasses.replace(run.config, dtype="float64")
@@ -59,7 +58,8 @@ def retain_optimum(
         sketch = run.curvature_sketch()
         h0 = sketch.inverse_hessian_product if sketch is not None else None
         f, g = objective.value_and_grad(w, retain)
-        target = residual.to(w) if residual is not None else torch.zeros_like(w)
+        # read only when solving: a cached entry needs no history
+        target = run.mini_history().grads[0].to(w) if match_residual else torch.zeros_like(w)
         solve = contract(
             objective,
             retain,

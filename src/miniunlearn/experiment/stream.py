@@ -24,6 +24,7 @@ import torch
 from ..certificate import certify, no_certificate_reason
 from ..deletion import current_version, forget, load_version_params
 from ..errors import ConfigError
+from ..evaluation.metrics import param_distance
 from ..ids import retained_ids
 from ..methods import UnlearnRequest, get_method
 from ..progress import progress_bar
@@ -195,11 +196,11 @@ def _summarise(
         "total_s": float(latencies.sum()),
         "retrain_once_s": retrain_s,
         "retrain_each_s_estimate": retrain_s * len(records),
-        "final_dist_to_retrain": float((final.double() - retrained.double()).norm()),
-        "union_dist_to_retrain": float((union.double() - retrained.double()).norm()),
+        "final_dist_to_retrain": param_distance(final, retrained),
+        "union_dist_to_retrain": param_distance(union, retrained),
         # how far the stream's end is from the union's: where both sit a few rounding steps from
         # retraining, which of them is nearer it is noise, and this says whether they coincide
-        "final_dist_to_union": float((final.double() - union.double()).norm()),
+        "final_dist_to_union": param_distance(final, union),
         "float32_resolution": float32_resolution(final),
         "certified_requests": len(bounds),
         "certified_distance_median": float(np.median(bounds)) if bounds else None,
@@ -216,7 +217,7 @@ def _summarise(
         # the check every certificate promises, made where the float64 retain optimum is computed
         optimum = retain_optimum(original, every)
         assert optimum is not None  # a certificate implies a convex run
-        summary["final_dist_to_optimum"] = float((final.double() - optimum.double()).norm())
+        summary["final_dist_to_optimum"] = param_distance(final, optimum)
         summary["final_certificate_holds"] = (
             summary["final_dist_to_optimum"] <= summary["final_certified_distance"]
         )
@@ -230,17 +231,17 @@ def fixed_point_distances(
     original: Run, every: np.ndarray, models: dict[str, torch.Tensor]
 ) -> dict[str, float]:
     """Each model's distance to the float64 point the unlearning aims at, the residual-matched
-    fixed point of the retain set (the retain optimum when training converged; convex runs only,
-    else no entries): ``<name>_dist_to_fixed_point``. Distances to retraining mix in how far
-    retraining itself stopped from that point; these do not, so they say which of two models a
-    few float32 spacings from retraining is the nearer to the exact answer."""
+    fixed point of the retain set (the retain optimum when training converged; convex runs that
+    kept the minimal history only, else no entries): ``<name>_dist_to_fixed_point``. Distances to
+    retraining mix in how far retraining itself stopped from that point; these do not, so they
+    say which of two models a few float32 spacings from retraining is the nearer to the exact
+    answer."""
+    if not original.files("history-mini"):  # the fixed point needs the stored g_D(w_T)
+        return {}
     target = retain_optimum(original, every, match_residual=True)
     if target is None:
         return {}
-    return {
-        f"{name}_dist_to_fixed_point": float((w.double() - target.double()).norm())
-        for name, w in models.items()
-    }
+    return {f"{name}_dist_to_fixed_point": param_distance(w, target) for name, w in models.items()}
 
 
 def float32_resolution(w: torch.Tensor) -> float:
