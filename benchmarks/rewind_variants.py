@@ -10,7 +10,8 @@ over seeds. Usage::
     python benchmarks/rewind_variants.py --ratios 0.1,0.3,0.5 --seeds 3 --threads 1 \
         > docs/results/rewind-variants.md
 
-``--dataset``, ``--model`` and ``--preset`` pick another leaky run, ``--variants`` the
+``--dataset``, ``--model`` and ``--preset`` pick another leaky run (``--retrain-batches
+refill``: its reference retrained afresh in the recipe's batches), ``--variants`` the
 variants (names of ``VARIANTS``; the default list is the MLP's). ``--noise-floor`` adds a
 row for retraining itself run with another batch order (the same recipe, initial weights and
 forget set; the plan of seed + 1000): how far two retrainings land from each other, the
@@ -86,6 +87,12 @@ def main() -> None:
     parser.add_argument("--preset", default="leaky")
     parser.add_argument("--variants", default=MLP_VARIANTS, help=f"comma list of {', '.join(VARIANTS)}")
     parser.add_argument("--noise-floor", action="store_true", help="add retraining with another batch order")
+    parser.add_argument(
+        "--retrain-batches",
+        default="keep",
+        choices=("keep", "refill"),
+        help="the reference retraining's batches (the runs' --retrain-batches)",
+    )
     args = parser.parse_args()
     chosen = {VARIANTS[name][0]: VARIANTS[name][1] for name in args.variants.split(",")}
     torch.set_num_threads(args.threads)
@@ -98,8 +105,12 @@ def main() -> None:
         seeds=args.seeds,
         preset=args.preset,
         runs_dir=Path(args.runs_dir),
+        train_overrides={} if args.retrain_batches == "keep" else {"retrain_batches": args.retrain_batches},
     )
-    print(f"# Rewind variants: {args.dataset} {args.model}, {args.preset} preset, seeds 0-{args.seeds - 1}\n")
+    print(
+        f"# Rewind variants: {args.dataset} {args.model}, {args.preset} preset, seeds 0-{args.seeds - 1}, "
+        f"retraining with {args.retrain_batches} batches\n"
+    )
     print(
         "| seed | ratio | variant | avg gap | retain acc gap | forget acc gap | test acc gap "
         "| MIA efficacy (retrain) | passes |"

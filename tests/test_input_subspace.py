@@ -208,3 +208,49 @@ def test_an_unregularised_singular_core_still_factors() -> None:
     curvature = InputSubspaceCurvature(basis, core, tail=0.0, lam=0.0)
     g = torch.ones(CLASSES * (FEATURES + 1), dtype=torch.float64)
     assert torch.isfinite(curvature.inverse_hessian_product(g)).all()
+
+
+def test_a_larger_history_budget_resolves_more_directions_and_its_step_leaves_less(
+    subspace_run: Run, tmp_path: Path
+) -> None:
+    """Twice the default budget: 8 (0.1 * 300 - 9) - 1 = 167 sketch rows of 2 d bytes fit 32
+    directions per class where the default fits 16, and a single-sample removal's one
+    preconditioned step leaves less of its gradient change on the exact Hessian."""
+    from conftest import SUBSPACE
+
+    config = dataclasses.replace(SUBSPACE, history_budget=0.1)
+    assert config.to_dict()["history_budget"] == 0.1 and "history_budget" not in SUBSPACE.to_dict()
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    wider = train_run(config, tmp_path / "wider", progress=False)
+    budget = curvature_budget(300, 9, 8, wider.objective.dim, 0.1)
+    assert wider.manifest["curvature"]["basis"] == 32 == largest_basis(64, budget, CLASSES, FEATURES)
+    assert torch.equal(wider.load_model_params(), subspace_run.load_model_params())  # same training
+    objective = subspace_run.objective
+    w = subspace_run.load_model_params().double()
+    hessian = softmax_regression_hessian(objective, w, None)
+    o64 = objective.cast(torch.float64)
+    full = o64.value_and_grad(w)[1]
+    left = {}
+    for name, run in [("default", subspace_run), ("wider", wider)]:
+        curvature = run.curvature_sketch()
+        assert isinstance(curvature, InputSubspaceCurvature)
+        steps = []
+        for j in range(5):
+            change = full - o64.value_and_grad(w, np.array([j]))[1]
+            steps.append(
+                float((change - hessian @ curvature.inverse_hessian_product(change)).norm() / change.norm())
+            )
+        left[name] = np.median(steps)
+    assert left["wider"] < 0.8 * left["default"]
+
+
+@pytest.mark.parametrize("budget", [0.0, -0.1, 1.5, float("nan")])
+def test_a_history_budget_outside_its_range_is_refused(budget: float) -> None:
+    with pytest.raises(ConfigError, match="history-budget"):
+        TrainConfig(dataset="digits", history_budget=budget)
+
+
+def test_a_history_budget_for_a_run_without_curvature_is_refused() -> None:
+    for change in [{"model": "mlp"}, {"history": "full"}]:
+        with pytest.raises(ConfigError, match="history-budget"):
+            TrainConfig(dataset="digits", history_budget=0.1, **change)

@@ -19,6 +19,7 @@ from miniunlearn.errors import ConfigError
 from miniunlearn.experiment.optimum import retain_optimum
 from miniunlearn.experiment.stream import (
     StreamSpec,
+    fixed_point_bound,
     fixed_point_distances,
     float32_resolution,
     run_stream,
@@ -130,6 +131,29 @@ def test_a_stream_reports_distances_to_the_exact_fixed_point(exact_run, tmp_path
     # measured: 2.6e-6 (stream) and 7.9e-7 (union) from it, against 0.0030 between the two points
     assert max(summary["final_dist_to_fixed_point"], summary["union_dist_to_fixed_point"]) < 0.05 * apart
     assert "distance to the float64 fixed point" in stream_table(summary)
+    # the final model's own residual bounds its distance to that point, and the bound is not vacuous
+    assert summary["final_fixed_point_bound_holds"] is True and "its bound" in stream_table(summary)
+    assert summary["final_dist_to_fixed_point"] <= summary["final_fixed_point_bound"] < 0.05 * apart
+
+
+def test_the_fixed_point_bound_holds_anywhere_and_its_check_can_fail(exact_run) -> None:
+    every = np.arange(0, exact_run.n_train, 7)
+    point = retain_optimum(exact_run, every, match_residual=True)
+    gen = torch.Generator().manual_seed(3)
+    for scale in (0.0, 1e-4, 1e-2, 1.0):  # the trained model, and points ever farther from it
+        w = exact_run.load_model_params().double() + scale * torch.randn(
+            point.shape, generator=gen, dtype=torch.float64
+        )
+        distance = float((w - point).norm())
+        out = fixed_point_bound(exact_run, every, w, distance)
+        assert out["final_fixed_point_bound_holds"] is True
+        assert distance <= out["final_fixed_point_bound"] <= 100 * max(distance, 1e-12)
+    assert (
+        fixed_point_bound(exact_run, every, w, 2 * out["final_fixed_point_bound"])[
+            "final_fixed_point_bound_holds"
+        ]
+        is False
+    )
 
 
 def test_no_fixed_point_without_a_convex_model_and_its_minimal_history(mlp_run, tmp_path: Path) -> None:

@@ -113,8 +113,8 @@ TRAINING_FLAGS: tuple[TrainingFlag, ...] = (
         "--curvature-rank",
         "eigenpairs of the Hessian sketched at the end of training for mini's preconditioner "
         "(default: none, since logreg models record the exact Hessian within --exact-curvature-dim and "
-        "an input-subspace Hessian above it; with --curvature-basis 0, up to 128 within 5 %% of a full "
-        "history; 0 = no curvature)",
+        "an input-subspace Hessian above it; with --curvature-basis 0, up to 128 within --history-budget; "
+        "0 = no curvature)",
         type=int,
     ),
     TrainingFlag(
@@ -133,9 +133,17 @@ TRAINING_FLAGS: tuple[TrainingFlag, ...] = (
     TrainingFlag(
         "--curvature-basis",
         "larger logreg models record their Hessian exactly on this many principal input directions "
-        "per class, over every row (default 96, fewer when 5 %% of a full history needs it; 0 = a "
+        "per class, over every row (default 96, fewer when --history-budget needs it; 0 = a "
         "Nyström sketch instead)",
         type=int,
+    ),
+    TrainingFlag(
+        "--history-budget",
+        "the minimal history's share of a full per-step history (DeltaGrad's), checkpoints and "
+        "curvature together (default 0.05); a larger one resolves more input directions (up to "
+        "--curvature-basis): fewer passes a request, more bytes and recording passes",
+        type=float,
+        metavar="SHARE",
     ),
     TrainingFlag("--n-train", "train on a seeded random subset of this size", type=int),
     TrainingFlag(

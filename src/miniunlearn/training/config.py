@@ -36,6 +36,9 @@ DEFAULT_CURVATURE_BASIS = 96
 """Principal input directions per class a larger logistic regression resolves its Hessian on
 (``training/input_subspace.py``; MNIST: 960 directions, 2.1 MB, within the 5 % history budget;
 96 measured one pass a request fewer than 64 in docs/results.md)."""
+DEFAULT_HISTORY_BUDGET = 0.05
+"""The minimal history's bytes (checkpoints plus curvature), as a share of a full per-step
+history (2 T d numbers: DeltaGrad's): what a run records by default."""
 SKETCH_OVERRIDES = {"curvature_basis": 0}
 """Training overrides that record a Nyström sketch instead, as logistic regressions did before the
 input-subspace Hessian became their default (the benchmarks whose committed tables used it)."""
@@ -65,6 +68,12 @@ class TrainConfig:
     data Hessian projected onto this many principal input directions per class, exactly, over
     every row (fewer when the history budget needs it; ``training/input_subspace.py``); 0 = a
     Nyström sketch, as runs recorded before this option.
+    ``history_budget``: the share of a full per-step history (DeltaGrad's 2 T d numbers) the
+    minimal history may take, checkpoints and curvature together (default 0.05); a larger one
+    lets a larger logistic regression resolve more input directions (up to ``curvature_basis``)
+    or keep a larger sketch, so each request's quasi-Newton step leaves less, at the price of
+    its bytes and the passes recording it takes (docs/results.md, streams). The exact Hessian
+    of a small model is exempt.
     ``momentum``: heavy-ball momentum of the training steps (v <- momentum v + g, w <- w - lr v;
     0 = plain gradient steps); networks only, since DeltaGrad and the convex modes replay
     plain steps.
@@ -103,6 +112,7 @@ class TrainConfig:
     curvature_rows: int | None = DEFAULT_CURVATURE_ROWS
     exact_curvature_dim: int = EXACT_CURVATURE_DIM
     curvature_basis: int = DEFAULT_CURVATURE_BASIS
+    history_budget: float = DEFAULT_HISTORY_BUDGET
     n_train: int | None = None
     subset_ids: tuple[int, ...] | None = None
     data_path: str | None = None
@@ -166,6 +176,18 @@ class TrainConfig:
         if self.curvature_basis < 0:
             raise ConfigError(
                 f"--curvature-basis must be >= 0 (0 = a Nyström sketch), got {self.curvature_basis}"
+            )
+        if not 0 < self.history_budget <= 1:  # also refuses NaN
+            raise ConfigError(
+                "--history-budget is the minimal history's share of a full per-step history: a number "
+                f"in (0, 1] like 0.05, got {self.history_budget}"
+            )
+        if self.history_budget != DEFAULT_HISTORY_BUDGET and (
+            self.model not in CONVEX_MODELS or self.history not in MINI_HISTORY_MODES
+        ):
+            raise ConfigError(
+                "--history-budget sizes a logistic regression's recorded curvature: give it with "
+                "--model logreg and --history mini or both"
             )
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
@@ -237,6 +259,8 @@ class TrainConfig:
             del out["retrain_batches"]
         if self.model not in CONVEX_MODELS:  # never recorded for a network: its key is unchanged
             del out["curvature_basis"]
+        if self.history_budget == DEFAULT_HISTORY_BUDGET:  # left out, so every earlier run's key is unchanged
+            del out["history_budget"]
         if self.certify is None:  # left out, so every earlier run's config (and its key) is unchanged
             del out["certify"]
         else:

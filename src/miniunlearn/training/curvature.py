@@ -40,14 +40,13 @@ from safetensors.torch import load_file
 from ..errors import ConfigError, HistoryError
 from ..fileio import save_tensors
 from ..objective import Objective
-from .config import CONVEX_MODELS, MINI_HISTORY_MODES
+from .config import CONVEX_MODELS, DEFAULT_HISTORY_BUDGET, MINI_HISTORY_MODES
 from .history import read_metadata, stable_metadata
 from .input_subspace import InputSubspaceCurvature, class_pair_grams, unpack_core
 
 CURVATURE_FILE = "history/curvature.safetensors"
 DEFAULT_RANK = 128
 MIN_RANK = 8
-HISTORY_BUDGET = 0.05  # the minimal history's bytes, as a share of a full per-step history
 EXACT, INPUT_SUBSPACE, SKETCH = "exact", "input-subspace", "sketch"
 """The kinds of recorded curvature, as the manifest and the records name them."""
 
@@ -66,29 +65,32 @@ def default_rank(
     itemsize: int,
     dim: int = 0,
     exact_dim: int = 0,
+    budget: float = DEFAULT_HISTORY_BUDGET,
 ) -> int:
     """The sketch rank used when a config leaves it unset.
 
     0 (no sketch) for non-convex models and runs without the minimal history; ``dim`` (the
     exact Hessian, exempt from the budget) when the model's ``dim`` parameters are at most
     ``exact_dim``; else the largest rank up to ``DEFAULT_RANK`` that keeps checkpoints plus
-    sketch within ``HISTORY_BUDGET`` of the full history (2 T d numbers of ``itemsize``
+    sketch within ``budget`` (a share) of the full history (2 T d numbers of ``itemsize``
     bytes; the sketch costs 2 bytes a number), and 0 when fewer than ``MIN_RANK`` would fit.
     """
     if model not in CONVEX_MODELS or history not in MINI_HISTORY_MODES:
         return 0
     if records_exact(model, history, dim, exact_dim):
         return dim
-    fits = curvature_budget(total_steps, checkpoints, itemsize, dim) // (2 * dim)
+    fits = curvature_budget(total_steps, checkpoints, itemsize, dim, budget) // (2 * dim)
     rank = min(DEFAULT_RANK, fits)
     return rank if rank >= MIN_RANK else 0
 
 
-def curvature_budget(total_steps: int, checkpoints: int, itemsize: int, dim: int) -> int:
+def curvature_budget(
+    total_steps: int, checkpoints: int, itemsize: int, dim: int, budget: float = DEFAULT_HISTORY_BUDGET
+) -> int:
     """Bytes the curvature may take beside ``checkpoints`` checkpoints so that the minimal
-    history stays within ``HISTORY_BUDGET`` of the full one (2 T d numbers of ``itemsize``
+    history stays within ``budget`` (a share) of the full one (2 T d numbers of ``itemsize``
     bytes), one sketch row (2 d bytes) kept spare for file headers."""
-    return 2 * dim * (int(itemsize * (HISTORY_BUDGET * total_steps - checkpoints)) - 1)
+    return 2 * dim * (int(itemsize * (budget * total_steps - checkpoints)) - 1)
 
 
 @dataclass(frozen=True)

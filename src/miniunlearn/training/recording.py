@@ -236,7 +236,7 @@ def record_curvature(
     """Record the data Hessian at the trained ``w`` into ``run_dir`` when ``config`` asks for
     it. With the rank unset, a logistic regression records it exactly over every row when it
     has at most ``config.exact_curvature_dim`` parameters, else on ``config.curvature_basis``
-    principal input directions per class (as many as fit the history budget); a set rank, a
+    principal input directions per class (as many as fit ``config.history_budget``); a set rank, a
     zero basis or a budget too small for a basis gives a Nyström sketch. Return its manifest
     summary (kind, rank, basis, blocks, rows, whether exact, seconds, per-sample evaluations
     and its cost relative to training), or {} when nothing is recorded."""
@@ -253,12 +253,15 @@ def record_curvature(
             itemsize,
             objective.dim,
             config.exact_curvature_dim,
+            config.history_budget,
         )
         if records_exact(config.model, config.history, objective.dim, config.exact_curvature_dim):
             kind = EXACT
         elif rank and config.curvature_basis:
             classes, features = require_linear_logits(objective)
-            budget = curvature_budget(total_steps, checkpoints, itemsize, objective.dim)
+            budget = curvature_budget(
+                total_steps, checkpoints, itemsize, objective.dim, config.history_budget
+            )
             basis = largest_basis(config.curvature_basis, budget, classes, features)
             kind = INPUT_SUBSPACE if basis else kind
     if rank == 0:
