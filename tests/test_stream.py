@@ -68,6 +68,23 @@ def test_stream_ids_are_disjoint_and_seeded() -> None:
         stream_ids(100, StreamSpec(50, request_size=2))
     with pytest.raises(ConfigError, match="--stream"):
         StreamSpec(0)
+    # --stream-seed: another draw of the same stream, and a seed out of range refused
+    other = stream_ids(1000, StreamSpec(30, request_size=3, seed=1))
+    assert np.unique(np.concatenate(other)).size == 90
+    assert not np.array_equal(np.concatenate(other), np.concatenate(fixed))
+    with pytest.raises(ConfigError, match="--stream-seed"):
+        StreamSpec(3, seed=-1)
+
+
+def test_the_cli_refuses_a_stream_seed_without_a_stream(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from miniunlearn.cli import main
+
+    args = ["bench", "--dataset", "digits", "--model", "logreg", "--stream-seed", "2"]
+    assert main([*args, "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert "give --stream as well" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_stream_ends_where_the_union_does(convex_run, tmp_path: Path) -> None:

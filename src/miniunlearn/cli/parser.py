@@ -355,6 +355,14 @@ def _stream_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--stream-method", default="mini", help="the method serving --stream")
     p.add_argument(
+        "--stream-seed",
+        type=int,
+        default=0,
+        metavar="S",
+        help="with --stream: the seed the requests' ids are drawn with (default 0; another seed, "
+        "another draw of the same stream on the same run)",
+    )
+    p.add_argument(
         "--queue",
         action="store_true",
         help="with --stream: submit the N requests to the run's queue and serve them with one "

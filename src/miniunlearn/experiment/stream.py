@@ -29,6 +29,7 @@ from ..ids import retained_ids
 from ..methods import UnlearnRequest, get_method
 from ..progress import progress_bar
 from ..training import Run, open_run, retrain
+from ..training.config import check_seed
 from .optimum import retain_optimum
 
 MAX_STREAM = 100_000
@@ -54,6 +55,7 @@ class StreamSpec:
             raise ConfigError(f"--stream must be in 1..{MAX_STREAM} requests, got {self.n_requests}")
         if self.request_size < 1:
             raise ConfigError(f"--request-size must be at least 1, got {self.request_size}")
+        check_seed(self.seed, "--stream-seed")
 
 
 def stream_ids(n_train: int, spec: StreamSpec) -> list[np.ndarray]:
@@ -182,6 +184,7 @@ def _summarise(
         "n_requests": len(records),
         "n_ids": int(every.size),
         "method": spec.method,
+        "stream_seed": spec.seed,
         "served_by_retraining": sum(r["method"] == "retrain" for r in records),
         "latency_median_s": float(np.median(latencies)),
         "latency_p95_s": float(np.percentile(latencies, 95)),

@@ -36,6 +36,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.queue and args.stream is None:
         raise ConfigError("--queue serves the requests of --stream N: give --stream as well")
+    if args.stream_seed and args.stream is None:
+        raise ConfigError("--stream-seed draws the requests of --stream N: give --stream as well")
     if args.tune_baselines and args.stream is not None:
         raise ConfigError(
             "--tune-baselines tunes the baselines of a ratio sweep, not --stream; give one of them"
@@ -91,6 +93,7 @@ def _stream(args: argparse.Namespace, spec: Any) -> int:
         mixed=args.mixed_sizes,
         method=args.stream_method,
         options=spec.method_options.get(args.stream_method, {}),
+        seed=args.stream_seed,
     )
     run = trained_run(spec.config(0), spec.runs_dir, progress=not args.quiet, device=spec.device)
     if args.queue:
