@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from conftest import CONVEX
+from miniunlearn.certificate import certify_state
 from miniunlearn.deletion import current_version, forget, load_version_params
 from miniunlearn.deletion.retain_state import load_retain_state
 from miniunlearn.errors import ConfigError
@@ -26,6 +27,7 @@ from miniunlearn.experiment.stream import (
     stream_ids,
     stream_table,
 )
+from miniunlearn.ids import retained_ids
 from miniunlearn.methods import UnlearnRequest, get_method
 from miniunlearn.training import open_run, retrain, train_run
 
@@ -162,11 +164,12 @@ def test_the_fixed_point_bound_holds_anywhere_and_its_check_can_fail(exact_run) 
             point.shape, generator=gen, dtype=torch.float64
         )
         distance = float((w - point).norm())
-        out = fixed_point_bound(exact_run, every, w, distance)
+        certificate, _, grad = certify_state(exact_run, w, retained_ids(exact_run.n_train, every))
+        out = fixed_point_bound(exact_run, certificate, grad, distance)
         assert out["final_fixed_point_bound_holds"] is True
         assert distance <= out["final_fixed_point_bound"] <= 100 * max(distance, 1e-12)
     assert (
-        fixed_point_bound(exact_run, every, w, 2 * out["final_fixed_point_bound"])[
+        fixed_point_bound(exact_run, certificate, grad, 2 * out["final_fixed_point_bound"])[
             "final_fixed_point_bound_holds"
         ]
         is False
