@@ -13,8 +13,10 @@ judged on it:
 
 Rows: the Nyström sketch (rank 128 on 2,048 rows, the former default), the input-subspace
 Hessian with k principal input directions per class (core over every row, as recorded; over
-2,048 rows, as the request-time peer forms it; k = 128 and 160, above the history budget,
-for what more directions would buy), no preconditioner, and two references that cannot be
+2,048 rows, as the request-time peer forms it; k = 32, 64, 96, the run's recorded k, and 160
+and 200, above the history budget, for what more directions would buy), the recorded
+curvature as read back from the run (its core stored in half precision), no
+preconditioner, and two references that cannot be
 stored, each taking out one of the recorded preconditioner's two simplifications: the
 complement's exact block in place of its scalar (the coupling between basis and complement
 still left out), and the exact coupling (the complement's scalar kept). A closing line says
@@ -33,7 +35,6 @@ import numpy as np
 import torch
 
 from miniunlearn.experiment.bench import BenchSpec, trained_run
-from miniunlearn.training.config import DEFAULT_CURVATURE_BASIS
 from miniunlearn.training.curvature import Curvature, sketch_hessian, softmax_regression_hessian
 from miniunlearn.training.input_subspace import InputSubspaceCurvature, from_blocks, input_subspace_curvature
 from miniunlearn.training.recording import curvature_rows
@@ -79,10 +80,11 @@ def main() -> None:
     candidates: list[tuple[str, Callable[[], Curvature]]] = [
         ("Nyström sketch, rank 128, 2,048 rows", lambda: sketch_hessian(objective, w, 128, 2, 0, ids=rows)),
     ]
-    for k in (32, 64, 96):
+    recorded_k = int(run.manifest["curvature"]["basis"])
+    for k in (32, 64, 96, recorded_k):
         candidates.append(
             (
-                f"input subspace k={k}, core over every row",
+                f"input subspace k={k}, core over every row" + (" (recorded)" if k == recorded_k else ""),
                 lambda k=k: input_subspace_curvature(objective, w, k, rows, 0),
             )
         )
@@ -92,7 +94,9 @@ def main() -> None:
                 lambda k=k: input_subspace_curvature(objective, w, k, rows, 0, core_rows=rows),
             )
         )
-    for k in (128, 160):  # above the history budget (5 % of DeltaGrad's): what more directions would buy
+    # above the history budget (5 % of DeltaGrad's bytes and of training's passes): what more
+    # directions would buy
+    for k in (160, 200):
         candidates.append(
             (
                 f"input subspace k={k}, core over every row (over budget)",
@@ -123,10 +127,20 @@ def main() -> None:
         curvature = build()
         seconds = time.perf_counter() - started
         passes = (objective.grad_evals - before) / n
-        if name == f"input subspace k={DEFAULT_CURVATURE_BASIS}, core over every row":
+        if name.endswith("(recorded)"):
             recorded = curvature
         row(name, curvature.nbytes, passes, seconds, curvature.inverse_hessian_product)
     assert isinstance(recorded, InputSubspaceCurvature)
+    stored = run.curvature_sketch()
+    assert isinstance(stored, InputSubspaceCurvature)
+    recording = run.manifest["curvature"]
+    row(
+        f"k={recorded_k} as the run stored it (half-precision core), recorded at training",
+        stored.nbytes,
+        recording["grad_evals"] / n,
+        recording["seconds"],
+        stored.inverse_hessian_product,
+    )
     subspace = subspace_matrix(recorded)
     # the complement's exact block in place of its scalar, coupling still left out: a reference
     # that cannot be stored (d - K k columns), to tell the scalar's error from the coupling's
@@ -147,7 +161,7 @@ def main() -> None:
         )
 
     row(
-        f"k={DEFAULT_CURVATURE_BASIS} with the complement's exact block (reference: not storable)",
+        f"k={recorded_k} with the complement's exact block (reference: not storable)",
         0,
         0.0,
         0.0,
@@ -165,8 +179,7 @@ def main() -> None:
         return subspace @ x + complement @ ((on_complement_g - coupling.T @ x) / sigma)
 
     row(
-        f"k={DEFAULT_CURVATURE_BASIS} with the exact coupling, the complement's scalar kept "
-        "(reference: not storable)",
+        f"k={recorded_k} with the exact coupling, the complement's scalar kept (reference: not storable)",
         0,
         0.0,
         0.0,
@@ -179,7 +192,7 @@ def main() -> None:
     spectrum = torch.linalg.eigvalsh(on_complement)
     print(f"\nMNIST logistic regression, seed 0 ({objective.dim} parameters, lam {lam}).")
     print(
-        f"\nThe recorded k={DEFAULT_CURVATURE_BASIS}: on the complement the exact Hessian (lam included) "
+        f"\nThe recorded k={recorded_k}: on the complement the exact Hessian (lam included) "
         f"ranges over [{float(spectrum[0]):.4f}, {float(spectrum[-1]):.4f}] (median "
         f"{float(spectrum.median()):.4f}) and the preconditioner takes {sigma:.4f} there; after one step "
         f"on a single-sample removal a median {share:.2f} of the gradient left lies on the complement. "

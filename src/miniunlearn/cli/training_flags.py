@@ -133,15 +133,16 @@ TRAINING_FLAGS: tuple[TrainingFlag, ...] = (
     TrainingFlag(
         "--curvature-basis",
         "larger logreg models record their Hessian exactly on this many principal input directions "
-        "per class, over every row (default 96, fewer when --history-budget needs it; 0 = a "
-        "Nyström sketch instead)",
+        "per class, over every row (default 160, fewer where --history-budget's share of the full "
+        "history's bytes or of training's passes needs it; 0 = a Nyström sketch instead)",
         type=int,
     ),
     TrainingFlag(
         "--history-budget",
         "the minimal history's share of a full per-step history (DeltaGrad's), checkpoints and "
-        "curvature together (default 0.05); a larger one resolves more input directions (up to "
-        "--curvature-basis): fewer passes a request, more bytes and recording passes",
+        "curvature together, and recording's share of training's passes (default 0.05); a larger "
+        "one resolves more input directions (up to --curvature-basis): fewer passes a request, "
+        "more bytes and recording passes",
         type=float,
         metavar="SHARE",
     ),

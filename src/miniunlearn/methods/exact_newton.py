@@ -11,7 +11,7 @@ most direct solver applies. When a request arrives this method
    the logistic regression's structure (the only convex model; ``mini`` records the same
    Hessian of the full data at training for such small models): one weighted Gram matrix
    of the inputs per pair of classes (one for two classes), counted as its multiply-adds
-   over a gradient's, about d / 4 per-sample evaluations a retain sample (d / 8 with two
+   over a gradient's, about d / 8 per-sample evaluations a retain sample (d / 16 with two
    classes); d Hessian-vector products would cost 2 d, and in the Adult sweep of
    docs/results.md 3-5x the time; on a ``rows`` subsample of R when asked;
 3. factors it once (Cholesky, float64) and takes Newton steps w <- w - H^{-1}(g_R(w) - c),

@@ -32,13 +32,14 @@ DEFAULT_CURVATURE_ROWS = 2048
 EXACT_CURVATURE_DIM = 1024
 """Logistic regressions with at most this many parameters record their exact data Hessian (d² numbers,
 4 MB in float32 at the cap) instead of a sketch: a single-sample request then needs a pass or two."""
-DEFAULT_CURVATURE_BASIS = 96
-"""Principal input directions per class a larger logistic regression resolves its Hessian on
-(``training/input_subspace.py``; MNIST: 960 directions, 2.1 MB, within the 5 % history budget;
-96 measured one pass a request fewer than 64 in docs/results.md)."""
+DEFAULT_CURVATURE_BASIS = 160
+"""The most principal input directions per class a larger logistic regression resolves its Hessian
+on (``training/input_subspace.py``); the history budget sets fewer where it binds (MNIST: 139,
+1,390 directions, 2.4 MB and 4.9 % of training's passes to record, within the 5 % budget)."""
 DEFAULT_HISTORY_BUDGET = 0.05
 """The minimal history's bytes (checkpoints plus curvature), as a share of a full per-step
-history (2 T d numbers: DeltaGrad's): what a run records by default."""
+history (2 T d numbers: DeltaGrad's), and recording an input-subspace curvature's passes, as
+a share of training's: what a run records by default."""
 SKETCH_OVERRIDES = {"curvature_basis": 0}
 """Training overrides that record a Nyström sketch instead, as logistic regressions did before the
 input-subspace Hessian became their default (the benchmarks whose committed tables used it)."""
@@ -65,11 +66,12 @@ class TrainConfig:
     this many parameters records its exact data Hessian over every row instead of a sketch
     (0: always a sketch, as runs recorded before this option).
     ``curvature_basis``: with ``curvature_rank`` unset, a larger logistic regression records its
-    data Hessian projected onto this many principal input directions per class, exactly, over
-    every row (fewer when the history budget needs it; ``training/input_subspace.py``); 0 = a
-    Nyström sketch, as runs recorded before this option.
+    data Hessian projected onto at most this many principal input directions per class,
+    exactly, over every row (fewer when the history budget needs it; ``training/input_subspace.py``);
+    0 = a Nyström sketch, as runs recorded before this option.
     ``history_budget``: the share of a full per-step history (DeltaGrad's 2 T d numbers) the
-    minimal history may take, checkpoints and curvature together (default 0.05); a larger one
+    minimal history may take, checkpoints and curvature together (default 0.05), and the share
+    of training's passes recording an input-subspace curvature may take; a larger one
     lets a larger logistic regression resolve more input directions (up to ``curvature_basis``)
     or keep a larger sketch, so each request's quasi-Newton step leaves less, at the price of
     its bytes and the passes recording it takes (docs/results.md, streams). The exact Hessian

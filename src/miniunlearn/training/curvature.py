@@ -202,10 +202,11 @@ def softmax_regression_hessian(
     [weight (K x F) row-major, bias (K)].
 
     One weighted Gram matrix per class pair (:func:`class_pair_grams`; two classes need one).
-    Counted, per row, as the Gram matrices' multiply-adds over a gradient's 2 d: about d / 4
-    per-sample evaluations, d / 8 with two classes.
+    Counted, per row, as the Gram matrices' multiply-adds over a gradient's 2 d: about d / 8
+    per-sample evaluations, d / 16 with two classes (each Gram matrix formed on and above its
+    diagonal only).
     """
-    blocks, grams = class_pair_grams(objective, w, ids)
+    blocks, gram_work = class_pair_grams(objective, w, ids)
     classes, features = blocks.shape[0], blocks.shape[1] - 1
     count = objective.n if ids is None else len(ids)
     flat = torch.empty(classes, features + 1, dtype=torch.long, device=blocks.device)
@@ -215,7 +216,7 @@ def softmax_regression_hessian(
     size = classes * (features + 1)
     hessian = torch.empty(size, size, dtype=torch.float64, device=blocks.device)
     hessian[order[:, None], order[None, :]] = blocks.reshape(size, size) / count
-    objective.count(count * max(1, math.ceil(grams * (features + 1) ** 2 / (2 * size))))
+    objective.count(count * max(1, math.ceil(gram_work / (2 * size))))
     hessian = 0.5 * (hessian + hessian.T)  # the Gram blocks are symmetric up to rounding
     if regularised:
         hessian = hessian + objective.lam * torch.eye(size, dtype=torch.float64, device=hessian.device)
@@ -236,12 +237,14 @@ def exact_curvature(objective: Objective, w: torch.Tensor) -> CurvatureSketch:
 def save_sketch(path: Path, sketch: Curvature, meta: dict[str, str]) -> None:
     """Write ``sketch`` (and string metadata) to ``path`` as safetensors: a sketch's
     eigenvectors in float16 (float32 for an exact Hessian), an input-subspace curvature's
-    basis and projected Hessian in float32."""
+    basis in float32 and its projected Hessian's triangle in scaled float16."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(sketch, InputSubspaceCurvature):
+        packed, scale = sketch.packed_core()
         tensors = {
             "basis": sketch.basis.to(torch.float32).contiguous(),
-            "core": sketch.packed_core(),
+            "core": packed,
+            "core_scale": torch.tensor([scale], dtype=torch.float64),
             "tail": torch.tensor([sketch.tail], dtype=torch.float64),
         }
         kind = {"kind": INPUT_SUBSPACE, "lam": repr(sketch.lam)}
@@ -301,8 +304,13 @@ def load_input_subspace(
         basis, packed, tail = tensors["basis"], tensors["core"], tensors["tail"]
     except KeyError as exc:
         raise HistoryError(f"{path} is corrupt (no {exc}); retrain the run to recreate its history") from exc
+    # runs recorded before the core was stored in half precision hold float32 and no scale
+    scale_tensor = tensors.get("core_scale", torch.ones(1, dtype=torch.float64))
+    scale = float(scale_tensor.reshape(-1)[0]) if scale_tensor.numel() == 1 else float("nan")
+    if not math.isfinite(scale) or scale <= 0:
+        raise HistoryError(f"{path} holds a damaged core scale; retrain the run to recreate its history")
     k = basis.shape[1] if basis.ndim == 2 else 0
-    core = unpack_core(packed)
+    core = unpack_core(packed, scale)
     fits = (
         k > 0
         and core is not None

@@ -6,10 +6,13 @@ its bias coordinate. Its steep directions lie where the inputs vary. With U the 
 principal directions of the inputs (their second moment, on a seeded row subsample), the
 Hessian projected onto V = I_K kron U is the (Kk) x (Kk) matrix (1/n) sum_i A_i kron z_i z_i^T,
 z_i = U^T x_i: one weighted Gram matrix of the z_i per pair of classes, formed over every
-training row. On the complement of V the data curvature lies between 0 and its largest
-value there (``tail``, estimated by power iteration on a row subsample), and the
-preconditioner takes ``tail + lam`` there, so it overshoots a direction it does not resolve
-at most by how far that estimate falls short.
+training row on and above its diagonal (about half a square's arithmetic) and stored as a
+half-precision triangle scaled by its largest entry (half the bytes; as a preconditioner
+it steps as the float32 core does). k is the largest the history budget allows in bytes
+and in recording passes (:func:`largest_basis`). On the complement of V the data curvature
+lies between 0 and its largest value there (``tail``, estimated by power iteration on a row
+subsample), and the preconditioner takes ``tail + lam`` there, so it overshoots a direction
+it does not resolve at most by how far that estimate falls short.
 
 Against a Nyström sketch of the same bytes this resolves about K times more directions, and
 exactly, because it uses the loss's structure rather than random probes of it
@@ -39,18 +42,62 @@ TAIL_BLOCK = 4
 def basis_bytes(k: int, classes: int, features: int) -> int:
     """Bytes an input-subspace curvature of ``k`` directions stores for a logistic regression
     of ``classes`` outputs and ``features`` inputs: the float32 basis, the projected Hessian's
-    upper triangle (float32) and the tail (float64)."""
+    upper triangle in float16 (scaled by its largest entry) and the tail and that scale
+    (float64 each)."""
     m = classes * k
-    return 4 * (k * (features + 1) + m * (m + 1) // 2) + 8
+    return 4 * k * (features + 1) + 2 * (m * (m + 1) // 2) + 16
 
 
-def largest_basis(limit: int, budget: int, classes: int, features: int) -> int:
-    """The largest k <= ``limit`` (and <= features + 1) whose curvature fits ``budget`` bytes;
-    0 when fewer than ``MIN_BASIS`` directions would fit."""
+def largest_basis(
+    limit: int,
+    budget: int,
+    classes: int,
+    features: int,
+    max_passes: float = math.inf,
+    rows_share: float = 1.0,
+) -> int:
+    """The largest k <= ``limit`` (and <= features + 1) whose curvature fits ``budget`` bytes
+    and whose recording (:func:`recording_passes`, the basis and tail formed on ``rows_share``
+    of the rows) takes at most ``max_passes`` passes over the training set. Where the basis
+    and tail alone take more (a short run on a small dataset), only the core, the part k
+    sets, is held to ``max_passes``. 0 when fewer than ``MIN_BASIS`` directions would fit."""
+    fixed = recording_passes(0, classes, features, rows_share)
+    core_passes = max_passes - fixed
+    if core_passes < core_evals_per_row(MIN_BASIS, classes, features):
+        core_passes = max_passes
     k = min(limit, features + 1)
-    while k >= MIN_BASIS and basis_bytes(k, classes, features) > budget:
+    while k >= MIN_BASIS and (
+        basis_bytes(k, classes, features) > budget or core_evals_per_row(k, classes, features) > core_passes
+    ):
         k -= 1
     return k if k >= MIN_BASIS else 0
+
+
+def pair_grams(classes: int) -> int:
+    """Weighted Gram matrices the curvature forms per row: one per pair of classes (one for two)."""
+    return 1 if classes == 2 else classes * (classes + 1) // 2
+
+
+def core_evals_per_row(k: int, classes: int, features: int) -> int:
+    """Per-sample evaluations :func:`projected_hessian` counts per row for ``k`` directions: the
+    Gram matrices' and the projection's multiply-adds over a gradient's 2 d."""
+    dim = classes * (features + 1)
+    work = pair_grams(classes) * gram_multiply_adds(k) + (features + 1) * k
+    return math.ceil(work / (2 * dim))
+
+
+def basis_evals_per_row(features: int, dim: int) -> int:
+    """Per-sample evaluations :func:`input_basis` counts per row: the second moment's multiply-adds."""
+    return math.ceil((features + 1) ** 2 / (2 * dim))
+
+
+def recording_passes(k: int, classes: int, features: int, rows_share: float = 1.0) -> float:
+    """Passes over the training set that :func:`input_subspace_curvature` counts for ``k``
+    directions: the core over every row, the basis and the tail's power iterations over
+    ``rows_share`` of them."""
+    dim = classes * (features + 1)
+    tail = 2 * TAIL_ITERS * TAIL_BLOCK  # Hessian-vector products count two evaluations
+    return core_evals_per_row(k, classes, features) + rows_share * (basis_evals_per_row(features, dim) + tail)
 
 
 @dataclass
@@ -80,13 +127,19 @@ class InputSubspaceCurvature:
 
     @property
     def nbytes(self) -> int:
-        """Bytes as stored (float32 basis, the core's upper triangle, the tail): what a method reads."""
+        """Bytes as stored (float32 basis, the core's half-precision upper triangle and its scale,
+        the tail): what a method reads."""
         return basis_bytes(self.basis.shape[1], self.classes, self.basis.shape[0] - 1)
 
-    def packed_core(self) -> torch.Tensor:
-        """The core's upper triangle, row by row (float32): how it is stored."""
+    def packed_core(self) -> tuple[torch.Tensor, float]:
+        """The core's upper triangle, row by row, as stored: float16 numbers scaled by the
+        largest magnitude among them, and that scale. Half precision halves the largest part of
+        the bytes; as a preconditioner it steps as the float32 core does (docs/results/input-subspace.md)."""
         rows, cols = torch.triu_indices(self.rank, self.rank)
-        return self.core[rows, cols].to(torch.float32).contiguous()
+        triangle = self.core[rows, cols].to(torch.float64)
+        scale = float(triangle.abs().max()) if triangle.numel() else 0.0
+        scale = scale or 1.0  # an all-zero core stores zeros
+        return (triangle / scale).to(torch.float16).contiguous(), scale
 
     def to(self, device: torch.device) -> InputSubspaceCurvature:
         """Return this curvature with its tensors on ``device``."""
@@ -126,16 +179,18 @@ class InputSubspaceCurvature:
         return from_blocks(out).to(g.dtype)
 
 
-def unpack_core(packed: torch.Tensor) -> torch.Tensor | None:
-    """The symmetric matrix whose upper triangle :meth:`InputSubspaceCurvature.packed_core`
-    stored, or None when ``packed`` is no triangle's length."""
+def unpack_core(packed: torch.Tensor, scale: float = 1.0) -> torch.Tensor | None:
+    """The symmetric float32 matrix whose upper triangle :meth:`InputSubspaceCurvature.packed_core`
+    stored (``packed`` times ``scale``; runs recorded before half precision stored float32 and
+    no scale), or None when ``packed`` is no triangle's length."""
     m = int(round((math.sqrt(8 * packed.numel() + 1) - 1) / 2))
     if packed.ndim != 1 or m * (m + 1) // 2 != packed.numel():
         return None
-    core = torch.zeros(m, m, dtype=packed.dtype)
+    values = (packed.to(torch.float64) * scale).to(torch.float32)
+    core = torch.zeros(m, m, dtype=torch.float32)
     rows, cols = torch.triu_indices(m, m)
-    core[rows, cols] = packed
-    core[cols, rows] = packed
+    core[rows, cols] = values
+    core[cols, rows] = values
     return core
 
 
@@ -182,8 +237,31 @@ def input_basis(objective: Objective, k: int, rows: np.ndarray | None) -> torch.
         moment += xt.T @ xt
     _, vectors = torch.linalg.eigh(moment)
     count = objective.n if rows is None else len(rows)
-    objective.count(count * math.ceil(width**2 / (2 * objective.dim)))
+    objective.count(count * basis_evals_per_row(width - 1, objective.dim))
     return vectors[:, -k:].flip(1).contiguous()
+
+
+GRAM_TILE = 16
+"""Columns per band of :func:`symmetric_gram`: narrow enough to skip most of the lower
+triangle, wide enough for efficient matrix products."""
+
+
+def gram_multiply_adds(width: int, tile: int = GRAM_TILE) -> int:
+    """Multiply-adds per row that :func:`symmetric_gram` spends on a ``width``-wide Gram matrix:
+    each band of ``tile`` columns against the columns from its own onwards (about width^2 / 2)."""
+    return sum(min(tile, width - start) * (width - start) for start in range(0, width, tile))
+
+
+def symmetric_gram(z: torch.Tensor, weights: torch.Tensor, tile: int = GRAM_TILE) -> torch.Tensor:
+    """Return sum_i weights_i z_i z_i^T for rows ``z`` (m, width): formed band by band on and
+    above the diagonal only, the lower triangle mirrored (:func:`gram_multiply_adds` counts it)."""
+    width = z.shape[1]
+    weighted = z * weights[:, None]
+    upper = torch.zeros(width, width, dtype=z.dtype, device=z.device)
+    for start in range(0, width, tile):
+        stop = min(start + tile, width)
+        upper[start:stop, start:] = weighted[:, start:stop].T @ z[:, start:]
+    return torch.triu(upper) + torch.triu(upper, 1).T  # each band's diagonal tile is square
 
 
 def class_pair_grams(
@@ -191,9 +269,10 @@ def class_pair_grams(
 ) -> tuple[torch.Tensor, int]:
     """The sum over ``ids`` (None: every row) of A_i kron z_i z_i^T for a logistic regression at
     ``w``, with z_i = ``basis``^T x_i (x_i = (x, 1) itself when ``basis`` is None), as float64
-    blocks (K, m, K, m) indexed by class pair; and the Gram matrices formed per row. One weighted
-    Gram matrix per pair of classes, a block of rows at a time; two classes need one, every block
-    being +-p_0 p_1 z z^T. Counts nothing: the callers count what they form."""
+    blocks (K, m, K, m) indexed by class pair; and the multiply-adds spent per row. One weighted
+    Gram matrix (:func:`symmetric_gram`) per pair of classes, a block of rows at a time; two
+    classes need one, every block being +-p_0 p_1 z z^T. Counts nothing: the callers count
+    what it spent."""
     params = objective.unflatten(w.to(objective.dtype))
     weight = params["linear.weight"].to(torch.float64)
     bias = params["linear.bias"].to(torch.float64)
@@ -207,17 +286,16 @@ def class_pair_grams(
         z = xt if basis is None else xt @ basis
         p = torch.softmax(x64 @ weight.T + bias, dim=1)
         if classes == 2:
-            gram = (z * (p[:, 0] * p[:, 1])[:, None]).T @ z
+            gram = symmetric_gram(z, p[:, 0] * p[:, 1])
             for a, b in pairs:
                 blocks[a, :, b, :] += gram if a == b else -gram
             continue
         for a, b in pairs:
-            s = p[:, a] * (float(a == b) - p[:, b])
-            blocks[a, :, b, :] += (z * s[:, None]).T @ z
+            blocks[a, :, b, :] += symmetric_gram(z, p[:, a] * (float(a == b) - p[:, b]))
     for a, b in pairs:
         if a != b:
             blocks[b, :, a, :] = blocks[a, :, b, :].T
-    return blocks, 1 if classes == 2 else len(pairs)
+    return blocks, pair_grams(classes) * gram_multiply_adds(width)
 
 
 def projected_hessian(
@@ -227,11 +305,10 @@ def projected_hessian(
     projected onto I_K kron ``basis``: (1/|ids|) sum_i A_i kron z_i z_i^T, (K k, K k) float64,
     without lam (:func:`class_pair_grams`); counted as the Gram matrices' multiply-adds and the
     projection's over a gradient's."""
-    blocks, grams = class_pair_grams(objective, w, ids, basis)
+    blocks, _ = class_pair_grams(objective, w, ids, basis)
     classes, k = blocks.shape[0], basis.shape[1]
     count = objective.n if ids is None else len(ids)
-    per_row = grams * k * k + basis.shape[0] * k  # the Gram matrices and the projection
-    objective.count(count * math.ceil(per_row / (2 * objective.dim)))
+    objective.count(count * core_evals_per_row(k, classes, basis.shape[0] - 1))
     core = blocks.reshape(classes * k, classes * k) / count
     return 0.5 * (core + core.T)
 

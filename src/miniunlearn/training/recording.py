@@ -225,6 +225,13 @@ def early_fractions(config: TrainConfig) -> tuple[float, ...]:
     return () if config.full_batch else RESPONSE_FRACTIONS
 
 
+def recording_budget(config: TrainConfig, total_steps: int, n_train: int) -> float:
+    """Passes over the training set the curvature's recording may take: ``history_budget`` of
+    training's own passes, less the one that measures the final full-data gradient."""
+    batch = n_train if config.full_batch else min(config.batch_size, n_train)
+    return config.history_budget * total_steps * batch / n_train - 1
+
+
 def record_curvature(
     config: TrainConfig,
     objective: Objective,
@@ -236,7 +243,8 @@ def record_curvature(
     """Record the data Hessian at the trained ``w`` into ``run_dir`` when ``config`` asks for
     it. With the rank unset, a logistic regression records it exactly over every row when it
     has at most ``config.exact_curvature_dim`` parameters, else on ``config.curvature_basis``
-    principal input directions per class (as many as fit ``config.history_budget``); a set rank, a
+    principal input directions per class (as many as fit ``config.history_budget`` of the full
+    history's bytes and of training's passes, :func:`recording_budget`); a set rank, a
     zero basis or a budget too small for a basis gives a Nyström sketch. Return its manifest
     summary (kind, rank, basis, blocks, rows, whether exact, seconds, per-sample evaluations
     and its cost relative to training), or {} when nothing is recorded."""
@@ -262,7 +270,15 @@ def record_curvature(
             budget = curvature_budget(
                 total_steps, checkpoints, itemsize, objective.dim, config.history_budget
             )
-            basis = largest_basis(config.curvature_basis, budget, classes, features)
+            rows = curvature_rows(config, objective.n)
+            basis = largest_basis(
+                config.curvature_basis,
+                budget,
+                classes,
+                features,
+                max_passes=recording_budget(config, total_steps, objective.n),
+                rows_share=1.0 if rows is None else rows.size / objective.n,
+            )
             kind = INPUT_SUBSPACE if basis else kind
     if rank == 0:
         return {}

@@ -63,12 +63,12 @@ SMALL_REQUEST_STEPS = 3
 streams of docs/results.md one or two landed on every request of Adult and synthetic-higgs)."""
 SKETCHED_SMALL_REQUEST_STEPS = 8
 """The same on a run with any other curvature, whose quasi-Newton steps contract |g_R - c| less
-(MNIST, one step against the exact Hessian: 0.36 of it left with a Nyström sketch, 0.085 with
+(MNIST, one step against the exact Hessian: 0.36 of it left with a Nyström sketch, 0.052 with
 the input-subspace Hessian; docs/results/input-subspace.md)."""
 FIRST_STEP_CONTRACTION = 0.3
 """What a small request's first quasi-Newton step is expected to leave of |g_R - c|: when that
 would land it within tolerance the step is measured in float64 at once (its certificate).
-Conservative against the input-subspace Hessian's 0.085 (median) to 0.18 (worst) on MNIST."""
+Conservative against the input-subspace Hessian's 0.052 (median) to 0.145 (worst) on MNIST."""
 
 
 @dataclass
