@@ -81,7 +81,7 @@ def main() -> None:
         ("Nyström sketch, rank 128, 2,048 rows", lambda: sketch_hessian(objective, w, 128, 2, 0, ids=rows)),
     ]
     recorded_k = int(run.manifest["curvature"]["basis"])
-    for k in (32, 64, 96, recorded_k):
+    for k in sorted({32, 64, 96, recorded_k}):  # one row per k, should the run record one of these
         candidates.append(
             (
                 f"input subspace k={k}, core over every row" + (" (recorded)" if k == recorded_k else ""),

@@ -250,6 +250,7 @@ def record_curvature(
     and its cost relative to training), or {} when nothing is recorded."""
     rank = config.curvature_rank
     kind, basis = SKETCH, 0
+    sampled = curvature_rows(config, objective.n)  # what every kind but the exact Hessian reads
     if rank is None:
         checkpoints = len(checkpoint_steps(total_steps, config.checkpoints, early_fractions(config)))
         itemsize = torch.finfo(config.torch_dtype).bits // 8
@@ -270,20 +271,19 @@ def record_curvature(
             budget = curvature_budget(
                 total_steps, checkpoints, itemsize, objective.dim, config.history_budget
             )
-            rows = curvature_rows(config, objective.n)
             basis = largest_basis(
                 config.curvature_basis,
                 budget,
                 classes,
                 features,
                 max_passes=recording_budget(config, total_steps, objective.n),
-                rows_share=1.0 if rows is None else rows.size / objective.n,
+                rows_share=1.0 if sampled is None else sampled.size / objective.n,
             )
             kind = INPUT_SUBSPACE if basis else kind
     if rank == 0:
         return {}
     started, evals = time.perf_counter(), objective.grad_evals
-    rows = None if kind == EXACT else curvature_rows(config, objective.n)
+    rows = None if kind == EXACT else sampled
     sketch: Curvature
     if kind == EXACT:
         sketch = exact_curvature(objective, w)
