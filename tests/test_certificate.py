@@ -3,13 +3,15 @@ bound, for served models, perturbed ones and the original; networks get none."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from miniunlearn.certificate import certify, no_certificate_reason, trained_certificate
+from miniunlearn.certificate import certify, max_input_norm, no_certificate_reason, trained_certificate
 from miniunlearn.errors import HistoryError
 from miniunlearn.experiment.optimum import retain_optimum
 from miniunlearn.ids import random_forget_ids
@@ -149,3 +151,50 @@ def test_a_result_certified_too_far_is_served_by_retraining(convex_run, tmp_path
     assert kept.entry.method == "mini" and kept.certificate["distance_bound"] <= 1e-3
     with pytest.raises(ConfigError, match="max-certified-distance"):
         forget(run_dir, np.arange(80, 90), max_certified_distance=-1.0)
+
+
+def exact_max_norm(x: np.ndarray) -> float:
+    """The largest |(x_i, 1)|, summed exactly (Python's fsum over float64 squares of float32 values,
+    which are exact)."""
+    return max(math.sqrt(math.fsum(float(v) ** 2 for v in row) + 1.0) for row in x.astype(np.float64))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.integers(1, 6),
+    features=st.integers(1, 300),
+    scale=st.sampled_from([1e-20, 1e-3, 1.0, 255.0, 1e15]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_the_input_norm_bounds_the_exact_one_tightly(
+    rows: int, features: int, scale: float, seed: int
+) -> None:
+    """Summed in float32, the bound is never below the exact norm and within F units of it."""
+    x = (np.random.default_rng(seed).random((rows, features)) * scale).astype(np.float32)
+    exact = exact_max_norm(x)
+    bound = max_input_norm(torch.from_numpy(x))
+    assert exact <= bound <= exact * (1.0 + 2.0 * features * 2.0**-24) + 1e-30
+
+
+def test_the_input_norm_survives_float32_overflow_and_refuses_non_finite_inputs() -> None:
+    huge = torch.full((2, 4), 3e20, dtype=torch.float32)  # squares overflow float32, not float64
+    assert max_input_norm(huge) == pytest.approx(6e20, rel=1e-6)
+    assert max_input_norm(huge) >= exact_max_norm(huge.numpy())
+    bad = torch.zeros(3, 5)
+    bad[1, 2] = float("nan")
+    with pytest.raises(HistoryError, match="non-finite"):
+        max_input_norm(bad)
+
+
+def test_the_input_norm_reads_images_and_half_precision() -> None:
+    images = torch.rand(10, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    assert max_input_norm(images) >= exact_max_norm(images.reshape(10, -1).numpy())
+    half = images.reshape(10, -1).half()
+    assert max_input_norm(half) >= exact_max_norm(half.float().numpy())
+
+
+def test_the_input_norm_reads_integer_inputs_exactly() -> None:
+    # 2^26 + 3 rounds to 2^26 in float32, below what the allowance for one feature covers
+    big = torch.tensor([[2**26 + 3], [1]], dtype=torch.int64)
+    assert max_input_norm(big) >= exact_max_norm(big.numpy())
+    assert max_input_norm(big.to(torch.float32)) < exact_max_norm(big.numpy())  # what float32 would give
