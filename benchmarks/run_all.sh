@@ -90,6 +90,8 @@ chain_c() {
   # (stream-mnist-small.json was measured with an earlier rule of small_request_below: docs/results.md)
   stream stream-higgs --dataset synthetic-higgs --model logreg --stream 20
   stream stream-mnist-exact --dataset mnist --model logreg --stream 100 --exact-curvature-dim 8000
+  # what the certificate's largest input norm costs a request, read in float64 against summed in float32
+  "$BIN/python" benchmarks/certificate_norm.py > "$OUT/certificate-norm.md"
   # a queue of 1,000 single-sample requests served by one serve (one batch)
   "$BIN/miniunlearn" -q bench --dataset mnist --model logreg --stream 1000 --queue --threads 1 "${SK[@]}" \
     --json "$OUT/queue-mnist.json" | tee "$OUT/queue-mnist.md"
