@@ -80,8 +80,8 @@ def no_certificate_reason(run: Run) -> str | None:
 
 NORM_BLOCK_VALUES = 1 << 21
 """Input values per block of :func:`max_input_norm` (2,671 MNIST rows, 74,898 of 28 features):
-a block's squares stay in cache (8 MB blocks took 1.5-8x as long), and narrow inputs are
-not read a few rows at a time."""
+a block's squares stay in cache (blocks of 8 million values took 1.7-8x as long), and narrow
+inputs are not read a few rows at a time."""
 
 
 def max_input_norm(x: torch.Tensor) -> float:
@@ -89,12 +89,13 @@ def max_input_norm(x: torch.Tensor) -> float:
     flattened into F), tight to about F units of the inputs' rounding (relative 5e-5 for
     MNIST's float32 pixels).
 
-    The squares are summed in the inputs' own precision (float32 for image data: a quarter of
-    a float64 read's time), and each row's sum s is raised to s / (1 - gamma_F) + F * tiny,
-    with gamma_F = F u / (1 - F u): whatever order the sum takes, each of its F terms is rounded
-    at most F times, so the exact sum of squares is at most that (tiny covers squares that
-    underflow). Half-precision inputs are summed in float32 and integer ones in float64 (both
-    converted exactly); a block whose sum overflows is summed again in float64."""
+    The squares are summed in the inputs' own precision (float32 for image data: a small
+    fraction of a float64 read's time, docs/results/certificate-norm.md), and each row's sum
+    s is raised to s / (1 - gamma_F) + F * tiny, with gamma_F = F u / (1 - F u): whatever
+    order the sum takes, each of its F terms is rounded at most F times, so the exact sum of
+    squares is at most that (tiny covers squares that underflow). Half-precision inputs are
+    summed in float32 and integer ones in float64 (both converted exactly); a block whose sum
+    overflows is summed again in float64."""
     if x.dtype in (torch.float32, torch.float64):
         dtype = x.dtype
     else:
