@@ -92,6 +92,8 @@ chain_c() {
   stream stream-mnist-exact --dataset mnist --model logreg --stream 100 --exact-curvature-dim 8000
   # what the certificate's largest input norm costs a request, read in float64 against summed in float32
   "$BIN/python" benchmarks/certificate_norm.py > "$OUT/certificate-norm.md"
+  # where a single-sample request's seconds go, and what forming a Gram matrix costs three ways
+  "$BIN/python" benchmarks/request_time.py > "$OUT/request-time.md"
   # a queue of 1,000 single-sample requests served by one serve (one batch)
   "$BIN/miniunlearn" -q bench --dataset mnist --model logreg --stream 1000 --queue --threads 1 "${SK[@]}" \
     --json "$OUT/queue-mnist.json" | tee "$OUT/queue-mnist.md"
