@@ -169,6 +169,8 @@ chain_c() {
     --threads 1 --variants default,sharpness-cap,scratch-sharpness-cap > "$OUT/rewind-sharpness-cap-cnn.md"
   "$BIN/python" benchmarks/rewind_variants.py --ratios 0.1,0.5,0.9 --seeds 3 --threads 1 \
     --variants default,sharpness-cap > "$OUT/rewind-sharpness-cap-mlp.md"
+  # short replays beyond mini's options on the momentum CNN (larger batches, later start, distillation, Adam)
+  "$BIN/python" benchmarks/replay_limits.py --seeds 3 --threads 2 > "$OUT/replay-limits-cnn-momentum.md"
 }
 chain_a > "$OUT/chain_a.log" 2>&1
 chain_b > "$OUT/chain_b.log" 2>&1
