@@ -11,7 +11,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from miniunlearn.certificate import certify, max_input_norm, no_certificate_reason, trained_certificate
+from miniunlearn.certificate import (
+    certify,
+    certify_state,
+    max_input_norm,
+    no_certificate_reason,
+    trained_certificate,
+)
 from miniunlearn.errors import HistoryError
 from miniunlearn.experiment.optimum import retain_optimum
 from miniunlearn.ids import random_forget_ids
@@ -198,3 +204,20 @@ def test_the_input_norm_reads_integer_inputs_exactly() -> None:
     big = torch.tensor([[2**26 + 3], [1]], dtype=torch.int64)
     assert max_input_norm(big) >= exact_max_norm(big.numpy())
     assert max_input_norm(big.to(torch.float32)) < exact_max_norm(big.numpy())  # what float32 would give
+
+
+def test_a_measured_state_needs_only_the_retain_count(convex_run, case) -> None:
+    """From the serving method's measured state the certificate takes no pass and no retain
+    ids, only their count, and is the same certificate as one built with the ids."""
+    forget, retain, optimum = case
+    served = get_method("mini").unlearn(UnlearnRequest(convex_run, forget)).params
+    with_ids, value, grad = certify_state(convex_run, served, retain)
+    before = convex_run.objective.grad_evals
+    counted, *_ = certify_state(convex_run, served, None, (value, grad), n_retain=retain.size)
+    assert convex_run.objective.grad_evals == before and counted.passes == 0.0
+    assert counted.n_retain == retain.size and counted.distance_bound == with_ids.distance_bound
+    assert dist(served, optimum) <= counted.distance_bound
+    with pytest.raises(ValueError, match="n_retain"):
+        certify_state(convex_run, served, None, n_retain=retain.size)  # a count cannot replace a pass
+    with pytest.raises(ValueError, match="n_retain"):
+        certify_state(convex_run, served, retain, (value, grad), n_retain=retain.size)  # one or the other

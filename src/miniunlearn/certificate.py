@@ -137,6 +137,8 @@ def certify_state(
     w: torch.Tensor,
     retain_ids: np.ndarray | None,
     measured: tuple[torch.Tensor, torch.Tensor] | None = None,
+    *,
+    n_retain: int | None = None,
 ) -> tuple[Certificate, torch.Tensor, torch.Tensor]:
     """:func:`certify`, also returning the retain objective's value and gradient at ``w``
     (float64) that the pass measured: the next request from ``w`` may start from them.
@@ -144,13 +146,18 @@ def certify_state(
     ``measured``: that value and gradient when the method serving ``w`` already computed them
     as this function would (``run.objective`` cast to float64, at exactly ``w``, over
     ``retain_ids``; :attr:`~miniunlearn.methods.base.UnlearnResult.retain_state`): the
-    certificate is then built from them without a pass (``passes`` 0)."""
+    certificate is then built from them without a pass (``passes`` 0), and ``retain_ids`` may
+    be None with the retain set's size given as ``n_retain`` (building the ids of millions of
+    rows costs more than the certificate itself)."""
     why = no_certificate_reason(run)
     if why is not None:
         raise HistoryError(why)
     started = time.perf_counter()
     objective = run.objective.cast(torch.float64)
-    n_retain = run.n_train if retain_ids is None else int(len(retain_ids))
+    if n_retain is not None and (measured is None or retain_ids is not None):
+        raise ValueError("n_retain stands in for retain_ids, and only with the measured state")
+    if n_retain is None:
+        n_retain = run.n_train if retain_ids is None else int(len(retain_ids))
     if measured is None:
         value, grad = objective.value_and_grad(w.detach().to(objective.device, torch.float64), retain_ids)
     else:

@@ -221,8 +221,11 @@ def certificate_fields(
     why = no_certificate_reason(run)
     if why is not None:
         return {"certificate": None, "certificate_note": why}, None
-    retain = retained_ids(run.n_train, forgotten)
-    certificate, value, grad = certify_state(run, params, retain, measured)
+    if measured is None:
+        certificate, value, grad = certify_state(run, params, retained_ids(run.n_train, forgotten))
+    else:  # only the retain set's size is needed
+        n_retain = run.n_train - np.unique(forgotten).size
+        certificate, value, grad = certify_state(run, params, None, measured, n_retain=n_retain)
     fields = certificate.to_dict()
     try:  # how far training itself stopped from its optimum, from the stored final gradient
         final_grad = run.mini_history().grads[0].double()
