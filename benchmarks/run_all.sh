@@ -106,6 +106,8 @@ chain_c() {
     --methods retrain,none,retrain-fast,mini --runs-dir runs/leaky
   bench mnist-mlp-leaky-fast-ulira --dataset mnist --model mlp --preset leaky --ratios 0.1,0.5,0.9 --seeds 1 \
     --methods retrain,none,retrain-fast,mini --attacks population,ulira --runs-dir runs/leaky
+  bench mnist-mlp-leaky-fast-3seeds --dataset mnist --model mlp --preset leaky --ratios 0.1,0.5,0.9 --seeds 3 \
+    --methods retrain,none,retrain-fast,mini --attacks population,ulira --runs-dir runs/leaky
   # the per-example privacy score against the original model on every seed (docs/results.md)
   bench mnist-mlp-leaky-privacy --dataset mnist --model mlp --preset leaky --ratios 0.1,0.5,0.9 --seeds 3 \
     --methods retrain,none --attacks population,ulira --runs-dir runs/leaky
