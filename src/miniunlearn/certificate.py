@@ -147,8 +147,8 @@ def certify_state(
     as this function would (``run.objective`` cast to float64, at exactly ``w``, over
     ``retain_ids``; :attr:`~miniunlearn.methods.base.UnlearnResult.retain_state`): the
     certificate is then built from them without a pass (``passes`` 0), and ``retain_ids`` may
-    be None with the retain set's size given as ``n_retain`` (building the ids of millions of
-    rows costs more than the certificate itself)."""
+    be None with the retain set's size given as ``n_retain`` (on millions of rows, building
+    their ids is work the certificate does not need)."""
     why = no_certificate_reason(run)
     if why is not None:
         raise HistoryError(why)
