@@ -148,6 +148,9 @@ chain_c() {
     --runs-dir runs/leaky
   bench fashion-cnn-leaky-tuned --dataset fashion-mnist --model cnn --preset leaky --ratios 0.1,0.5,0.9 --seeds 1 \
     --methods retrain,none,finetune,neggrad,rl,salun,scrub,l1sparse,mini --tune-baselines --runs-dir runs/leaky
+  bench fashion-cnn-leaky-momentum-tuned --dataset fashion-mnist --model cnn --preset leaky-momentum \
+    --retrain-batches refill --ratios 0.1,0.5,0.9 --seeds 1 \
+    --methods retrain,none,finetune,neggrad,rl,salun,scrub,l1sparse,mini --tune-baselines --runs-dir runs/leaky
   bench fashion-cnn-leaky-tuned-scrub --dataset fashion-mnist --model cnn --preset leaky --ratios 0.1,0.5,0.9 --seeds 1 \
     --methods retrain,none,scrub --tune-baselines --runs-dir runs/leaky
   # the replay's rate and budget across models
