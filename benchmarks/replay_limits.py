@@ -160,10 +160,11 @@ def variants(run: Run, request: UnlearnRequest, late: dict[float, torch.Tensor])
     def sgd(start: torch.Tensor, batch: int, fraction: float, rate: float) -> Callable:
         def go() -> tuple[torch.Tensor, float]:
             steps = math.ceil(fraction * run.config.epochs * size / batch)
+            before = objective.grad_evals  # counts every attempt when a replay restarts
             replay, _, _ = replay_with_restarts(
                 objective, start, retain, batch, steps, rate * lr, MOMENTUM, -math.inf, 0
             )
-            return replay.w, replay.steps * batch / size
+            return replay.w, (objective.grad_evals - before) / size
 
         return go
 
