@@ -18,7 +18,6 @@ import argparse
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,7 @@ import torch
 import miniunlearn.certificate as certificate
 from miniunlearn.deletion import forget
 from miniunlearn.experiment.bench import BenchSpec, trained_run
+from timing import mean_seconds
 
 torch.set_num_threads(1)
 
@@ -39,15 +39,6 @@ def float64_norm(x: torch.Tensor) -> float:
         rows = x[start : start + 65536].to(torch.float64)
         largest = max(largest, float(torch.sqrt((rows * rows).sum(dim=1) + 1.0).max()))
     return largest
-
-
-def seconds_alone(norm: Callable[[torch.Tensor], float], x: torch.Tensor, repeats: int = 5) -> float:
-    """Mean seconds of ``norm`` over ``x`` (after one call to warm up)."""
-    norm(x)
-    started = time.perf_counter()
-    for _ in range(repeats):
-        norm(x)
-    return (time.perf_counter() - started) / repeats
 
 
 def main() -> None:
@@ -77,7 +68,7 @@ def main() -> None:
     for name, norm in ways.items():
         times = latency[name]
         print(
-            f"| {name} | {norm(x):.9f} | {seconds_alone(norm, x):.3f} "
+            f"| {name} | {norm(x):.9f} | {mean_seconds(lambda norm=norm: norm(x)):.3f} "
             f"| {np.median(times):.3f} / {np.mean(times):.3f} | {len(times)} |"
         )
     print(

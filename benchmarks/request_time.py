@@ -15,9 +15,6 @@ rank-k update (``scipy.linalg.blas.dsyrk``, the upper triangle only). Prints two
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import numpy as np
 import torch
 from scipy.linalg.blas import dsyrk
@@ -27,17 +24,9 @@ from miniunlearn.certificate import max_input_norm
 from miniunlearn.experiment.bench import BenchSpec, trained_run
 from miniunlearn.training import open_run
 from miniunlearn.training.input_subspace import InputSubspaceCurvature, symmetric_gram
+from timing import mean_seconds
 
 torch.set_num_threads(1)
-
-
-def seconds(work: Callable[[], object], repeats: int = 5) -> float:
-    """Mean seconds of ``work`` over ``repeats`` calls, after one call to warm up."""
-    work()
-    started = time.perf_counter()
-    for _ in range(repeats):
-        work()
-    return (time.perf_counter() - started) / repeats
 
 
 def main() -> None:
@@ -64,7 +53,7 @@ def main() -> None:
     print("| part of a single-sample MNIST request | seconds |")
     print("|---|---:|")
     for name, work, repeats in parts:
-        print(f"| {name} | {seconds(work, repeats):.3f} |", flush=True)
+        print(f"| {name} | {mean_seconds(work, repeats):.3f} |", flush=True)
 
     gen = torch.Generator().manual_seed(0)
     print("\n| Gram matrix, 8,192 rows (float64) | width | band by band (as formed) | full product | dsyrk |")
@@ -74,9 +63,9 @@ def main() -> None:
         weights = torch.rand(8192, generator=gen, dtype=torch.float64)
         scaled = np.asfortranarray((z * weights.sqrt()[:, None]).numpy())  # weights >= 0 here
         with threadpool_limits(1):
-            band = seconds(lambda z=z, weights=weights: symmetric_gram(z, weights))
-            full = seconds(lambda z=z, weights=weights: (z * weights[:, None]).T @ z)
-            syrk = seconds(lambda scaled=scaled: dsyrk(1.0, scaled, trans=1))
+            band = mean_seconds(lambda z=z, weights=weights: symmetric_gram(z, weights))
+            full = mean_seconds(lambda z=z, weights=weights: (z * weights[:, None]).T @ z)
+            syrk = mean_seconds(lambda scaled=scaled: dsyrk(1.0, scaled, trans=1))
         print(f"| {label} | {width} | {band:.4f} | {full:.4f} | {syrk:.4f} |", flush=True)
     print(
         "\nOne thread; MNIST logistic regression, seed 0. A retain pass reads the 59,999 rows a "
