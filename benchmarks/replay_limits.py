@@ -38,19 +38,21 @@ import numpy as np
 import torch
 from torch.func import functional_call
 
+from arguments import ratio_list
 from miniunlearn.experiment.assess import assess, reference
 from miniunlearn.experiment.bench import BenchSpec, cell_forget_ids, trained_run
 from miniunlearn.methods import UnlearnRequest, get_method
 from miniunlearn.methods.finetune import seeded_batches
+from miniunlearn.methods.mini.options import MiniOptions
 from miniunlearn.methods.mini.rewind import replay_budget, replay_with_restarts, rewind_point
 from miniunlearn.objective import Objective
 from miniunlearn.training import retrain
 from miniunlearn.training.rundir import Run
 from miniunlearn.training.trainer import train_loop
 
-REPLAY_RATE = 1.5
-"""The default replay's peak rate, as a multiple of the run's (MiniOptions.replay_lr_scale)."""
-MOMENTUM = 0.9
+MINI = MiniOptions()
+"""The shipped defaults the variants start from: the rewind point, the replay's budget, rate
+multiple and momentum (methods/mini/options.py owns them)."""
 LATE_FRACTIONS = (0.25, 0.5)
 DISTILL_WEIGHT, DISTILL_TEMPERATURE = 0.5, 2.0
 ADAM_RATE = 1e-3
@@ -127,7 +129,8 @@ def custom_replay(
     adam: bool = False,
 ) -> torch.Tensor:
     """Replay ``steps`` seeded retain batches from ``w`` at a cosine-decayed rate from ``peak``:
-    heavy-ball (momentum 0.9) on :func:`batch_gradient`, or Adam (0.9, 0.999) with ``adam``."""
+    heavy-ball at mini's replay momentum on :func:`batch_gradient`, or Adam (0.9, 0.999) with
+    ``adam``."""
     batches = seeded_batches(retain, batch, 0)
     first, second = torch.zeros_like(w), torch.zeros_like(w)
     for step in range(steps):
@@ -141,7 +144,7 @@ def custom_replay(
             )
             w = w - rate * unbiased
         else:
-            first = MOMENTUM * first + grad
+            first = MINI.replay_momentum * first + grad
             w = w - rate * first
     return w.detach()
 
@@ -150,8 +153,8 @@ def variants(run: Run, request: UnlearnRequest, late: dict[float, torch.Tensor])
     """Return {name: () -> (parameters, passes over the retain set)} for the variants above."""
     objective, retain = run.objective, request.retain_ids
     lr, size = run.config.lr, retain.size
-    _, rewound, _ = rewind_point(request, run.mini_history(), 1 / 16, correct=False)
-    batch, steps = replay_budget(run, retain, 0.4)
+    _, rewound, _ = rewind_point(request, run.mini_history(), MINI.rewind_fraction, correct=False)
+    batch, steps = replay_budget(run, retain, MINI.replay_fraction)
 
     def default() -> tuple[torch.Tensor, float]:
         result = get_method("mini").unlearn(request)
@@ -162,7 +165,7 @@ def variants(run: Run, request: UnlearnRequest, late: dict[float, torch.Tensor])
             steps = math.ceil(fraction * run.config.epochs * size / batch)
             before = objective.grad_evals  # counts every attempt when a replay restarts
             replay, _, _ = replay_with_restarts(
-                objective, start, retain, batch, steps, rate * lr, MOMENTUM, -math.inf, 0
+                objective, start, retain, batch, steps, rate * lr, MINI.replay_momentum, -math.inf, 0
             )
             return replay.w, (objective.grad_evals - before) / size
 
@@ -178,8 +181,8 @@ def variants(run: Run, request: UnlearnRequest, late: dict[float, torch.Tensor])
     return {
         "default": default,
         "batch 256, 80 %, rate 3x": sgd(rewound, 256, 0.8, 3.0),
-        **{f"rewind {f:g}, 30 %": sgd(late[f], batch, 0.3, REPLAY_RATE) for f in LATE_FRACTIONS},
-        "distillation": custom(peak=REPLAY_RATE * lr, teacher=teacher),
+        **{f"rewind {f:g}, 30 %": sgd(late[f], batch, 0.3, MINI.replay_lr_scale) for f in LATE_FRACTIONS},
+        "distillation": custom(peak=MINI.replay_lr_scale * lr, teacher=teacher),
         "adam": custom(peak=ADAM_RATE, adam=True),
     }
 
@@ -193,7 +196,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    ratios = [float(r) for r in args.ratios.split(",")]
+    ratios = ratio_list(args.ratios)
     spec = BenchSpec(
         "fashion-mnist",
         "cnn",
